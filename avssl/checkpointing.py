@@ -1,0 +1,56 @@
+"""A thin wrapper over orbax's `CheckpointManager` for the whole `TrainState`.
+
+Everything needed to continue exactly is one pytree (params, BN statistics, optimiser state, step, RNG,
+and the method's state such as SeLaVi's self-label table), so one `StandardSave` writes it. Orbax writes
+each step into a temporary folder and renames it when complete, so a crash mid-save never leaves a
+half-written checkpoint that a restart would pick up; saves run in the background and `close()` waits.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from avssl.train_state import TrainState
+
+
+class Checkpointer:
+  """Saves every `every_steps` steps and at the end, keeps the newest `keep`, restores the latest."""
+
+  def __init__(self, workdir: str, every_steps: int, keep: int):
+    self.every_steps = max(int(every_steps), 1)
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                           enable_async_checkpointing=True)
+    self._manager = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), 'checkpoints'),
+                                          options=options)
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def maybe_save(self, state: TrainState, step: int, *, final: bool = False) -> bool:
+    """Saves when `step` is on the save interval, or unconditionally when `final`."""
+    if not final and step % self.every_steps:
+      return False
+    if step in self._manager.all_steps():
+      return False
+    return self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+
+  def restore(self, target: TrainState, state_sharding: Any, step: int | None = None) -> TrainState:
+    """Restores `step` (default: the latest) directly into `state_sharding`, without a host copy."""
+    step = self.latest_step() if step is None else step
+    abstract = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), target, state_sharding)
+    return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()

@@ -1,0 +1,1 @@
+"""Datasets, host-side input pipelines and synthetic data."""

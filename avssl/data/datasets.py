@@ -1,0 +1,121 @@
+"""Dataset registry and the host-side batching every dataset shares.
+
+The loop sees a `DataSource`: host-local numpy batches for training (resumable at any step), for
+evaluation, and for a full ordered pass over the training set (the label updates). Each process yields
+only its own slice of every global batch, in process order, which `sharding.to_global` assembles.
+
+Random-access datasets (synthetic data, in-memory arrays) get those three iterators from
+`IndexedSource`: the training order is a fixed permutation per epoch derived from the seed, so the batch
+at step `s` is a pure function of `(seed, s)`. That makes a resumed run see exactly the data an
+uninterrupted run sees, and one process with 8 devices see the same global batches as two with 4.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Callable, Iterator
+
+import ml_collections
+import numpy as np
+
+Batch = dict[str, np.ndarray]
+
+_BUILDERS: dict[str, Callable[..., 'DataSource']] = {}
+
+
+def register(name: str) -> Callable:
+  """Decorator: makes a `DataSource` factory `f(config, *, batch_size, process_index, process_count,
+  seed)` available as `config.data.name = name`."""
+  def wrap(factory):
+    _BUILDERS[name] = factory
+    return factory
+  return wrap
+
+
+def unregister(name: str) -> None:
+  _BUILDERS.pop(name, None)
+
+
+def build(config: ml_collections.ConfigDict, *, batch_size: int, process_index: int,
+          process_count: int, seed: int) -> 'DataSource':
+  """The data source named by `config.name`, feeding this process's share of `batch_size`."""
+  if config.name not in _BUILDERS:
+    _import_builtin()
+  if config.name not in _BUILDERS:
+    raise ValueError(f'config.data.name={config.name!r} is not one of {sorted(_BUILDERS)}')
+  return _BUILDERS[config.name](config, batch_size=batch_size, process_index=process_index,
+                                process_count=process_count, seed=seed)
+
+
+def _import_builtin() -> None:
+  from avssl.data import synthetic  # pylint: disable=g-import-not-at-top,unused-import
+
+
+class DataSource(abc.ABC):
+  """Host-local batches of one dataset for one process."""
+  num_train: int
+
+  @abc.abstractmethod
+  def train_batches(self, start_step: int) -> Iterator[Batch]:
+    """Training batches from global step `start_step` on, endlessly."""
+
+  @abc.abstractmethod
+  def eval_batches(self) -> Iterator[Batch]:
+    """One pass over the evaluation split; padded to full batches, padding marked by `mask == 0`."""
+
+  @abc.abstractmethod
+  def dataset_batches(self) -> Iterator[Batch]:
+    """One ordered pass over the training split (for label updates), padded and masked likewise."""
+
+
+class IndexedSource(DataSource):
+  """A `DataSource` over any dataset whose examples can be fetched by index."""
+
+  def __init__(self, fetch: Callable[[str, np.ndarray], Batch], num_train: int, num_eval: int, *,
+               batch_size: int, process_index: int, process_count: int, seed: int):
+    if batch_size % process_count:
+      raise ValueError(f'batch_size={batch_size} does not divide over {process_count} processes')
+    if num_train < batch_size:
+      raise ValueError(f'the training split has {num_train} examples, fewer than one batch '
+                       f'(batch_size={batch_size}); lower --config.batch_size')
+    self._fetch = fetch
+    self.num_train, self.num_eval = num_train, num_eval
+    self.batch_size, self.local_batch = batch_size, batch_size // process_count
+    self.process_index, self.seed = process_index, seed
+    self.steps_per_epoch = num_train // batch_size  # drop_last, as the references' samplers
+
+  def _local(self, global_indices: np.ndarray) -> np.ndarray:
+    start = self.process_index * self.local_batch
+    return global_indices[start:start + self.local_batch]
+
+  def train_batches(self, start_step: int) -> Iterator[Batch]:
+    step = start_step
+    while True:
+      epoch, offset = divmod(step, self.steps_per_epoch)
+      order = np.random.default_rng([self.seed, epoch]).permutation(self.num_train)
+      indices = self._local(order[offset * self.batch_size:(offset + 1) * self.batch_size])
+      batch = self._fetch('train', indices)
+      batch['index'] = indices.astype(np.int32)
+      yield batch
+      step += 1
+
+  def _ordered(self, split: str, n: int) -> Iterator[Batch]:
+    for start in range(0, n, self.batch_size):
+      global_indices = np.arange(start, start + self.batch_size)
+      indices = self._local(global_indices)
+      mask = indices < n
+      batch = self._fetch(split, np.where(mask, indices, 0))
+      batch['index'] = np.where(mask, indices, -1).astype(np.int32)
+      batch['mask'] = mask.astype(np.float32)
+      yield batch
+
+  def eval_batches(self) -> Iterator[Batch]:
+    return self._ordered('eval', self.num_eval)
+
+  def dataset_batches(self) -> Iterator[Batch]:
+    return self._ordered('train', self.num_train)
+
+
+def stack(examples: list[dict[str, Any]]) -> Batch:
+  """List of per-example dicts -> dict of stacked arrays."""
+  return {k: np.stack([e[k] for e in examples]) for k in examples[0]}

@@ -1,0 +1,91 @@
+r"""Entry point: `python -m avssl.main --config=configs/<file>.py[:args] --workdir=DIR [--mode=...]`.
+
+Modes: `train` (resumes from the latest checkpoint in DIR), `eval` (the method's evaluation of that
+checkpoint), `label` (the method's cluster labels). Any config value can be overridden with
+`--config.key=value`; the config is locked, so a key that does not exist is an error naming it.
+
+For several hosts set `--config.distributed.coordinator_address=host:port` with `num_processes` and
+`process_id`, or run where JAX detects the cluster (SLURM, Open MPI, Cloud TPU) with
+`--config.distributed.auto=true`, or export `JAX_COORDINATOR_ADDRESS`.
+"""
+
+from __future__ import annotations
+
+import logging as std_logging
+import os
+import re
+import sys
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from avssl import train
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (with :args).',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and outputs.')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'label'], 'What to run.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's parser, with an unknown `--config.<key>` reported by name instead of a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as e:
+    overrides = [a.split('=')[0] for a in argv if a.startswith('--config.')]
+    unknown = [a for a in overrides if a.split('.')[-1] in str(e)] or overrides
+    hint = re.search(r'Did you mean "\w+"', str(e))
+    sys.exit(f'avssl: {", ".join(unknown)}: the config has no such key'
+             f'{"; " + hint.group(0) + "?" if hint else ""}; check the spelling against the config file')
+  except flags.Error as e:
+    sys.exit(f'avssl: {e}')
+
+
+def _initialize_distributed(config) -> None:
+  """Joins a multi-process run when the config or the environment describes one."""
+  dist = config.distributed
+  if not (dist.coordinator_address or dist.auto or os.environ.get('JAX_COORDINATOR_ADDRESS')):
+    return
+  if dist.cpu_collectives:
+    jax.config.update('jax_cpu_collectives_implementation', dist.cpu_collectives)
+  if dist.coordinator_address:
+    jax.distributed.initialize(dist.coordinator_address, dist.num_processes, dist.process_id)
+  else:
+    jax.distributed.initialize()
+
+
+def _hide_gpus_from_tensorflow() -> None:
+  """tf.data runs on the host; without this TensorFlow would reserve accelerator memory JAX needs."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], 'GPU')
+  tf.config.set_visible_devices([], 'TPU')
+
+
+def _quiet_orbax() -> None:
+  """Orbax logs every step of every save at INFO through absl; keep its warnings, drop the chatter."""
+  logging.get_absl_handler().addFilter(
+      lambda record: record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname)
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  _quiet_orbax()
+  config = _CONFIG.value
+  _hide_gpus_from_tensorflow()
+  _initialize_distributed(config)
+  logging.info('process %d of %d; %d local devices, %d in all (%s)', jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count(),
+               jax.devices()[0].platform)
+  if _MODE.value == 'train':
+    train.train_and_evaluate(config, _WORKDIR.value)
+  elif _MODE.value == 'eval':
+    logging.info('eval: %s', train.evaluate(config, _WORKDIR.value))
+  else:
+    train.label(config, _WORKDIR.value)
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=_parse_flags)

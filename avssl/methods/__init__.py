@@ -1,0 +1,26 @@
+"""Methods, looked up by `config.method`: each is a `base.Method` subclass in a module of this package."""
+
+from __future__ import annotations
+
+import importlib
+
+import ml_collections
+
+from avssl.methods.base import Method
+
+_REGISTRY = {
+    'supervised': 'avssl.methods.supervised:Supervised',
+}
+
+
+def names() -> list[str]:
+  return sorted(_REGISTRY)
+
+
+def build(config: ml_collections.ConfigDict) -> Method:
+  """Instantiates the method named by `config.method` with the whole config."""
+  name = config.method
+  if name not in _REGISTRY:
+    raise ValueError(f'config.method={name!r} is not one of {names()}')
+  module_name, class_name = _REGISTRY[name].split(':')
+  return getattr(importlib.import_module(module_name), class_name)(config)

@@ -1,0 +1,73 @@
+"""What a method supplies to the one training loop in `avssl/train.py`.
+
+A method owns its model, its loss, its own state (self-labels, priors, queues) and its periodic label
+update; the loop owns everything else (mesh, data feeding, optimiser, jit, checkpoints, logging, guards).
+Nothing method-specific lives in the loop, and nothing generic is copied into a method.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, NamedTuple
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+
+from avssl.train_state import TrainState
+
+PyTree = Any
+Batch = dict[str, jax.Array]
+
+
+class StepOutput(NamedTuple):
+  """What a method's loss returns next to the scalar loss (the `aux` of `value_and_grad`)."""
+  batch_stats: PyTree
+  metrics: dict[str, jax.Array]
+  method_state: PyTree
+
+
+class Method:
+  """Base class: override `build_model` and `loss`; the rest has sensible defaults."""
+
+  #: Names of the batch entries the method reads (checked against the data at start).
+  inputs: tuple[str, ...] = ()
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    self.model = self.build_model()
+
+  def build_model(self) -> nn.Module:
+    raise NotImplementedError(f'{type(self).__name__} must define build_model()')
+
+  def init_variables(self, rng: jax.Array, batch: Batch) -> dict[str, PyTree]:
+    """Flax variables for one example batch (shapes only matter)."""
+    return self.model.init({'params': rng, 'dropout': rng}, **{k: batch[k] for k in self.inputs},
+                           train=False)
+
+  def init_method_state(self, num_examples: int) -> PyTree:
+    """The method's own arrays kept in the train state and checkpoint; none by default."""
+    del num_examples
+    return {}
+
+  def loss(self, params: PyTree, state: TrainState, batch: Batch,
+           rng: jax.Array) -> tuple[jax.Array, StepOutput]:
+    """The scalar training loss of one global batch, and its `StepOutput`. Pure; traced under jit."""
+    raise NotImplementedError(f'{type(self).__name__} must define loss()')
+
+  def label_update_steps(self, total_steps: int, steps_per_epoch: int) -> list[int]:
+    """Steps (before which) the loop calls `label_update`; none by default."""
+    del total_steps, steps_per_epoch
+    return []
+
+  def label_update(self, state: TrainState, batches: Iterator[dict[str, np.ndarray]],
+                   mesh: jax.sharding.Mesh) -> TrainState:
+    """Recomputes the method's targets over the whole dataset (SeLaVi: Sinkhorn; XDC: k-means)."""
+    del batches, mesh
+    return state
+
+  def evaluate(self, state: TrainState, batches: Iterator[dict[str, np.ndarray]],
+               mesh: jax.sharding.Mesh) -> dict[str, float]:
+    """Metrics on the evaluation data; none by default."""
+    del state, batches, mesh
+    return {}

@@ -1,0 +1,89 @@
+"""Optimisers and learning-rate schedules from `config.optimizer` and `config.schedule`.
+
+The schedules the four papers use:
+  - `warmup_constant`: SeLaVi's reference (`GradualWarmupScheduler`): linear from `base_lr` to
+    `base_lr * multiplier` over the warm-up, then constant to the end (no decay).
+  - `warmup_cosine`: linear from 0 to `base_lr * multiplier`, then cosine to `end_lr_fraction` of it.
+  - `step`: warm-up as `warmup_constant`, then multiply by `decay_rate` at each boundary.
+  - `constant`.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+import optax
+
+from avssl import config_lib
+
+
+def learning_rate(config: ml_collections.ConfigDict, steps_per_epoch: int,
+                  total_steps: int) -> optax.Schedule:
+  """The learning-rate schedule named by `config.name`, with durations in steps or epochs."""
+  base = float(config.base_lr)
+  peak = base * float(config.get('multiplier', 1.0))
+  warmup = config_lib.steps(config, 'warmup', steps_per_epoch, default=0)
+  name = config.name
+  if name == 'constant':
+    return optax.constant_schedule(base)
+  if name == 'warmup_constant':
+    return _warmup_then(base, peak, warmup, optax.constant_schedule(peak))
+  if name == 'warmup_cosine':
+    cosine = optax.cosine_decay_schedule(peak, max(total_steps - warmup, 1),
+                                         alpha=float(config.end_lr_fraction))
+    return _warmup_then(0.0, peak, warmup, cosine)
+  if name == 'step':
+    boundaries = [round(e * steps_per_epoch) - warmup for e in config.decay_epochs]
+    decay = optax.piecewise_constant_schedule(
+        peak, {b: float(config.decay_rate) for b in boundaries if b > 0})
+    return _warmup_then(base, peak, warmup, decay)
+  raise ValueError(f'config.schedule.name={name!r} is not one of '
+                   "'constant', 'warmup_constant', 'warmup_cosine', 'step'")
+
+
+def _warmup_then(start: float, peak: float, warmup: int, after: optax.Schedule) -> optax.Schedule:
+  if warmup <= 0:
+    return after
+  return optax.join_schedules([optax.linear_schedule(start, peak, warmup), after], [warmup])
+
+
+def optimizer(config: ml_collections.ConfigDict, lr: optax.Schedule) -> optax.GradientTransformation:
+  """SGD (momentum), Adam, AdamW or LARS with weight decay, from `config.name`.
+
+  For SGD and Adam the weight decay is added to the gradient (PyTorch's coupled `weight_decay`, as the
+  reference implementations use) and applies to every parameter, BN and biases included, as there.
+  """
+  name = config.name
+  wd = float(config.weight_decay)
+  if name == 'sgd':
+    return optax.chain(optax.add_decayed_weights(wd),
+                       optax.sgd(lr, momentum=float(config.momentum) or None,
+                                 nesterov=bool(config.nesterov)))
+  if name == 'adam':
+    return optax.chain(optax.add_decayed_weights(wd),
+                       optax.adam(lr, b1=float(config.b1), b2=float(config.b2), eps=float(config.eps)))
+  if name == 'adamw':
+    return optax.adamw(lr, b1=float(config.b1), b2=float(config.b2), eps=float(config.eps),
+                       weight_decay=wd)
+  if name == 'lars':
+    return optax.lars(lr, weight_decay=wd, momentum=float(config.momentum),
+                      trust_coefficient=float(config.trust_coefficient))
+  raise ValueError(f"config.optimizer.name={name!r} is not one of 'sgd', 'adam', 'adamw', 'lars'")
+
+
+def default_optimizer_config(**overrides) -> ml_collections.ConfigDict:
+  """Every optimiser key, so any of them can be overridden from the command line of any config."""
+  config = ml_collections.ConfigDict(dict(
+      name='sgd', momentum=0.9, nesterov=False, weight_decay=0.0,
+      b1=0.9, b2=0.999, eps=1e-8, trust_coefficient=0.001))
+  config.update(overrides)
+  return config
+
+
+def default_schedule_config(**overrides) -> ml_collections.ConfigDict:
+  """Every schedule key; durations as `<name>_steps` or `<name>_epochs` (at most one set)."""
+  config = ml_collections.ConfigDict(dict(
+      name='constant', base_lr=0.1, multiplier=1.0,
+      warmup_steps=config_lib.optional(int), warmup_epochs=config_lib.optional(float),
+      end_lr_fraction=0.0, decay_epochs=(), decay_rate=0.1))
+  config.update(overrides)
+  return config

@@ -1,0 +1,194 @@
+"""The one training loop every method uses.
+
+The loop owns the mesh, the data feeding, the optimiser, the jitted step, checkpoints, logging and the
+non-finite-loss guard; the method (`avssl/methods/`) owns the model, the loss, its own state and its label
+updates. `setup` builds everything a run needs from the config, so a missing or unknown key fails before
+the first step; `train_and_evaluate`, `evaluate` and `label` are the three modes of `avssl.main`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable, Iterator
+
+import jax
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from clu import metric_writers, periodic_actions
+
+from avssl import checkpointing, config_lib, methods, optim, sharding, train_state
+from avssl.data import datasets
+from avssl.methods.base import Method
+from avssl.train_state import TrainState
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss or the gradient became NaN or Inf; the run stops without saving the bad state."""
+
+
+@dataclasses.dataclass
+class Run:
+  """Everything one run needs, built from the config by `setup`."""
+  config: ml_collections.ConfigDict
+  workdir: str
+  mesh: jax.sharding.Mesh
+  data: datasets.DataSource
+  method: Method
+  tx: optax.GradientTransformation
+  learning_rate: optax.Schedule
+  state: TrainState
+  state_sharding: Any
+  checkpointer: checkpointing.Checkpointer
+  steps_per_epoch: int
+  total_steps: int
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
+  """Builds mesh, data, method, optimiser and state; restores the latest checkpoint in `workdir`."""
+  jax.config.update('jax_threefry_partitionable', True)
+  mesh = sharding.make_mesh()
+  sharding.check_global_batch(config.batch_size, mesh)
+  data = datasets.build(config.data, batch_size=config.batch_size,
+                        process_index=jax.process_index(), process_count=jax.process_count(),
+                        seed=config.seed)
+  method = methods.build(config)
+  steps_per_epoch = data.steps_per_epoch
+  total_steps = config_lib.steps(config, 'total', steps_per_epoch)
+  if total_steps is None:
+    raise ValueError('config sets neither total_steps nor total_epochs; set one of them')
+  lr = optim.learning_rate(config.schedule, steps_per_epoch, total_steps)
+  tx = optim.optimizer(config.optimizer, lr)
+  example = jax.tree.map(lambda x: x[:1], next(data.train_batches(0)))
+  state, state_sharding = train_state.create(
+      lambda rng: method.init_variables(rng, example),
+      lambda: method.init_method_state(data.num_train), tx, jax.random.PRNGKey(config.seed), mesh)
+  checkpointer = checkpointing.Checkpointer(workdir, config_lib.steps(
+      config, 'checkpoint_every', steps_per_epoch, default=total_steps), config.keep_checkpoints)
+  if checkpointer.latest_step() is not None:
+    logging.info('Resuming from the checkpoint of step %d in %s', checkpointer.latest_step(), workdir)
+    state = checkpointer.restore(state, state_sharding)
+  return Run(config, workdir, mesh, data, method, tx, lr, state, state_sharding, checkpointer,
+             steps_per_epoch, total_steps)
+
+
+def make_train_step(run: Run) -> Callable[[TrainState, Any], tuple[TrainState, dict[str, jax.Array]]]:
+  """The method's loss wrapped into one jitted, donated, explicitly sharded state transition."""
+  method, tx, lr = run.method, run.tx, run.learning_rate
+
+  def step(state: TrainState, batch) -> tuple[TrainState, dict[str, jax.Array]]:
+    (loss, out), grads = jax.value_and_grad(method.loss, has_aux=True)(
+        state.params, state, batch, state.step_rng())
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                              batch_stats=out.batch_stats, opt_state=opt_state,
+                              method_state=out.method_state)
+    metrics = {'loss': loss, 'grad_norm': optax.global_norm(grads),
+               'learning_rate': lr(state.step), **out.metrics}
+    return new_state, metrics
+
+  return jax.jit(step, in_shardings=(run.state_sharding, sharding.batch_sharded(run.mesh)),
+                 out_shardings=(run.state_sharding, sharding.replicated(run.mesh)),
+                 donate_argnums=0)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+  """Trains from the latest checkpoint in `workdir` (or from scratch) to the configured end."""
+  run = setup(config, workdir)
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  start = int(run.state.step)
+  logging.info('Training %s from step %d to %d (%d steps per epoch) on %d devices in %d processes',
+               config.method, start, run.total_steps, run.steps_per_epoch, jax.device_count(),
+               jax.process_count())
+  report = periodic_actions.ReportProgress(num_train_steps=run.total_steps, writer=writer)
+  try:
+    state = _loop(run, start, writer, report)
+    run.checkpointer.maybe_save(state, run.total_steps, final=True)
+    _evaluate_and_write(run, state, writer, run.total_steps)
+  finally:
+    run.checkpointer.close()
+    writer.close()
+  return state
+
+
+def _loop(run: Run, start: int, writer: metric_writers.MetricWriter,
+          report: periodic_actions.ReportProgress) -> TrainState:
+  config, state = run.config, run.state
+  train_step = make_train_step(run)
+  label_steps = set(run.method.label_update_steps(run.total_steps, run.steps_per_epoch))
+  log_every = config_lib.steps(config, 'log_every', run.steps_per_epoch, default=1)
+  eval_every = config_lib.steps(config, 'eval_every', run.steps_per_epoch)
+  batches: Iterator = run.data.train_batches(start)
+  history, pending = [], None
+  for step in range(start, run.total_steps):
+    if step in label_steps:
+      state = run.method.label_update(state, run.data.dataset_batches(), run.mesh)
+    state, metrics = train_step(state, sharding.to_global(next(batches), run.mesh))
+    if pending is not None:
+      history.append(_check_finite(*pending, run.checkpointer))
+    pending = (step, metrics)
+    done = step + 1
+    report(done)
+    if done % log_every == 0 or done == run.total_steps or done % run.checkpointer.every_steps == 0:
+      history.append(_check_finite(*pending, run.checkpointer))
+      pending = None
+      if done % log_every == 0 or done == run.total_steps:
+        writer.write_scalars(done, _mean(history))
+        history = []
+      run.checkpointer.maybe_save(state, done)
+    if eval_every and done % eval_every == 0 and done != run.total_steps:
+      _evaluate_and_write(run, state, writer, done)
+  return state
+
+
+def _check_finite(step: int, metrics: dict[str, jax.Array],
+                  checkpointer: checkpointing.Checkpointer) -> dict[str, float]:
+  """Fetches one step's metrics; stops the run if its loss or gradient norm is not finite."""
+  values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+  bad = {k: values[k] for k in ('loss', 'grad_norm') if not np.isfinite(values[k])}
+  if bad:
+    checkpointer.wait()
+    latest = checkpointer.latest_step()
+    kept = (f'the last good checkpoint (step {latest}) is kept and a rerun resumes from it'
+            if latest is not None else 'no checkpoint had been written yet')
+    raise NonFiniteLossError(
+        f'{", ".join(f"{k} is {v}" for k, v in bad.items())} at step {step}: stopping; {kept}. '
+        'Lower the learning rate or check the input data for NaN/Inf before resuming.')
+  return values
+
+
+def _mean(history: list[dict[str, float]]) -> dict[str, float]:
+  return {k: float(np.mean([h[k] for h in history])) for k in history[0]}
+
+
+def _evaluate_and_write(run: Run, state: TrainState, writer: metric_writers.MetricWriter,
+                        step: int) -> dict[str, float]:
+  results = run.method.evaluate(state, run.data.eval_batches(), run.mesh)
+  if results:
+    writer.write_scalars(step, results)
+  return results
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """`--mode=eval`: the method's evaluation of the latest checkpoint in `workdir`."""
+  run = setup(config, workdir)
+  if run.checkpointer.latest_step() is None:
+    raise FileNotFoundError(f'no checkpoint in {os.path.join(workdir, "checkpoints")}: train first')
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  results = _evaluate_and_write(run, run.state, writer, int(run.state.step))
+  run.checkpointer.close()
+  writer.close()
+  return results
+
+
+def label(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """`--mode=label`: the method writes its cluster labels for the dataset."""
+  run = setup(config, workdir)
+  export = getattr(run.method, 'export_labels', None)
+  if export is None:
+    raise ValueError(f'method {config.method!r} produces no cluster labels; --mode=label needs a '
+                     'clustering method such as selavi')
+  export(run.state, run.data, run.mesh, workdir)
+  run.checkpointer.close()

@@ -1,0 +1,1 @@
+"""Command-line tools that turn video folders and annotation files into training records."""

@@ -1,0 +1,60 @@
+"""Two processes x 4 CPU devices (jax.distributed on 127.0.0.1, gloo collectives), each feeding its own
+half of every batch, reach the same parameters as one process with 8 devices."""
+
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+
+from conftest import REPO
+from avssl import train
+
+_STEPS = 4
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def _launch_two_processes(workdir) -> list[subprocess.CompletedProcess]:
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4', JAX_PLATFORMS='cpu')
+  port = _free_port()
+  procs = [subprocess.Popen(
+      [sys.executable, '-m', 'avssl.main', '--config=configs/supervised_synthetic.py:tiny',
+       f'--workdir={workdir}', f'--config.total_steps={_STEPS}', '--config.log_every_steps=1',
+       f'--config.distributed.coordinator_address=127.0.0.1:{port}',
+       '--config.distributed.num_processes=2', f'--config.distributed.process_id={i}'],
+      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      for i in range(2)]
+  outputs = [p.communicate(timeout=300)[0] for p in procs]
+  for i, (p, out) in enumerate(zip(procs, outputs)):
+    assert p.returncode == 0, f'process {i} failed:\n{out[-4000:]}'
+    assert f'process {i} of 2; 4 local devices, 8 in all' in out
+  return outputs
+
+
+def test_two_processes_match_one_process_with_eight_devices(tmp_path):
+  from conftest import load_config  # pylint: disable=g-import-not-at-top
+  _launch_two_processes(tmp_path / 'two')
+
+  config = load_config('supervised_synthetic', 'tiny')
+  config.total_steps = _STEPS
+  single = train.train_and_evaluate(config, str(tmp_path / 'one'))
+  run = train.setup(config, str(tmp_path / 'two'))  # restores the two-process checkpoint
+  run.checkpointer.close()
+
+  assert int(run.state.step) == int(single.step) == _STEPS
+  two = jax.tree_util.tree_leaves_with_path((run.state.params, run.state.batch_stats))
+  one = jax.tree_util.tree_leaves((single.params, single.batch_stats))
+  for (path, a), b in zip(two, one):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6,
+                               err_msg=jax.tree_util.keystr(path))
+  fresh = train.setup(config, str(tmp_path / 'fresh'))
+  fresh.checkpointer.close()
+  assert not np.allclose(np.asarray(single.params['classifier']['kernel']),
+                         np.asarray(fresh.state.params['classifier']['kernel']))

@@ -1,0 +1,98 @@
+"""The shared loop: training on the sharded batch, exact resume, and the non-finite-loss guard."""
+
+import jax
+import numpy as np
+import pytest
+
+from avssl import checkpointing, sharding, train
+from avssl.data import datasets, synthetic
+
+
+def _leaves(state):
+  return {jax.tree_util.keystr(path): np.asarray(x)
+          for path, x in jax.tree_util.tree_leaves_with_path(
+              (state.step, state.params, state.batch_stats, state.opt_state, state.rng,
+               state.method_state))}
+
+
+def test_loss_falls_on_eight_devices_with_sharded_batch(tiny_config, tmp_path):
+  config = tiny_config
+  config.total_steps = 40
+  config.checkpoint_every_steps = 40
+  run = train.setup(config, str(tmp_path))
+  step = train.make_train_step(run)
+  batches = run.data.train_batches(0)
+  state, losses = run.state, []
+  for _ in range(config.total_steps):
+    batch = sharding.to_global(next(batches), run.mesh)
+    assert len(batch['video'].sharding.device_set) == 8
+    assert batch['video'].addressable_shards[0].data.shape[0] == config.batch_size // 8
+    state, metrics = step(state, batch)
+    losses.append(float(metrics['loss']))
+  assert state.params['classifier']['kernel'].sharding.is_fully_replicated
+  first, last = np.mean(losses[:5]), np.mean(losses[-5:])
+  assert last < 0.75 * first, (first, last)
+  run.checkpointer.close()
+
+
+def test_resume_is_exact(tiny_config, tmp_path):
+  uninterrupted = train.train_and_evaluate(tiny_config, str(tmp_path / 'a'))
+
+  stopped = tiny_config.copy_and_resolve_references()
+  stopped.total_steps = 3
+  train.train_and_evaluate(stopped, str(tmp_path / 'b'))
+  resumed = train.train_and_evaluate(tiny_config, str(tmp_path / 'b'))
+
+  assert int(resumed.step) == int(uninterrupted.step) == 6
+  a, b = _leaves(uninterrupted), _leaves(resumed)
+  assert a.keys() == b.keys()
+  for key in a:
+    np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+_NAN_FROM_STEP = 4
+
+
+@datasets.register('synthetic_nan_from_step_4')
+def _nan_source(config, **kwargs):
+  """Synthetic data whose training batches turn to NaN from step 4 on."""
+  source = synthetic.build(config, **kwargs)
+  clean = source.train_batches
+
+  def train_batches(start_step):
+    for step, batch in enumerate(clean(start_step), start=start_step):
+      if step >= _NAN_FROM_STEP:
+        batch['video'] = np.full_like(batch['video'], np.nan)
+      yield batch
+
+  source.train_batches = train_batches
+  return source
+
+
+def test_nan_loss_stops_with_step_named_and_keeps_last_good_checkpoint(tiny_config, tmp_path):
+  config = tiny_config
+  config.data.name = 'synthetic_nan_from_step_4'
+  config.checkpoint_every_steps = 2
+  with pytest.raises(train.NonFiniteLossError, match=f'at step {_NAN_FROM_STEP}:'):
+    train.train_and_evaluate(config, str(tmp_path))
+
+  checkpointer = checkpointing.Checkpointer(str(tmp_path), every_steps=2, keep=3)
+  assert checkpointer.latest_step() == _NAN_FROM_STEP
+  config.data.name = 'synthetic'
+  run = train.setup(config, str(tmp_path))
+  assert int(run.state.step) == _NAN_FROM_STEP
+  assert all(np.isfinite(x).all() for x in _leaves(run.state).values())
+  run.checkpointer.close()
+  checkpointer.close()
+
+
+def test_missing_total_duration_fails_before_training(tiny_config, tmp_path):
+  tiny_config.total_steps = None
+  with pytest.raises(ValueError, match='total_steps nor total_epochs'):
+    train.setup(tiny_config, str(tmp_path))
+
+
+def test_batch_that_does_not_divide_over_devices_is_refused(tiny_config, tmp_path):
+  tiny_config.batch_size = 12
+  with pytest.raises(ValueError, match='batch_size=12 does not divide over 8 devices'):
+    train.setup(tiny_config, str(tmp_path))
