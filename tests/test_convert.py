@@ -1,6 +1,11 @@
 """Importing PyTorch weights: SeLaVi's checkpoint layout round-trips, mismatches are refused by name,
 and torchvision's r2plus1d_18 gives the same features in Flax (when torch is installed)."""
 
+import importlib.util
+import pathlib
+import subprocess
+import sys
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -137,40 +142,30 @@ _NO_TORCH = ('torch and torchvision are not installed: this optional test compar
              'torchvision (pip install torch torchvision)')
 
 
-def _torchvision_r2plus1d():
-  torch = pytest.importorskip('torch', reason=_NO_TORCH)
-  torchvision = pytest.importorskip('torchvision', reason=_NO_TORCH)
-  torch.manual_seed(0)
-  model = torchvision.models.video.r2plus1d_18(weights=None)
-  with torch.no_grad():  # non-trivial BN statistics and affine parameters, so eval mode is tested
-    for m in model.modules():
-      if isinstance(m, torch.nn.BatchNorm3d):
-        m.running_mean.uniform_(-0.5, 0.5)
-        m.running_var.uniform_(0.5, 2.0)
-        m.weight.uniform_(0.5, 1.5)
-        m.bias.uniform_(-0.2, 0.2)
-  return model
+@pytest.fixture(scope='module')
+def torchvision_reference(tmp_path_factory):
+  if importlib.util.find_spec('torch') is None or importlib.util.find_spec('torchvision') is None:
+    pytest.skip(_NO_TORCH)
+  out = tmp_path_factory.mktemp('torchvision') / 'reference.npz'
+  subprocess.run([sys.executable, str(pathlib.Path(__file__).with_name('torchvision_reference.py')),
+                  str(out)], check=True, timeout=300)
+  with np.load(out) as data:
+    return {k: data[k] for k in data.files}
 
 
 @pytest.mark.parametrize('train', [False, True])
-def test_torchvision_r2plus1d_18_gives_the_same_features(train):
-  model = _torchvision_r2plus1d()
-  import torch  # pylint: disable=g-import-not-at-top
-  model.fc = torch.nn.Identity()
-  model.train(train)
-  state_dict = {k: v.numpy() for k, v in model.state_dict().items()}
+def test_torchvision_r2plus1d_18_gives_the_same_features(torchvision_reference, train):
+  reference = torchvision_reference
+  state_dict = {k[len('weights/'):]: v for k, v in reference.items() if k.startswith('weights/')}
   flax_model = R2Plus1D()
-  clip = np.random.default_rng(0).standard_normal((2, 3, 8, 56, 56)).astype(np.float32)
   target = jax.eval_shape(lambda: flax_model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 56, 56, 3)),
                                                   train=False))
   variables, report = convert.convert_torchvision_r2plus1d(state_dict, target)
   assert report.unused == [] and report.uninitialised == []
 
-  with torch.no_grad():
-    expected = model(torch.from_numpy(clip)).numpy()
-  got, _ = flax_model.apply(variables, jnp.asarray(clip.transpose(0, 2, 3, 4, 1)), train=train,
-                            mutable=['batch_stats'])
-  difference = float(np.abs(np.asarray(got) - expected).max())
+  got, _ = flax_model.apply(variables, jnp.asarray(reference['clip'].transpose(0, 2, 3, 4, 1)),
+                            train=train, mutable=['batch_stats'])
+  difference = float(np.abs(np.asarray(got) - reference[f'features_train={train}']).max())
   print(f'torchvision r2plus1d_18 vs Flax, train={train}: max abs difference {difference:.2e}')
   assert difference <= 1e-4
 
