@@ -1,0 +1,1 @@
+"""The math of assignments: Sinkhorn-Knopp, k-means, modality alignment, prototypes."""
