@@ -165,7 +165,8 @@ def _solver(mesh: Mesh, mode: str, n: int, padded: int, lam: float, chunk: int, 
   @jax.jit
   def solve(log_p, r, log_alpha0, warm, limits):
     pad = padded - n
-    log_p = jnp.pad(log_p, ((0, pad), (0, 0)))
+    if pad:  # no copy of the input when its rows already split evenly
+      log_p = jnp.pad(log_p, ((0, pad), (0, 0)))
     c = jnp.pad(jnp.full((n,), 1.0 / n, jnp.float32), (0, pad))
     log_p = jax.lax.with_sharding_constraint(log_p, sharding.batch_sharded(mesh))
     return sharded(log_p, c, r, log_alpha0, warm, limits)
@@ -283,16 +284,15 @@ def _stabilised_scaling(scaled, c, r, g0, num_iters, tol, chunk, axis):
     return kernel, g, alpha_one, beta, s, it + 1, jnp.sum(jnp.abs(s - r))
 
   def outer_body(state):
-    kernel, g_kernel, *scalings = state
-    alpha, beta, s, it, err = scale(kernel, *scalings)
-    return jax.lax.cond(running(it, err), lambda: absorb(g_kernel, beta, it),
-                        lambda: (kernel, g_kernel, alpha, beta, s, it, err))
+    """Entered only when the scalings left the safe range: absorb, then scale again."""
+    kernel, g_kernel, alpha, beta, s, it, err = absorb(state[1], state[3], state[5])
+    return (kernel, g_kernel, *scale(kernel, alpha, beta, s, it, err))
 
   kernel = _build_kernel(scaled, g0)
   beta, s = _fused_pass(kernel, alpha_one, c, chunk, axis)
-  state = (kernel, g0, alpha_one, beta, s, jnp.int32(1), jnp.sum(jnp.abs(s - r)))
+  scalings = scale(kernel, alpha_one, beta, s, jnp.int32(1), jnp.sum(jnp.abs(s - r)))
   kernel, g_kernel, alpha, beta, _, it, err = jax.lax.while_loop(
-      lambda state: running(state[-2], state[-1]), outer_body, state)
+      lambda state: running(state[-2], state[-1]), outer_body, (kernel, g0, *scalings))
   return kernel, g_kernel, alpha, beta, it, err
 
 
@@ -302,9 +302,11 @@ def sinkhorn_heads(log_p: jax.Array, lam: float, *, col_marginals: jax.Array | N
   head's kernel whatever the number of heads. Results are stacked on a leading heads axis."""
   results = []
   for h in range(log_p.shape[0]):
-    results.append(sinkhorn(
+    result = sinkhorn(
         log_p[h], lam, col_marginal=None if col_marginals is None else col_marginals[h],
-        init_log_alpha=None if init_log_alphas is None else init_log_alphas[h], **kwargs))
+        init_log_alpha=None if init_log_alphas is None else init_log_alphas[h], **kwargs)
+    jax.block_until_ready(result.labels)  # one head's buffers alive at a time
+    results.append(result)
   stack = lambda name: jnp.stack([getattr(r, name) for r in results])
   plans = [r.plan for r in results]
   return Result(stack('labels'), stack('log_alpha'), stack('iterations'), stack('error'),
