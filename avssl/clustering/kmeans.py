@@ -1,4 +1,4 @@
-"""k-means for XDC's pseudo-labels (reference `xdc_goca_iicl.md` §1.3) and post-hoc clustering baselines.
+"""k-means for XDC's pseudo-labels (reference `xdc_goca_iicl.md` §1.3 and §4.6) and post-hoc baselines.
 
 Why it is built this way:
 
@@ -9,10 +9,11 @@ Why it is built this way:
 - **Assignment is a matmul.** Distances use ||x||^2 - 2 x.c + ||c||^2, so nearly all the time is one
   float32 matmul per block of rows (`precision=HIGHEST`, so GPUs do not drop to TF32). The nearest
   centroid is found in two plain reductions (the row minimum, then the first column that reaches it),
-  which XLA vectorises; the fused `argmin` it replaces is several times slower on CPU.
-- **Blocks of rows.** Each device walks its rows in blocks of at most `chunk_size` (`lax.scan`), so the
+  which XLA vectorises; with `argmin` instead, a CPU assignment pass took about twice as long.
+- **Blocks of rows.** Each device walks its rows in blocks of at most `chunk_size` (`lax.map`), so the
   N x K distance matrix never exists: memory is O(chunk_size x K) per device, and on CPU a block's
-  distances stay in cache. The per-cluster sums are a scatter-add of the block's rows.
+  distances stay in cache. The per-cluster sums are then one scatter-add of all the device's rows by
+  label (scattering inside the loop made XLA copy every block first, about 10% slower on CPU).
 - **Padding.** N need not divide over the devices: rows are padded with zeros up to
   devices x blocks x block rows. Padded rows are recognised by their global row index (>= N) and never
   count: not in sums, counts or inertia, never chosen to re-seed a cluster, and dropped from `labels`.
@@ -20,10 +21,11 @@ Why it is built this way:
   empty cluster takes one of the points farthest from their own centroid (the farthest point for the
   first empty cluster, the next farthest for the second, ...), and that point is removed from the sum of
   the cluster it leaves. A point that is the only member of its cluster is never taken, since that would
-  empty another cluster. Candidates are found without a gather: each device proposes its K farthest
-  rows, and only those K x D candidates are all-gathered, and only in an iteration that has an empty
-  cluster. If a cluster is still empty after the last iteration, iterations continue (at most K more)
-  until none is, so no empty cluster survives unless the data has fewer than K distinct points.
+  empty another cluster. Candidates are found without a gather of the data: each device proposes its K
+  farthest rows, and only those K x D candidates cross devices (a psum of zero-padded slots, so every
+  device holds the same copy), and only in an iteration that has an empty cluster. If a cluster is
+  still empty after the last iteration, iterations continue (at most K more) until none is, so no
+  empty cluster survives unless the data has fewer than K distinct points.
 - **Centring.** For the Euclidean metric the data is centred first (as scikit-learn does), which keeps
   the matmul form accurate for features far from the origin; the mean is added back to the centroids.
 """
@@ -89,14 +91,15 @@ def _pad_to(x: jax.Array, rows: int, out_sharding: NamedSharding | None) -> jax.
 def pad_rows(x: np.ndarray | jax.Array, rows: int, mesh: Mesh) -> jax.Array:
   """`x` as float32 with zero rows appended up to `rows`, row-sharded over the mesh's `data` axis.
 
-  A numpy array must hold all rows (single process). A `jax.Array` already on the mesh is padded in
-  place on its devices, without gathering it; one on other devices is padded there and then moved.
+  A numpy array must hold all rows (single process). A `jax.Array` already on the mesh is padded on its
+  devices, without gathering it; one on other devices is padded there and then moved. The result is
+  always a new array, never `x` itself, so callers may donate it.
   """
   target = sharding.batch_sharded(mesh)
   if isinstance(x, jax.Array):
     on_mesh = x.sharding.device_set == set(mesh.devices.flat)
-    x = _pad_to(x, rows, target if on_mesh else None)
-    return jax.device_put(x, target)
+    padded = jax.device_put(_pad_to(x, rows, target if on_mesh else None), target)
+    return jnp.copy(padded) if padded is x else padded  # In case jit forwards an unchanged input.
   x = np.asarray(x, np.float32)
   if rows > x.shape[0]:
     x = np.concatenate([x, np.zeros((rows - x.shape[0],) + x.shape[1:], np.float32)])
@@ -112,9 +115,14 @@ def _mean(x: jax.Array, n: jax.Array) -> jax.Array:
   return jnp.sum(x, axis=0) / n  # Padded rows are zero.
 
 
-@jax.jit
 def _center(x: jax.Array, mean: jax.Array, n: jax.Array) -> jax.Array:
   return jnp.where(_valid(x, n), x - mean, 0.0)
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _center_in_place(x: jax.Array, mean: jax.Array, n: jax.Array) -> jax.Array:
+  """`_center` reusing `x`'s memory; only for arrays this module made (`pad_rows` copies)."""
+  return _center(x, mean, n)
 
 
 @jax.jit
@@ -249,30 +257,27 @@ def _lloyd(x: jax.Array, centroids: jax.Array, n: jax.Array, iters: jax.Array, t
     rows, dim = x.shape
     valid = lax.axis_index(DATA_AXIS) * rows + jnp.arange(rows) < n
     x_sq = jnp.sum(x * x, axis=1)
-    blocks = (x.reshape(-1, block, dim), x_sq.reshape(-1, block), valid.reshape(-1, block))
+    blocks = (x.reshape(-1, block, dim), x_sq.reshape(-1, block))
     cluster_ids = jnp.arange(k, dtype=jnp.int32)
 
     def assign(c):
       c_sq = jnp.sum(c * c, axis=1)
 
-      def one_block(carry, inputs):
-        sums, counts, inertia = carry
-        xb, xb_sq, vb = inputs
+      def one_block(rows):
+        xb, xb_sq = rows
         d = c_sq - 2 * jnp.dot(xb, c.T, precision=_HIGHEST)
         nearest = jnp.min(d, axis=1)
         labels = jnp.min(jnp.where(d == nearest[:, None], cluster_ids, k), axis=1)
-        dist = jnp.where(vb, jnp.maximum(nearest + xb_sq, 0.0), -jnp.inf)
-        target = jnp.where(vb, labels, k)  # Index k is dropped: padded rows add nothing.
-        sums = sums.at[target].add(xb, mode='drop')
-        counts = counts.at[target].add(1, mode='drop')
-        inertia = inertia + jnp.sum(jnp.where(vb, dist, 0.0))
-        return (sums, counts, inertia), (labels, dist)
+        return labels, jnp.maximum(nearest + xb_sq, 0.0)
 
-      zeros = (jnp.zeros((k, dim), x.dtype), jnp.zeros((k,), jnp.int32), jnp.zeros((), x.dtype))
-      zeros = lax.pcast(zeros, DATA_AXIS, to='varying')  # Per-device partial sums until the psum.
-      (sums, counts, inertia), (labels, dist) = lax.scan(one_block, zeros, blocks)
+      labels, dist = lax.map(one_block, blocks)
+      labels, dist = labels.reshape(-1), jnp.where(valid, dist.reshape(-1), -jnp.inf)
+      target = jnp.where(valid, labels, k)  # Index k is dropped: padded rows add nothing.
+      sums = jnp.zeros((k, dim), x.dtype).at[target].add(x, mode='drop')
+      counts = jnp.zeros((k,), jnp.int32).at[target].add(1, mode='drop')
+      inertia = jnp.sum(jnp.where(valid, dist, 0.0))
       sums, counts, inertia = lax.psum((sums, counts, inertia), DATA_AXIS)
-      return _Stats(sums, counts, inertia, labels.reshape(-1), dist.reshape(-1))
+      return _Stats(sums, counts, inertia, labels, dist)
 
     def means(c, sums, counts):
       return jnp.where(counts[:, None] > 0, sums / jnp.maximum(counts, 1)[:, None].astype(x.dtype), c)
@@ -312,7 +317,10 @@ def _lloyd(x: jax.Array, centroids: jax.Array, n: jax.Array, iters: jax.Array, t
     def step(state):
       c, s, it, _ = state
       new = update(c, s)
-      return new, assign(new), it + 1, jnp.sum((new - c) ** 2)
+      shift = jnp.sum((new - c) ** 2)
+      # Nothing moved (no label changed): assigning again would reproduce `s` exactly.
+      s = lax.cond(shift > 0, assign, lambda _: s, new)
+      return new, s, it + 1, shift
 
     state = (c0, assign(c0), jnp.zeros((), jnp.int32), jnp.asarray(jnp.inf, x.dtype))
     c, s, it, _ = lax.while_loop(keep_going, step, state)
@@ -364,6 +372,9 @@ def kmeans(x: np.ndarray | jax.Array, k: int, *, iters: int = 20, n_init: int = 
     raise ValueError(f"init={init!r}; use 'k-means++' or an array of initial centroids")
   if explicit and n_init != 1:
     raise ValueError(f'n_init={n_init} restarts from one explicit init would repeat one run; use 1')
+  dim = x.shape[1] if pca_dim is None else pca_dim
+  if explicit and np.shape(init) != (k, dim):
+    raise ValueError(f'init has shape {np.shape(init)}; expected ({k}, {dim})')
   mesh = mesh or sharding.make_mesh(jax.devices()[:1])
   blocks, block = row_blocks(n, mesh.devices.size, chunk_size)
   n_ = jnp.int32(n)
@@ -375,20 +386,21 @@ def kmeans(x: np.ndarray | jax.Array, k: int, *, iters: int = 20, n_init: int = 
     data = _normalize_rows(data)
   if metric == 'euclidean':
     offset = _mean(data, n_)
-    data = _center(data, offset, n_)
+    data = _center_in_place(data, offset, n_)
   abs_tol = jnp.float32(tol) * _mean_variance(data, n_) if tol > 0 else jnp.float32(0.0)
+  if explicit:
+    start = jnp.asarray(init, jnp.float32)
+    if offset is not None:
+      start = start - offset
+    elif metric == 'cosine':
+      start = _l2_normalize(start)
   key = jax.random.PRNGKey(seed) if isinstance(seed, int) else seed
   sample_size = init_sample_size or max(10_000, 40 * k)
   best = None
   for restart in range(n_init):
-    if explicit:
-      c0 = jnp.asarray(init, jnp.float32)
-      if c0.shape != (k, data.shape[1]):
-        raise ValueError(f'init has shape {c0.shape}; expected ({k}, {data.shape[1]})')
-      c0 = c0 - offset if offset is not None else _l2_normalize(c0) if metric == 'cosine' else c0
-    else:
-      c0 = _init_centroids(data, n, k, jax.random.fold_in(key, restart), sample_size)
-    centroids, labels, inertia, its = _lloyd(data, c0, n_, jnp.int32(iters), abs_tol, mesh=mesh,
+    if not explicit:
+      start = _init_centroids(data, n, k, jax.random.fold_in(key, restart), sample_size)
+    centroids, labels, inertia, its = _lloyd(data, start, n_, jnp.int32(iters), abs_tol, mesh=mesh,
                                              block=block, cosine=metric == 'cosine')
     if best is None or float(inertia) < best.inertia:
       best = KMeansResult(centroids, labels, float(inertia), int(its))
