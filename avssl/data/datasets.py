@@ -48,7 +48,9 @@ def build(config: ml_collections.ConfigDict, *, batch_size: int, process_index: 
 
 
 def _import_builtin() -> None:
-  from avssl.data import synthetic  # pylint: disable=g-import-not-at-top,unused-import
+  # pylint: disable=g-import-not-at-top,unused-import
+  from avssl.data import pipeline
+  from avssl.data import synthetic
 
 
 class DataSource(abc.ABC):
@@ -64,8 +66,12 @@ class DataSource(abc.ABC):
     """One pass over the evaluation split; padded to full batches, padding marked by `mask == 0`."""
 
   @abc.abstractmethod
-  def dataset_batches(self) -> Iterator[Batch]:
-    """One ordered pass over the training split (for label updates), padded and masked likewise."""
+  def dataset_batches(self, augment: bool = False, pass_seed: int = 0) -> Iterator[Batch]:
+    """One ordered pass over the training split (for label updates), padded and masked likewise.
+
+    With `augment`, clips are sampled and augmented as in training (SeLaVi labels the data as the
+    network sees it in training), seeded by `pass_seed`; without, as in evaluation.
+    """
 
 
 class IndexedSource(DataSource):
@@ -112,7 +118,8 @@ class IndexedSource(DataSource):
   def eval_batches(self) -> Iterator[Batch]:
     return self._ordered('eval', self.num_eval)
 
-  def dataset_batches(self) -> Iterator[Batch]:
+  def dataset_batches(self, augment: bool = False, pass_seed: int = 0) -> Iterator[Batch]:
+    del augment, pass_seed  # Examples are generated, not augmented.
     return self._ordered('train', self.num_train)
 
 

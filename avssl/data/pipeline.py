@@ -1,0 +1,346 @@
+"""The tf.data input pipeline over record shards (`records.py`), registered as dataset `records`.
+
+Phases, as in dmvr (reference `jax_codebases.md` §4): list this host's shards → read → (shuffle) →
+parse → sample a clip window → decode only the sampled frames → augment → spectrogram → batch → numpy.
+
+Choices that matter for audio-visual learning and for exact runs:
+
+- **One window for every modality.** The clip's start frame fixes its start time t; frames, flow and
+  the audio window (starting at t, SeLaVi's choice, or centred on the clip) all come from it, and one
+  draw of resize, crop and flip is applied to frames and flow alike (flip negates flow's u).
+- **Hosts read disjoint shards**: shard i goes to process i mod process_count.
+- **Every example carries its dataset index** (0..N−1 within the split): the shard's offset in the
+  manifest plus the position in the shard, the same on every run and host, so a method can look up
+  its self-label.
+- **Deterministic given the seed, and resumable exactly.** An epoch's shard order and shuffle are
+  seeded by (seed, epoch); each example's augmentation is a stateless function of (seed, its position
+  in this host's stream). Resuming at step s starts at epoch ⌊s·b / n⌋ and skips the rest of that epoch
+  before anything is decoded, so the batches are those an uninterrupted run would see.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Iterator
+
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from avssl.data import audio, augment, datasets, flow as flow_lib, records
+
+MANIFEST = 'manifest.json'
+
+
+def default_config(**overrides) -> ml_collections.ConfigDict:
+  """SeLaVi's input settings (reference `selavi.md` §4): 30 frames at 30 fps, short side U{128..160},
+  crop 112, flip, 1 s of audio from the clip start as a 257 × 99 `logfbank`, volume ×U(0.9, 1.1).
+
+  `color_jitter` is empty (off, as in SeLaVi's release) or the (brightness, contrast, saturation, hue)
+  strengths, applied with probability `color_jitter_prob`; GOCA sets (0.4, 0.4, 0.2, 0.1) and 0.8.
+  """
+  config = ml_collections.ConfigDict(dict(
+      name='records', dir='', train_split='train', eval_split='test',
+      num_frames=30, frame_stride=1, min_resize=128, max_resize=160, crop_size=112,
+      eval_resize=128, eval_clips=1, eval_crops=1, flip=True,
+      color_jitter=(), color_jitter_prob=0.8, grayscale_prob=0.0, blur_prob=0.0,
+      mean=0.45, std=0.225,
+      audio_seconds=1.0, audio_align='start', volume_jitter=0.1,
+      audio=audio.default_config('logfbank'),
+      with_flow=False, shuffle_buffer=256, cycle_length=8, with_video=True, with_audio=True))
+  for key, value in overrides.items():
+    config[key] = value  # Replaces, not merges: another audio front end has other fields.
+  return config
+
+
+def read_manifest(directory: str) -> dict[str, Any]:
+  path = os.path.join(os.path.expanduser(directory), MANIFEST)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} not found: config.data.dir must be a folder written by '
+                            'python -m data_prep.make_records')
+  with open(path) as f:
+    manifest = json.load(f)
+  if manifest.get('status') != 'complete':
+    raise ValueError(f'{path}: the conversion did not finish; re-run the same make_records command')
+  return manifest
+
+
+class RecordSource(datasets.DataSource):
+  """This process's batches of a records folder."""
+
+  def __init__(self, config: ml_collections.ConfigDict, *, batch_size: int, process_index: int,
+               process_count: int, seed: int):
+    if batch_size % process_count:
+      raise ValueError(f'batch_size={batch_size} does not divide over {process_count} processes')
+    self.config, self.seed = config, seed
+    self.directory = os.path.expanduser(config.dir)
+    self.manifest = read_manifest(self.directory)
+    self.process_index, self.process_count = process_index, process_count
+    self.batch_size, self.local_batch = batch_size, batch_size // process_count
+    self.host_shards(config.train_split)  # Fails early when there are fewer shards than hosts.
+    self.num_train = self._split(config.train_split)['count']
+    self.num_eval = (self._split(config.eval_split)['count']
+                     if config.eval_split in self.manifest['splits'] else 0)
+    if self.num_train < batch_size:
+      raise ValueError(f'{self.directory}: split {config.train_split!r} has {self.num_train} videos, '
+                       f'fewer than one batch (batch_size={batch_size}); lower --config.batch_size')
+    self.steps_per_epoch = self.num_train // batch_size
+    self.classes = self.manifest.get('classes', [])
+
+  def _split(self, split: str) -> dict[str, Any]:
+    splits = self.manifest['splits']
+    if split not in splits:
+      raise ValueError(f'{self.directory} has no split {split!r} (it has {sorted(splits)}); '
+                       'set config.data.train_split / eval_split')
+    return splits[split]
+
+  def host_shards(self, split: str, process_index: int | None = None) -> list[dict[str, Any]]:
+    """The shards process `process_index` reads: every process_count-th non-empty one."""
+    shards = [s for s in self._split(split)['shards'] if s['count']]
+    if len(shards) < self.process_count:
+      raise ValueError(f'{self.directory}: split {split!r} has {len(shards)} non-empty shards for '
+                       f'{self.process_count} processes; re-run make_records with a smaller '
+                       '--examples_per_shard')
+    index = self.process_index if process_index is None else process_index
+    return shards[index::self.process_count]
+
+  def _files(self, shards: list[dict[str, Any]]) -> tuple[list[str], list[int]]:
+    return [os.path.join(self.directory, s['file']) for s in shards], [s['offset'] for s in shards]
+
+  def video_table(self, split: str | None = None) -> list[dict[str, str]]:
+    """Rows of `{split}.csv` (index, video_id, source, label), in dataset-index order."""
+    import csv  # pylint: disable=g-import-not-at-top
+    with open(os.path.join(self.directory, f'{split or self.config.train_split}.csv')) as f:
+      return list(csv.DictReader(f))
+
+  # Training stream.
+
+  def train_batches(self, start_step: int) -> Iterator[datasets.Batch]:
+    shards = self.host_shards(self.config.train_split)
+    local_count = sum(s['count'] for s in shards)
+    skip = start_step * self.local_batch
+    first_epoch, skip = divmod(skip, local_count)
+    files, offsets = self._files(shards)
+    seed = self.seed
+
+    def epoch(e):
+      order = tf.random.experimental.stateless_shuffle(
+          tf.range(len(files)), seed=tf.stack([tf.cast(seed, tf.int64), e]))
+      ds = _read(tf.gather(files, order), tf.gather(offsets, order), self.config.cycle_length)
+      ds = ds.shuffle(self.config.shuffle_buffer, seed=_mix(seed, e))
+      return ds.enumerate(start=e * local_count)
+
+    ds = tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch).skip(skip)
+    ds = ds.map(lambda position, item: self._train_example(item, position),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    yield from _batches(ds, self.local_batch)
+
+  def _train_example(self, item: tuple[tf.Tensor, tf.Tensor], position: tf.Tensor,
+                     seed: int | None = None) -> dict[str, tf.Tensor]:
+    index, serialized = item
+    seeds = augment.split_seed(
+        tf.stack([tf.cast(self.seed if seed is None else seed, tf.int64), position]), 4)
+    features = records.parse(serialized, with_flow=self.config.with_flow)
+    start = _random_start(seeds[0], tf.shape(features['frames'])[0], self._span())
+    example = self._clip(features, start, train=True, seed=seeds[1])
+    if self.config.with_audio:
+      example['audio'] = self._audio(features, start, seeds[2])
+    example.update(index=tf.cast(index, tf.int32),
+                   label=tf.cast(features['label/index'], tf.int32))
+    return example
+
+  # Ordered passes.
+
+  def dataset_batches(self, augment: bool = False, pass_seed: int = 0) -> Iterator[datasets.Batch]:
+    """Every training video once, in shard order, masked padding to equal batch counts on all hosts.
+
+    With `augment`, clips are sampled and augmented as in training (SeLaVi's label updates), seeded by
+    `pass_seed` and each video's index; without, as in evaluation.
+    """
+    split = self.config.train_split
+    if augment:
+      seed = _mix(self.seed, pass_seed + 1)
+      fn = lambda index, s: self._train_example((index, s), tf.cast(index, tf.int64), seed)
+    else:
+      fn = self._eval_example
+    return self._ordered(split, fn)
+
+  def eval_batches(self) -> Iterator[datasets.Batch]:
+    return self._ordered(self.config.eval_split, self._eval_example)
+
+  def _ordered(self, split: str, fn) -> Iterator[datasets.Batch]:
+    counts = [sum(s['count'] for s in self.host_shards(split, p)) for p in range(self.process_count)]
+    num_batches = max(math.ceil(c / self.local_batch) for c in counts)
+    files, offsets = self._files(self.host_shards(split))
+    ds = _read(tf.constant(files), tf.constant(offsets, tf.int64), cycle_length=1)
+    ds = ds.map(lambda index, s: {**fn(index, s), 'mask': tf.constant(1.0)},
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    padding = ds.take(1).map(lambda e: {**e, 'index': tf.constant(-1), 'label': tf.constant(-1),
+                                        'mask': tf.constant(0.0)})
+    pad = num_batches * self.local_batch - counts[self.process_index]
+    ds = ds.concatenate(padding.repeat(pad))
+    yield from _batches(ds, self.local_batch)
+
+  def _eval_example(self, index: tf.Tensor, serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+    """Deterministic views: `eval_clips` uniformly spaced windows × `eval_crops` crops (1 or 3)."""
+    features = records.parse(serialized, with_flow=self.config.with_flow)
+    total = tf.shape(features['frames'])[0]
+    span = self._span()
+    clips = self.config.eval_clips
+    starts = tf.cast(tf.round(tf.linspace(0.0, tf.cast(tf.maximum(total - span, 0), tf.float32),
+                                          clips)), tf.int32)
+    views = [self._clip(features, starts[i], train=False) for i in range(clips)]
+    example = {k: _views([v[k] for v in views]) for k in views[0]}
+    if self.config.with_audio:
+      spectra = [self._audio(features, starts[i], None) for i in range(clips)]
+      example['audio'] = _views([tf.stack([s] * self.config.eval_crops) for s in spectra])
+    example.update(index=tf.cast(index, tf.int32), label=tf.cast(features['label/index'], tf.int32))
+    return example
+
+  # Clip sampling.
+
+  def _span(self) -> int:
+    return (self.config.num_frames - 1) * self.config.frame_stride + 1
+
+  def _clip(self, features: dict[str, tf.Tensor], start: tf.Tensor, *, train: bool,
+            seed: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+    """Frames (and flow) of the window starting at `start`: decoded, augmented or cropped."""
+    config = self.config
+    out = {}
+    if not config.with_video:
+      return out
+    total = tf.shape(features['frames'])[0]
+    indices = tf.minimum(start + tf.range(config.num_frames) * config.frame_stride, total - 1)
+    frames = _decode(tf.gather(features['frames'], indices), channels=3)
+    flow = None
+    if config.with_flow:
+      flow_indices = tf.minimum(indices, tf.shape(features['flow'])[0] - 1)
+      flow = flow_lib.dequantize_tf(_decode(tf.gather(features['flow'], flow_indices), channels=2))
+    if train:
+      frames, flow = _augment_train(frames, flow, config, seed)
+    else:
+      frames, flow = _eval_crops(frames, flow, config)
+    out['video'] = augment.normalize(frames, config.mean, config.std)
+    if flow is not None:
+      out['flow'] = flow
+    return out
+
+  def _audio(self, features: dict[str, tf.Tensor], start: tf.Tensor,
+             seed: tf.Tensor | None) -> tf.Tensor:
+    """The spectrogram of the audio window that goes with the clip starting at frame `start`."""
+    config = self.config
+    rate = int(self.manifest['settings']['sample_rate'])
+    length = int(round(config.audio_seconds * rate))
+    waveform = features['waveform']
+    clip_start = tf.cast(start, tf.float32) / features['fps']
+    if config.audio_align == 'center':
+      clip_start += (self._span() / features['fps'] - config.audio_seconds) / 2
+    elif config.audio_align != 'start':
+      raise ValueError(f"config.data.audio_align={config.audio_align!r}; use 'start' or 'center'")
+    window = _audio_window(waveform, tf.cast(tf.round(clip_start * rate), tf.int32), length)
+    if seed is not None and config.volume_jitter:
+      window = augment.volume_jitter(window, seed,
+                                     (1 - config.volume_jitter, 1 + config.volume_jitter))
+    return audio.spectrogram(window, rate, config.audio)
+
+
+def _mix(seed: int | tf.Tensor, value) -> tf.Tensor:
+  """One int64 seed from two (for ops that take a scalar seed)."""
+  return tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(value, tf.int64)
+
+
+def _read(files: tf.Tensor, offsets: tf.Tensor, cycle_length: int) -> tf.data.Dataset:
+  """(dataset index, serialized record) of every record in `files`, interleaved across files."""
+  def one(file, offset):
+    return tf.data.TFRecordDataset(file).enumerate(start=offset)
+
+  pairs = tf.data.Dataset.from_tensor_slices((files, tf.cast(offsets, tf.int64)))
+  if cycle_length == 1:
+    return pairs.flat_map(one)
+  return pairs.interleave(one, cycle_length=cycle_length, block_length=1,
+                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def _random_start(seed: tf.Tensor, total: tf.Tensor, span: int) -> tf.Tensor:
+  """Uniform start frame in [0, total − span] (0 for videos shorter than the clip)."""
+  high = tf.maximum(total - span, 0) + 1
+  return tf.random.stateless_uniform([], seed, 0, high, dtype=tf.int32)
+
+
+def _decode(encoded: tf.Tensor, channels: int) -> tf.Tensor:
+  decode = tf.io.decode_jpeg if channels == 3 else tf.io.decode_png
+  return tf.map_fn(lambda b: decode(b, channels=channels), encoded,
+                   fn_output_signature=tf.TensorSpec([None, None, channels], tf.uint8))
+
+
+def _audio_window(waveform: tf.Tensor, start: tf.Tensor, length: int) -> tf.Tensor:
+  """`length` samples from `start`; moved back to end at the last sample when it would overrun (as the
+  SeLaVi reference takes "the last 1 s"), zero-padded when the track is shorter than `length`."""
+  total = tf.shape(waveform)[0]
+  start = tf.maximum(tf.minimum(start, total - length), 0)
+  window = waveform[start:start + length]
+  window = tf.pad(window, [[0, length - tf.shape(window)[0]]])
+  return tf.ensure_shape(window, [length])
+
+
+def _augment_train(frames: tf.Tensor, flow: tf.Tensor | None, config: ml_collections.ConfigDict,
+                   seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor | None]:
+  """One draw of resize, crop and flip for frames and flow; colour changes on frames only."""
+  seeds = augment.split_seed(seed, 6)
+  size = augment.sample_short_side(seeds[0], config.min_resize, config.max_resize)
+  frames = augment.resize_short_side(tf.cast(frames, tf.float32), size)
+  shape = tf.shape(frames)
+  window = augment.sample_crop(seeds[1], shape[1], shape[2], config.crop_size)
+  frames = augment.crop(frames, window)
+  flip = augment.sample_flip(seeds[2], 0.5 if config.flip else 0.0)
+  frames = augment.flip(frames, flip)
+  if flow is not None:
+    flow = augment.resize_flow_short_side(flow, size)
+    flow = augment.flip_flow(augment.crop(flow, window), flip)
+  if config.color_jitter:
+    frames = augment.color_jitter(frames, augment.sample_color_jitter(
+        seeds[3], *config.color_jitter, p=config.color_jitter_prob))
+  if config.grayscale_prob:
+    frames = augment.grayscale(frames, augment.sample_grayscale(seeds[4], config.grayscale_prob))
+  if config.blur_prob:
+    frames = augment.gaussian_blur(frames, augment.sample_blur(seeds[5], config.blur_prob))
+  return frames, flow
+
+
+def _eval_crops(frames: tf.Tensor, flow: tf.Tensor | None,
+                config: ml_collections.ConfigDict) -> tuple[tf.Tensor, tf.Tensor | None]:
+  """Resize to `eval_resize`, then the centre crop or three crops along the long side."""
+  frames = augment.resize_short_side(tf.cast(frames, tf.float32), config.eval_resize)
+  if flow is not None:
+    flow = augment.resize_flow_short_side(flow, config.eval_resize)
+  if config.eval_crops == 1:
+    crop = lambda x: augment.centre_crop(x, config.crop_size)[None]
+  elif config.eval_crops == 3:
+    crop = lambda x: augment.three_crops(x, config.crop_size)
+  else:
+    raise ValueError(f'config.data.eval_crops={config.eval_crops}; use 1 or 3')
+  return crop(frames), (None if flow is None else crop(flow))
+
+
+def _views(per_clip: list[tf.Tensor]) -> tf.Tensor:
+  """`[crops, ...]` per clip → `[clips · crops, ...]`; a single view keeps the training shape."""
+  views = tf.concat(per_clip, axis=0)
+  return views[0] if views.shape[0] == 1 else views
+
+
+def _batches(ds: tf.data.Dataset, local_batch: int) -> Iterator[datasets.Batch]:
+  ds = ds.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+  options = tf.data.Options()
+  options.deterministic = True
+  options.threading.private_threadpool_size = max(2, os.cpu_count() or 1)
+  for batch in ds.with_options(options).as_numpy_iterator():
+    yield {k: np.asarray(v) for k, v in batch.items()}
+
+
+@datasets.register('records')
+def build(config: ml_collections.ConfigDict, *, batch_size: int, process_index: int,
+          process_count: int, seed: int) -> datasets.DataSource:
+  return RecordSource(config, batch_size=batch_size, process_index=process_index,
+                      process_count=process_count, seed=seed)

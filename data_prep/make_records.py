@@ -1,0 +1,357 @@
+r"""Converts a folder of videos, or a dataset's own annotation files, into record shards.
+
+  python -m data_prep.make_records --dataset=folder --input=~/videos --output_dir=~/records/mine
+  python -m data_prep.make_records --dataset=vggsound --input=vggsound.csv \
+      --video_dir=~/vggsound/videos --output_dir=~/records/vggsound --sample_rate=24000
+  python -m data_prep.make_records --dataset=ucf101 --input=~/ucfTrainTestlist \
+      --video_dir=~/UCF-101 --fold=1 --output_dir=~/records/ucf101_1
+
+Every video is decoded once (PyAV), resampled to `--fps` with short side `--short_side`, its audio
+down-mixed to mono at `--sample_rate`, optionally given TV-L1 optical flow (`--flow`), and written as
+one `SequenceExample` (`avssl/data/records.py`) into `{split}-NNNNN-of-NNNNN.tfrecord`. Entries are
+sorted by (split, video_id) and cut into shards in that order, so the output is the same on every run.
+
+Files that cannot be used (not a media file, no video or audio stream, shorter than `--min_duration`,
+truncated, a decode error) are skipped with their reason; annotated files absent from disk are listed as
+missing. Both go to `manifest.json` beside the shards with the counts, classes and settings, and the
+conversion goes on. A shard is written to a temporary name and renamed when complete, with its own
+`.json` result beside it, so an interrupted run (or a full disk) loses no finished shard, and re-running
+the same command converts only the shards that are not finished.
+
+`{split}.csv` lists every written video with its dataset index (its position in the split's shards,
+which the input pipeline attaches to every example), id, source and label.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import dataclasses
+import hashlib
+import inspect
+import json
+import math
+import multiprocessing
+import os
+import sys
+from typing import Any, Iterable, Sequence
+
+from absl import app
+from absl import flags
+import numpy as np
+import tqdm
+
+from data_prep import annotations
+
+_DATASET = flags.DEFINE_enum('dataset', 'folder', sorted(annotations.PARSERS),
+                             'Input format: a folder of videos, or a dataset\'s annotation files.')
+_INPUT = flags.DEFINE_string('input', None, 'The folder (dataset=folder) or the annotation file or '
+                             'folder of the dataset (its CSV, split folder or Annotations.txt).')
+_VIDEO_DIR = flags.DEFINE_string('video_dir', None, 'Where the dataset\'s media files are.')
+_SPLIT_DIR = flags.DEFINE_string('split_dir', None, 'AVE: the folder of trainSet.txt etc.')
+_FOLD = flags.DEFINE_integer('fold', None, 'UCF101/HMDB51 split (1-3), ESC-50 test fold (1-5).')
+_FILE_PATTERN = flags.DEFINE_string('file_pattern', None,
+                                    'VGG-Sound/Kinetics: file name pattern of the downloaded clips.')
+_OUTPUT_DIR = flags.DEFINE_string('output_dir', None, 'Where shards and manifest.json go.')
+_FPS = flags.DEFINE_float('fps', 30.0, 'Frame rate of the stored frames (the papers sample 30 fps).')
+_SHORT_SIDE = flags.DEFINE_integer('short_side', 160, 'Short side of the stored frames; 160 is the '
+                                   'largest random resize of SeLaVi\'s augmentation.')
+_SAMPLE_RATE = flags.DEFINE_integer('sample_rate', 24000, 'Audio sample rate (SeLaVi 24 kHz, '
+                                    'XDC/IICL 16 kHz, GOCA/ESC 48 kHz).')
+_MIN_DURATION = flags.DEFINE_float('min_duration', 1.1, 'Shorter files are skipped (the SeLaVi '
+                                   'reference keeps streams longer than 1.1 s).')
+_FLOW = flags.DEFINE_bool('flow', False, 'Also store TV-L1 optical flow (GOCA).')
+_AUDIO_ONLY = flags.DEFINE_bool('audio_only', None, 'Store only audio (default: true for esc50).')
+_REQUIRE_AUDIO = flags.DEFINE_bool('require_audio', True, 'Skip videos without an audio stream.')
+_JPEG_QUALITY = flags.DEFINE_integer('jpeg_quality', 90, 'JPEG quality of the stored frames.')
+_PER_SHARD = flags.DEFINE_integer('examples_per_shard', 256, 'Inputs per shard; keep several '
+                                  'shards per host for multi-host runs.')
+_WORKERS = flags.DEFINE_integer('workers', os.cpu_count() or 1,
+                                'Decoding processes (0: decode in this process).')
+_SPLITS = flags.DEFINE_list('splits', None, 'Only these splits (default: all the dataset has).')
+
+MANIFEST = 'manifest.json'
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """How videos are converted; a resumed run must use the same."""
+  fps: float
+  short_side: int | None
+  sample_rate: int
+  min_duration: float
+  flow: bool
+  audio_only: bool
+  require_audio: bool
+  jpeg_quality: int
+  examples_per_shard: int
+
+
+def convert(entry: annotations.Entry, settings: Settings) -> tuple[bytes | None, dict[str, Any]]:
+  """One entry → (serialized record, result row) or (None, result row with the skip reason).
+
+  Never raises for a bad file: the reason is returned, so one file cannot stop a conversion.
+  """
+  from avssl.data import records, video_io  # pylint: disable=g-import-not-at-top
+  row = {'video_id': entry.video_id, 'path': entry.path, 'split': entry.split,
+         'label_index': entry.label_index, 'label_name': entry.label_name}
+  try:
+    decoded = video_io.decode(
+        entry.path, fps=settings.fps, short_side=settings.short_side,
+        sample_rate=settings.sample_rate, require_audio=settings.require_audio,
+        audio_only=settings.audio_only, min_duration=settings.min_duration)
+    flow = None
+    if settings.flow:
+      from data_prep import optical_flow  # pylint: disable=g-import-not-at-top
+      flow = optical_flow.tvl1_flow(decoded.frames)
+    frames = decoded.frames if decoded.frames is not None else np.zeros((0, 0, 0, 3), np.uint8)
+    waveform = decoded.waveform if decoded.waveform is not None else np.zeros((0,), np.float32)
+    segment = None if entry.start is None else (entry.start, entry.end)
+    record = records.VideoRecord(
+        video_id=entry.video_id, source=entry.path, split=entry.split, frames=frames,
+        waveform=waveform, fps=decoded.fps, sample_rate=decoded.sample_rate,
+        duration=decoded.duration, label_index=entry.label_index, label_name=entry.label_name,
+        segment=segment, flow=flow)
+    row['duration'] = round(decoded.duration, 4)
+    return records.serialize(record, jpeg_quality=settings.jpeg_quality), row
+  except video_io.MediaError as e:
+    row['reason'] = str(e)
+  except Exception as e:  # pylint: disable=broad-except
+    row['reason'] = f'unexpected error: {type(e).__name__}: {e}'
+  return None, row
+
+
+def _convert_star(args: tuple[annotations.Entry, Settings]):
+  return convert(*args)
+
+
+@dataclasses.dataclass
+class Shard:
+  split: str
+  index: int
+  total: int
+  entries: list[annotations.Entry]
+
+  @property
+  def name(self) -> str:
+    return f'{self.split}-{self.index:05d}-of-{self.total:05d}'
+
+
+def plan_shards(entries: Sequence[annotations.Entry], per_shard: int) -> list[Shard]:
+  """Entries of each split, in (split, video_id) order, cut into shards of `per_shard` inputs."""
+  by_split = collections.defaultdict(list)
+  for entry in sorted(entries, key=lambda e: (e.split, e.video_id)):
+    by_split[entry.split].append(entry)
+  shards = []
+  for split, items in sorted(by_split.items()):
+    total = max(1, math.ceil(len(items) / per_shard))
+    for i in range(total):
+      shards.append(Shard(split, i, total, items[i * per_shard:(i + 1) * per_shard]))
+  return shards
+
+
+def _inputs_digest(entries: Iterable[annotations.Entry]) -> str:
+  digest = hashlib.sha256()
+  for e in sorted(entries, key=lambda e: (e.split, e.video_id)):
+    digest.update(json.dumps(dataclasses.asdict(e), sort_keys=True).encode())
+  return digest.hexdigest()
+
+
+def _write_json(path: str, value: Any) -> None:
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(value, f, indent=1, sort_keys=True)
+  os.replace(tmp, path)
+
+
+def _check_resume(output_dir: str, header: dict[str, Any]) -> None:
+  """A second run into the same folder must be the same conversion, or shards would mix."""
+  path = os.path.join(output_dir, MANIFEST)
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    previous = json.load(f)
+  for key in ('settings', 'dataset', 'inputs'):
+    if previous.get(key) != header[key]:
+      raise app.UsageError(
+          f'{path}: the {key} differ from this command\'s ({previous.get(key)} vs {header[key]}); '
+          'finished shards were made differently. Use another --output_dir, or repeat the '
+          'original command to resume.')
+
+
+def run(parsed: annotations.Annotations, output_dir: str, settings: Settings, *, dataset: str,
+        workers: int) -> dict[str, Any]:
+  """Converts every entry not yet in a finished shard and writes the manifest; returns it."""
+  os.makedirs(output_dir, exist_ok=True)
+  header = {'dataset': dataset, 'settings': dataclasses.asdict(settings),
+            'inputs': {'count': len(parsed.entries), 'sha256': _inputs_digest(parsed.entries)}}
+  _check_resume(output_dir, header)
+  _write_json(os.path.join(output_dir, MANIFEST), {**header, 'status': 'in progress'})
+  shards = plan_shards(parsed.entries, settings.examples_per_shard)
+  pending = [s for s in shards if not _finished(output_dir, s)]
+  todo = [(e, settings) for s in pending for e in s.entries]
+  with _pool(workers) as pool:
+    results = (pool.imap(_convert_star, todo, chunksize=1) if pool else map(_convert_star, todo))
+    with tqdm.tqdm(total=len(todo), unit='video', desc='make_records', file=sys.stderr) as bar:
+      for shard in pending:
+        _write_shard(output_dir, shard, results, bar)
+  manifest = _manifest(output_dir, shards, parsed, header)
+  _write_json(os.path.join(output_dir, MANIFEST), manifest)
+  _write_tables(output_dir, shards)
+  return manifest
+
+
+def _pool(workers: int):
+  if workers <= 0:
+    return _NoPool()
+  return multiprocessing.get_context('spawn').Pool(workers)
+
+
+class _NoPool:
+
+  def __enter__(self):
+    return None
+
+  def __exit__(self, *exc):
+    return False
+
+
+def _finished(output_dir: str, shard: Shard) -> bool:
+  base = os.path.join(output_dir, shard.name)
+  return os.path.exists(base + '.tfrecord') and os.path.exists(base + '.json')
+
+
+def _write_shard(output_dir: str, shard: Shard, results, bar: tqdm.tqdm) -> None:
+  """Writes one shard under a temporary name; renames it and its result file only when complete."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  base = os.path.join(output_dir, shard.name)
+  rows = []
+  try:
+    with tf.io.TFRecordWriter(base + '.tfrecord.tmp') as writer:
+      for _ in shard.entries:
+        serialized, row = next(results)
+        row['written'] = serialized is not None
+        if serialized is not None:
+          writer.write(serialized)
+        else:
+          tqdm.tqdm.write(f'make_records: {row["path"]}: {row["reason"]}; skipped', file=sys.stderr)
+        rows.append(row)
+        bar.update()
+  except (OSError, tf.errors.OpError) as e:
+    _remove(base + '.tfrecord.tmp')
+    raise SystemExit(f'make_records: cannot write {base}.tfrecord ({e}). Finished shards are kept; '
+                     'free some space (or fix the folder) and run the same command to resume.')
+  os.replace(base + '.tfrecord.tmp', base + '.tfrecord')
+  _write_json(base + '.json', rows)
+
+
+def _remove(path: str) -> None:
+  try:
+    os.remove(path)
+  except OSError:
+    pass
+
+
+def _load_rows(output_dir: str, shard: Shard) -> list[dict[str, Any]]:
+  with open(os.path.join(output_dir, shard.name + '.json')) as f:
+    return json.load(f)
+
+
+def _manifest(output_dir: str, shards: list[Shard], parsed: annotations.Annotations,
+              header: dict[str, Any]) -> dict[str, Any]:
+  splits: dict[str, Any] = {}
+  skipped = []
+  for shard in shards:
+    rows = _load_rows(output_dir, shard)
+    written = [r for r in rows if r['written']]
+    skipped += [{k: r[k] for k in ('video_id', 'path', 'split', 'reason')}
+                for r in rows if not r['written']]
+    split = splits.setdefault(shard.split, {'count': 0, 'shards': [], 'class_counts': {}})
+    split['shards'].append({'file': shard.name + '.tfrecord', 'count': len(written),
+                            'offset': split['count']})
+    split['count'] += len(written)
+    for r in written:
+      name = r['label_name'] or '(unlabelled)'
+      split['class_counts'][name] = split['class_counts'].get(name, 0) + 1
+  missing = [{'item': item, 'reason': reason} for item, reason in parsed.missing]
+  written = sum(s['count'] for s in splits.values())
+  reasons = collections.Counter(_reason_kind(s['reason']) for s in skipped)
+  return {**header, 'status': 'complete', 'classes': list(parsed.classes), 'splits': splits,
+          'skipped': skipped, 'missing': missing,
+          'counts': {'inputs': len(parsed.entries), 'written': written, 'skipped': len(skipped),
+                     'missing': len(missing), 'skip_reasons': dict(sorted(reasons.items()))}}
+
+
+def _reason_kind(reason: str) -> str:
+  """'truncated: decoded 1.0 s of ...' → 'truncated', for the summary counts."""
+  return reason.split(':')[0].split(' (')[0]
+
+
+def _write_tables(output_dir: str, shards: list[Shard]) -> None:
+  by_split = collections.defaultdict(list)
+  for shard in shards:
+    by_split[shard.split] += [r for r in _load_rows(output_dir, shard) if r['written']]
+  for split, rows in by_split.items():
+    path = os.path.join(output_dir, f'{split}.csv')
+    with open(path + '.tmp', 'w', newline='') as f:
+      writer = csv.writer(f)
+      writer.writerow(['index', 'video_id', 'source', 'label_index', 'label_name', 'duration'])
+      for i, r in enumerate(rows):
+        writer.writerow([i, r['video_id'], r['path'], r['label_index'], r['label_name'],
+                         r['duration']])
+    os.replace(path + '.tmp', path)
+
+
+def summary(manifest: dict[str, Any], output_dir: str) -> str:
+  counts = manifest['counts']
+  reasons = ', '.join(f'{k}: {v}' for k, v in counts['skip_reasons'].items())
+  return (f'make_records: {counts["inputs"]} inputs: {counts["written"]} written, '
+          f'{counts["skipped"]} skipped' + (f' ({reasons})' if reasons else '') +
+          f', {counts["missing"]} missing from disk -> {os.path.join(output_dir, MANIFEST)}')
+
+
+def parse_inputs(dataset: str, given: dict[str, Any]) -> annotations.Annotations:
+  """Calls the annotation parser of `dataset` with the flags it takes.
+
+  `input` goes to the parser's first argument (its folder, CSV or split folder), `video_dir` also to
+  an `audio_dir`; a flag the parser does not take is an error, not silently ignored.
+  """
+  parser = annotations.PARSERS[dataset]
+  names = list(inspect.signature(parser).parameters)
+  kwargs = {names[0]: os.path.expanduser(given.pop('input'))}
+  for flag, value in given.items():
+    if value is None:
+      continue
+    name = 'audio_dir' if flag == 'video_dir' and 'audio_dir' in names else flag
+    if name not in names:
+      raise app.UsageError(f'--{flag} does not apply to --dataset={dataset} (it takes '
+                           f'{", ".join("--" + n for n in names[1:])})')
+    kwargs[name] = os.path.expanduser(value) if isinstance(value, str) and flag != 'file_pattern' \
+        else value
+  return parser(**kwargs)
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if not _OUTPUT_DIR.value or not _INPUT.value:
+    raise app.UsageError('--input and --output_dir are required')
+  parsed = parse_inputs(_DATASET.value, {
+      'input': _INPUT.value, 'video_dir': _VIDEO_DIR.value, 'split_dir': _SPLIT_DIR.value,
+      'fold': _FOLD.value, 'file_pattern': _FILE_PATTERN.value})
+  if _SPLITS.value:
+    parsed = dataclasses.replace(parsed, entries=[e for e in parsed.entries
+                                                  if e.split in _SPLITS.value])
+  audio_only = _AUDIO_ONLY.value if _AUDIO_ONLY.value is not None else _DATASET.value == 'esc50'
+  settings = Settings(
+      fps=_FPS.value, short_side=_SHORT_SIDE.value or None, sample_rate=_SAMPLE_RATE.value,
+      min_duration=_MIN_DURATION.value, flow=_FLOW.value, audio_only=audio_only,
+      require_audio=_REQUIRE_AUDIO.value, jpeg_quality=_JPEG_QUALITY.value,
+      examples_per_shard=_PER_SHARD.value)
+  output_dir = os.path.expanduser(_OUTPUT_DIR.value)
+  manifest = run(parsed, output_dir, settings, dataset=_DATASET.value, workers=_WORKERS.value)
+  print(summary(manifest, output_dir))
+
+
+if __name__ == '__main__':
+  app.run(main)
