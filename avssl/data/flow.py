@@ -1,0 +1,45 @@
+"""How optical flow is stored: the one convention `data_prep` writes and the input pipeline reads.
+
+Flow is clipped to +-`FLOW_BOUND` pixels and mapped linearly onto the 256 uint8 levels, as in TSN and in
+GOCA's released flow script (reference/xdc_goca_iicl.md §2.7): `q = round((f + 20) * 255 / 40)`. A uint8
+pair per pixel is 8x smaller than float32 and, stored losslessly, costs at most half a step
+(`QUANT_STEP / 2`, about 0.08 px) of accuracy. Zero flow is not a level: it lands on 128, which reads
+back as +0.078 px.
+
+The numpy functions serve `data_prep` (worker processes that never import TensorFlow); `dequantize_tf`
+is the same map for the tf.data pipeline.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+  import tensorflow as tf
+
+# ±20 px clip and the 255-step map of TSN / GOCA (reference/xdc_goca_iicl.md §2.7).
+FLOW_BOUND = 20.0
+QUANT_MAX = 255
+QUANT_STEP = 2 * FLOW_BOUND / QUANT_MAX
+
+
+def quantize(flow: np.ndarray) -> np.ndarray:
+  """Float flow in pixels (any shape) -> uint8 levels; values beyond ±`FLOW_BOUND` saturate."""
+  clipped = np.clip(np.asarray(flow, np.float32), -FLOW_BOUND, FLOW_BOUND)
+  return np.round((clipped + FLOW_BOUND) * np.float32(QUANT_MAX / (2 * FLOW_BOUND))).astype(np.uint8)
+
+
+def dequantize(levels: np.ndarray) -> np.ndarray:
+  """uint8 levels -> float32 flow in pixels, the inverse of `quantize` up to `QUANT_STEP / 2`."""
+  return np.asarray(levels, np.float32) * np.float32(QUANT_STEP) - np.float32(FLOW_BOUND)
+
+
+def dequantize_tf(levels: tf.Tensor) -> tf.Tensor:
+  """`dequantize` as TensorFlow ops, for use inside a tf.data map: uint8 tensor -> float32 tensor.
+
+  TensorFlow is imported here, not at the top, so that `data_prep` workers stay free of it.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top,redefined-outer-name
+  return tf.cast(levels, tf.float32) * QUANT_STEP - FLOW_BOUND
