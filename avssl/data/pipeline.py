@@ -49,7 +49,8 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
       mean=0.45, std=0.225,
       audio_seconds=1.0, audio_align='start', volume_jitter=0.1,
       audio=audio.default_config('logfbank'),
-      with_flow=False, shuffle_buffer=256, cycle_length=8, with_video=True, with_audio=True))
+      with_flow=False, shuffle_buffer=256, cycle_length=8, num_threads=0, with_video=True,
+      with_audio=True))
   for key, value in overrides.items():
     config[key] = value  # Replaces, not merges: another audio front end has other fields.
   return config
@@ -135,7 +136,7 @@ class RecordSource(datasets.DataSource):
     ds = tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch).skip(skip)
     ds = ds.map(lambda position, item: self._train_example(item, position),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    yield from _batches(ds, self.local_batch)
+    yield from _batches(ds, self.local_batch, self.config.num_threads)
 
   def _train_example(self, item: tuple[tf.Tensor, tf.Tensor], position: tf.Tensor,
                      seed: int | None = None) -> dict[str, tf.Tensor]:
@@ -181,7 +182,7 @@ class RecordSource(datasets.DataSource):
                                         'mask': tf.constant(0.0)})
     pad = num_batches * self.local_batch - counts[self.process_index]
     ds = ds.concatenate(padding.repeat(pad))
-    yield from _batches(ds, self.local_batch)
+    yield from _batches(ds, self.local_batch, self.config.num_threads)
 
   def _eval_example(self, index: tf.Tensor, serialized: tf.Tensor) -> dict[str, tf.Tensor]:
     """Deterministic views: `eval_clips` uniformly spaced windows × `eval_crops` crops (1 or 3)."""
@@ -330,11 +331,12 @@ def _views(per_clip: list[tf.Tensor]) -> tf.Tensor:
   return views[0] if views.shape[0] == 1 else views
 
 
-def _batches(ds: tf.data.Dataset, local_batch: int) -> Iterator[datasets.Batch]:
+def _batches(ds: tf.data.Dataset, local_batch: int, threads: int) -> Iterator[datasets.Batch]:
+  """Batches as numpy; `threads` (0: one per core) bounds the pipeline's own thread pool."""
   ds = ds.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
   options = tf.data.Options()
   options.deterministic = True
-  options.threading.private_threadpool_size = max(2, os.cpu_count() or 1)
+  options.threading.private_threadpool_size = threads or os.cpu_count() or 1
   for batch in ds.with_options(options).as_numpy_iterator():
     yield {k: np.asarray(v) for k, v in batch.items()}
 

@@ -246,6 +246,7 @@ def write_video(path: str, frames: np.ndarray, fps: float, waveform: np.ndarray 
     audio = None
     if waveform is not None:
       audio = container.add_stream('aac', rate=sample_rate, layout=audio_layout)
+      audio.options = {'aac_coder': 'fast'}  # Half the encoding time of the default coder.
     for frame in frames:
       container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame),
                                                              format='rgb24')))
