@@ -307,7 +307,8 @@ def summary(manifest: dict[str, Any], output_dir: str) -> str:
   reasons = ', '.join(f'{k}: {v}' for k, v in counts['skip_reasons'].items())
   return (f'make_records: {counts["inputs"]} inputs: {counts["written"]} written, '
           f'{counts["skipped"]} skipped' + (f' ({reasons})' if reasons else '') +
-          f', {counts["missing"]} missing from disk -> {os.path.join(output_dir, MANIFEST)}')
+          f', {counts["missing"]} listed but absent or unusable'
+          f' -> {os.path.join(output_dir, MANIFEST)}')
 
 
 def parse_inputs(dataset: str, given: dict[str, Any]) -> annotations.Annotations:

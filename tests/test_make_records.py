@@ -59,7 +59,8 @@ def test_bad_files_are_skipped_with_reasons_and_the_rest_converted(tmp_path):
                        'truncated': 1}}
   assert result.stdout.strip().splitlines()[-1] == (
       'make_records: 6 inputs: 2 written, 4 skipped (no audio stream: 1, not a readable media '
-      f'file: 1, too short: 1, truncated: 1), 0 missing from disk -> {out / "manifest.json"}')
+      f'file: 1, too short: 1, truncated: 1), 0 listed but absent or unusable -> '
+      f'{out / "manifest.json"}')
   assert manifest['classes'] == ['cats', 'dogs']
   assert manifest['splits']['train']['count'] == 2
   assert manifest['splits']['train']['class_counts'] == {'cats': 1, 'dogs': 1}
