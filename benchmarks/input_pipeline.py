@@ -136,6 +136,7 @@ def main() -> None:
     settings = make_records.Settings(
         fps=FPS, short_side=160, sample_rate=SAMPLE_RATE, min_duration=1.1, flow=False,
         audio_only=False, require_audio=True, jpeg_quality=90, examples_per_shard=4)
+    reused = (work / 'records' / make_records.MANIFEST).exists()
     start = time.perf_counter()
     parsed = annotations.parse('folder', root=str(work / 'videos'))
     make_records.run(parsed, str(work / 'records'), settings, dataset='folder',
@@ -146,8 +147,9 @@ def main() -> None:
     ours_all = time_records(str(work / 'records'), args.clips, args.batch, 0)
     ours_one = time_records(str(work / 'records'), args.clips, args.batch, 1)
   print(f'machine: {machine()}')
-  print(f'sources: {args.videos} videos, 10 s, 640x360, 30 fps, AAC 48 kHz; records: '
-        f'{convert:.1f} s to convert once ({convert / args.videos:.2f} s/video), '
+  conversion = ('reused from --workdir' if reused else
+                f'{convert:.1f} s to convert once ({convert / args.videos:.2f} s/video)')
+  print(f'sources: {args.videos} videos, 10 s, 640x360, 30 fps, AAC 48 kHz; records: {conversion}, '
         f'{size / args.videos / 2**20:.1f} MiB/video')
   print(f'released way (PyAV full decode + ffmpeg subprocess, 1 process): {released:6.2f} clips/s')
   print(f'avssl records, tf.data on all cores:                           {ours_all:6.2f} clips/s  '

@@ -75,19 +75,21 @@ def short_side_shape(height: tf.Tensor | int, width: tf.Tensor | int,
   return tf.cast(tf.round(scaled), tf.int32)
 
 
-def _resize(video: tf.Tensor, shape: tf.Tensor) -> tf.Tensor:
-  # Bilinear as in SeLaVi (reference/selavi.md §4). `antialias` changes only downscaling, where it
-  # widens the filter as PIL's resize (GOCA) does instead of aliasing; upscaling is plain bilinear.
-  return tf.image.resize(_to_float(video), shape, method='bilinear', antialias=True)
+def _resize(video: tf.Tensor, shape: tf.Tensor, antialias: bool) -> tf.Tensor:
+  # Bilinear as in SeLaVi (reference/selavi.md §4: torch's interpolate, no antialiasing). `antialias`
+  # changes only downscaling, where it widens the filter as PIL's resize (GOCA) does instead of
+  # aliasing; it costs about 4x the time of the plain filter on a CPU.
+  return tf.image.resize(_to_float(video), shape, method='bilinear', antialias=antialias)
 
 
-def resize_short_side(video: tf.Tensor, size: tf.Tensor | int) -> tf.Tensor:
+def resize_short_side(video: tf.Tensor, size: tf.Tensor | int, antialias: bool = False) -> tf.Tensor:
   """Bilinear resize of every frame so that the short side is `size`, keeping the aspect ratio."""
   shape = short_side_shape(tf.shape(video)[1], tf.shape(video)[2], size)
-  return _cast_like(_resize(video, shape), video.dtype)
+  return _cast_like(_resize(video, shape, antialias), video.dtype)
 
 
-def resize_flow_short_side(flow: tf.Tensor, size: tf.Tensor | int) -> tf.Tensor:
+def resize_flow_short_side(flow: tf.Tensor, size: tf.Tensor | int,
+                           antialias: bool = False) -> tf.Tensor:
   """`resize_short_side` for flow: the vectors are rescaled too, since they are lengths in pixels.
 
   Resizing a flow field as if it were an image (GOCA does) leaves the displacements in the units of
@@ -97,7 +99,7 @@ def resize_flow_short_side(flow: tf.Tensor, size: tf.Tensor | int) -> tf.Tensor:
   old = tf.shape(flow)[1:3]
   new = short_side_shape(old[0], old[1], size)
   scale = tf.cast(new, tf.float32) / tf.cast(old, tf.float32)
-  return _resize(flow, new) * tf.stack([scale[1], scale[0]])
+  return _resize(flow, new, antialias) * tf.stack([scale[1], scale[0]])
 
 
 def sample_short_side(seed: tf.Tensor, min_size: int = SELAVI_SHORT_SIDE[0],

@@ -38,13 +38,14 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   """SeLaVi's input settings (reference `selavi.md` §4): 30 frames at 30 fps, short side U{128..160},
   crop 112, flip, 1 s of audio from the clip start as a 257 × 99 `logfbank`, volume ×U(0.9, 1.1).
 
+  Resizing is plain bilinear, as the reference's; `antialias` filters downscaling as PIL does (GOCA).
   `color_jitter` is empty (off, as in SeLaVi's release) or the (brightness, contrast, saturation, hue)
   strengths, applied with probability `color_jitter_prob`; GOCA sets (0.4, 0.4, 0.2, 0.1) and 0.8.
   """
   config = ml_collections.ConfigDict(dict(
       name='records', dir='', train_split='train', eval_split='test',
       num_frames=30, frame_stride=1, min_resize=128, max_resize=160, crop_size=112,
-      eval_resize=128, eval_clips=1, eval_crops=1, flip=True,
+      eval_resize=128, eval_clips=1, eval_crops=1, flip=True, antialias=False,
       color_jitter=(), color_jitter_prob=0.8, grayscale_prob=0.0, blur_prob=0.0,
       mean=0.45, std=0.225,
       audio_seconds=1.0, audio_align='start', volume_jitter=0.1,
@@ -291,14 +292,14 @@ def _augment_train(frames: tf.Tensor, flow: tf.Tensor | None, config: ml_collect
   """One draw of resize, crop and flip for frames and flow; colour changes on frames only."""
   seeds = augment.split_seed(seed, 6)
   size = augment.sample_short_side(seeds[0], config.min_resize, config.max_resize)
-  frames = augment.resize_short_side(tf.cast(frames, tf.float32), size)
+  frames = augment.resize_short_side(tf.cast(frames, tf.float32), size, config.antialias)
   shape = tf.shape(frames)
   window = augment.sample_crop(seeds[1], shape[1], shape[2], config.crop_size)
   frames = augment.crop(frames, window)
   flip = augment.sample_flip(seeds[2], 0.5 if config.flip else 0.0)
   frames = augment.flip(frames, flip)
   if flow is not None:
-    flow = augment.resize_flow_short_side(flow, size)
+    flow = augment.resize_flow_short_side(flow, size, config.antialias)
     flow = augment.flip_flow(augment.crop(flow, window), flip)
   if config.color_jitter:
     frames = augment.color_jitter(frames, augment.sample_color_jitter(
@@ -313,9 +314,10 @@ def _augment_train(frames: tf.Tensor, flow: tf.Tensor | None, config: ml_collect
 def _eval_crops(frames: tf.Tensor, flow: tf.Tensor | None,
                 config: ml_collections.ConfigDict) -> tuple[tf.Tensor, tf.Tensor | None]:
   """Resize to `eval_resize`, then the centre crop or three crops along the long side."""
-  frames = augment.resize_short_side(tf.cast(frames, tf.float32), config.eval_resize)
+  frames = augment.resize_short_side(tf.cast(frames, tf.float32), config.eval_resize,
+                                    config.antialias)
   if flow is not None:
-    flow = augment.resize_flow_short_side(flow, config.eval_resize)
+    flow = augment.resize_flow_short_side(flow, config.eval_resize, config.antialias)
   if config.eval_crops == 1:
     crop = lambda x: augment.centre_crop(x, config.crop_size)[None]
   elif config.eval_crops == 3:

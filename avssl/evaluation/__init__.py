@@ -1,0 +1,1 @@
+"""Evaluation: clustering metrics, retrieval, probes and the tables that report them."""
