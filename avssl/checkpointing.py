@@ -48,6 +48,16 @@ class Checkpointer:
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), target, state_sharding)
     return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
+  def restore_raw(self, step: int | None = None) -> Any:
+    """The checkpoint of `step` (default: the latest) as saved, as host arrays, with no target.
+
+    For initialising a different run from this one's weights (SeLaVi's unsupervised finetuning).
+    """
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f'no checkpoint in {self._manager.directory}')
+    return self._manager.restore(step, args=ocp.args.StandardRestore())
+
   def wait(self) -> None:
     self._manager.wait_until_finished()
 

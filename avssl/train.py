@@ -9,6 +9,7 @@ the first step; `train_and_evaluate`, `evaluate` and `label` are the three modes
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any, Callable, Iterator
 
@@ -70,8 +71,49 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
   if checkpointer.latest_step() is not None:
     logging.info('Resuming from the checkpoint of step %d in %s', checkpointer.latest_step(), workdir)
     state = checkpointer.restore(state, state_sharding)
+  elif config.get('init_from'):
+    state = initialise_from(state, config.init_from)
   return Run(config, workdir, mesh, data, method, tx, lr, state, state_sharding, checkpointer,
              steps_per_epoch, total_steps)
+
+
+def initialise_from(state: TrainState, workdir: str) -> TrainState:
+  """Copies the weights of another run's latest checkpoint into `state` where names and shapes match.
+
+  This is SeLaVi's unsupervised finetuning (§4): Kinetics-Sound and AVE start from the VGG-Sound
+  model. Encoders match; heads with another number of clusters do not and keep their initialisation.
+  Optimiser state, step and method state always start fresh.
+  """
+  source = checkpointing.Checkpointer(workdir, every_steps=1, keep=1)
+  try:
+    raw = source.restore_raw()
+  finally:
+    source.close()
+  copied, kept = [], []
+
+  def take(path, current, saved):
+    name = jax.tree_util.keystr(path)
+    if saved is not None and np.shape(saved) == current.shape:
+      copied.append(name)
+      return jax.device_put(np.asarray(saved, current.dtype), current.sharding)
+    kept.append(name)
+    return current
+
+  updates = {}
+  for collection in ('params', 'batch_stats'):
+    saved = _flat(raw.get(collection, {}) if isinstance(raw, dict) else getattr(raw, collection))
+    updates[collection] = jax.tree_util.tree_map_with_path(
+        lambda path, x: take(path, x, saved.get(jax.tree_util.keystr(path))),
+        getattr(state, collection))
+  if not copied:
+    raise ValueError(f'init_from={workdir}: no parameter of its checkpoint matches this model')
+  logging.info('Initialised %d arrays from %s; %d kept their initialisation: %s', len(copied),
+               workdir, len(kept), ', '.join(kept) or 'none')
+  return state.replace(**updates)
+
+
+def _flat(tree: Any) -> dict[str, Any]:
+  return {jax.tree_util.keystr(path): x for path, x in jax.tree_util.tree_leaves_with_path(tree)}
 
 
 def make_train_step(run: Run) -> Callable[[TrainState, Any], tuple[TrainState, dict[str, jax.Array]]]:
@@ -124,7 +166,7 @@ def _loop(run: Run, start: int, writer: metric_writers.MetricWriter,
   history, pending = [], None
   for step in range(start, run.total_steps):
     if step in label_steps:
-      state = run.method.label_update(state, run.data.dataset_batches(), run.mesh)
+      state = run.method.label_update(state, run.data, run.mesh)
     state, metrics = train_step(state, sharding.to_global(next(batches), run.mesh))
     if pending is not None:
       history.append(_check_finite(*pending, run.checkpointer))
@@ -165,10 +207,25 @@ def _mean(history: list[dict[str, float]]) -> dict[str, float]:
 
 def _evaluate_and_write(run: Run, state: TrainState, writer: metric_writers.MetricWriter,
                         step: int) -> dict[str, float]:
+  """Evaluates; writes the scalars to the logs and `eval.json` (and the method's `eval.md`)."""
   results = run.method.evaluate(state, run.data.eval_batches(), run.mesh)
-  if results:
-    writer.write_scalars(step, results)
+  if not results:
+    return results
+  writer.write_scalars(step, results)
+  if jax.process_index() == 0:
+    _write_atomic(os.path.join(run.workdir, 'eval.json'),
+                  json.dumps({'step': step, **results}, indent=1, sort_keys=True))
+    table = run.method.report(results)
+    if table:
+      _write_atomic(os.path.join(run.workdir, 'eval.md'), table + '\n')
+      logging.info('Evaluation at step %d:\n%s', step, table)
   return results
+
+
+def _write_atomic(path: str, text: str) -> None:
+  with open(path + '.tmp', 'w') as f:
+    f.write(text)
+  os.replace(path + '.tmp', path)
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:

@@ -1,5 +1,17 @@
 #!/usr/bin/env bash
-# The demo: installs what it needs, then trains on the built-in demo data into runs/demo (resumes if
-# run again) and evaluates. Extra arguments go to avssl.main (e.g. --config.total_steps=100).
+# The main job on the built-in demo data: installs what it needs, generates avsynth (10 classes that
+# need both modalities, as real mp4 files), converts it to records, trains SeLaVi and its frames-only
+# baseline SeLa, writes SeLaVi's labels, and prints both runs' clustering metrics in one table.
+# Everything goes under runs/demo; running it again reuses what is done. Extra arguments go to the
+# SeLaVi run (e.g. --config.total_epochs=5).
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
-exec python -m avssl.main --config=configs/supervised_synthetic.py:tiny --workdir=runs/demo "$@"
+set -x
+python -m data_prep.make_synthetic --output_dir=runs/demo/avsynth --num_classes=10 --workers=2
+python -m data_prep.make_records --dataset=folder --input=runs/demo/avsynth --fps=10 \
+  --short_side=64 --sample_rate=16000 --min_duration=1.0 --workers=2 --output_dir=runs/demo/records
+python -m avssl.main --config=configs/selavi_demo.py --workdir=runs/demo/selavi "$@"
+python -m avssl.main --config=configs/selavi_demo.py --workdir=runs/demo/selavi --mode=label "$@"
+python -m avssl.main --config=configs/selavi_demo.py:sela --workdir=runs/demo/sela
+set +x
+echo "Labels: runs/demo/selavi/labels.csv"
+python -m avssl.evaluation.report SeLaVi=runs/demo/selavi SeLa=runs/demo/sela | tee runs/demo/table.md

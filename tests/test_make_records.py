@@ -10,7 +10,7 @@ import pytest
 
 from avssl.data import records, video_io
 from data_prep import annotations, make_records
-from tests.conftest import REPO
+from conftest import REPO
 
 
 def _clip(path, seconds, fps=10, sample_rate=16000, with_audio=True, shade=0):

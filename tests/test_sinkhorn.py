@@ -79,6 +79,20 @@ def test_rows_sharded_over_eight_devices_equal_one_device(mode):
   np.testing.assert_allclose(on_one.log_alpha, on_eight.log_alpha, atol=1e-3)
 
 
+@pytest.mark.parametrize('mode', MODES)
+def test_masked_rows_take_no_mass(mode):
+  """A dataset pass padded with masked duplicate rows solves the problem of the real rows alone."""
+  log_p = _log_p(300, 7, seed=4)
+  padded = np.concatenate([log_p, np.repeat(log_p[:1], 20, axis=0)])
+  mask = np.r_[np.ones(300), np.zeros(20)]
+  kwargs = dict(mode=mode, tol=1e-6, num_iters=5000, chunk_size=16, return_plan=True)
+  alone = sk.sinkhorn(log_p, 20.0, **kwargs)
+  masked = sk.sinkhorn(padded, 20.0, row_mask=mask, **kwargs)
+  np.testing.assert_array_equal(np.asarray(masked.labels)[:300], np.asarray(alone.labels))
+  np.testing.assert_allclose(np.asarray(masked.plan)[:300], np.asarray(alone.plan), atol=1e-7)
+  assert np.asarray(masked.plan)[300:].sum() == 0
+
+
 def test_both_modes_give_the_same_labels_at_selavi_lambda():
   log_p = _log_p(2000, 31, seed=3)
   labels = [np.asarray(sk.sinkhorn(log_p, 20.0, mode=m, tol=1e-5, num_iters=5000).labels)

@@ -115,7 +115,7 @@ def swav_codes(scores: jax.Array, eps: float = 0.05, num_iters: int = 3,
 def sinkhorn(log_p: jax.Array, lam: float, *, col_marginal: jax.Array | None = None,
              mode: str = 'scaling', num_iters: int = 1000, tol: float | None = 1e-3,
              mesh: Mesh | None = None, chunk_size: int = 128, return_plan: bool = False,
-             init_log_alpha: jax.Array | None = None) -> Result:
+             init_log_alpha: jax.Array | None = None, row_mask: jax.Array | None = None) -> Result:
   """Solves SeLaVi's Eq. 3 for `log_p` `[N, K]`; see the module docstring.
 
   Args:
@@ -131,6 +131,8 @@ def sinkhorn(log_p: jax.Array, lam: float, *, col_marginal: jax.Array | None = N
       `chunk_size` times the number of devices.
     return_plan: also return the plan Q `[N, K]` (rows summing to 1/N).
     init_log_alpha: a warm start for the column potential, e.g. the previous label update's.
+    row_mask: `[N]`, 1 for real rows and 0 for padding (the masked tail of a dataset pass); masked rows
+      get no mass (c_n = 0, the others share 1), so they change nothing; their labels are meaningless.
   """
   if mode not in ('scaling', 'log'):
     raise ValueError(f"mode={mode!r} is not 'scaling' or 'log'")
@@ -147,8 +149,9 @@ def sinkhorn(log_p: jax.Array, lam: float, *, col_marginal: jax.Array | None = N
   solve = _solver(mesh, mode, n, padded, float(lam), int(min(chunk_size, padded // devices)),
                   bool(return_plan))
   limits = (jnp.int32(num_iters), jnp.float32(-1.0 if tol is None else tol))
+  mask = jnp.ones((n,), jnp.float32) if row_mask is None else jnp.asarray(row_mask, jnp.float32)
   labels, log_alpha, iters, err, plan = solve(jnp.asarray(log_p, jnp.float32), r, log_alpha0, warm,
-                                              limits)
+                                              limits, mask)
   return Result(labels[:n], log_alpha, iters, err, plan[:n] if return_plan else None)
 
 
@@ -163,11 +166,11 @@ def _solver(mesh: Mesh, mode: str, n: int, padded: int, lam: float, chunk: int, 
                           out_specs=(rows, P(), P(), P(), P(axis, None)), check_vma=False)
 
   @jax.jit
-  def solve(log_p, r, log_alpha0, warm, limits):
+  def solve(log_p, r, log_alpha0, warm, limits, mask):
     pad = padded - n
     if pad:  # no copy of the input when its rows already split evenly
       log_p = jnp.pad(log_p, ((0, pad), (0, 0)))
-    c = jnp.pad(jnp.full((n,), 1.0 / n, jnp.float32), (0, pad))
+    c = jnp.pad(mask / jnp.sum(mask), (0, pad))
     log_p = jax.lax.with_sharding_constraint(log_p, sharding.batch_sharded(mesh))
     return sharded(log_p, c, r, log_alpha0, warm, limits)
 

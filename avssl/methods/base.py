@@ -14,6 +14,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from avssl.data import datasets
 from avssl.train_state import TrainState
 
 PyTree = Any
@@ -60,11 +61,20 @@ class Method:
     del total_steps, steps_per_epoch
     return []
 
-  def label_update(self, state: TrainState, batches: Iterator[dict[str, np.ndarray]],
+  def label_update(self, state: TrainState, data: datasets.DataSource,
                    mesh: jax.sharding.Mesh) -> TrainState:
-    """Recomputes the method's targets over the whole dataset (SeLaVi: Sinkhorn; XDC: k-means)."""
-    del batches, mesh
+    """Recomputes the method's targets over the whole dataset (SeLaVi: Sinkhorn; XDC: k-means).
+
+    `data` gives the passes the method needs (`data.dataset_batches(augment=..., pass_seed=...)`,
+    `data.train_batches(step)`), so each method decides how it sees the data.
+    """
+    del data, mesh
     return state
+
+  def report(self, results: dict[str, float]) -> str | None:
+    """`evaluate`'s results as a Markdown table for `eval.md`, or None."""
+    del results
+    return None
 
   def evaluate(self, state: TrainState, batches: Iterator[dict[str, np.ndarray]],
                mesh: jax.sharding.Mesh) -> dict[str, float]:

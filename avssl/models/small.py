@@ -1,8 +1,10 @@
-"""A small audio-visual network for CPU tests and the foundation's demo.
+"""Small networks for CPU tests and demos.
 
-One convolution + BatchNorm + ReLU per modality, global average pooling, and a linear classifier on the
-concatenated features. It exercises everything the real encoders need from the loop (BatchNorm
-statistics, dropout RNG, sharded batches) at a size that compiles in seconds.
+`SmallAVNet`: one convolution + BatchNorm + ReLU per modality, global average pooling, and a linear
+classifier on the concatenated features. It exercises everything the real encoders need from the loop
+(BatchNorm statistics, dropout RNG, sharded batches) at a size that compiles in seconds.
+`SmallVideoEncoder`, `SmallAudioEncoder`: encoders with the interface of R(2+1)D and the audio ResNets
+(input → pooled feature), small enough for the SeLaVi demo to train on a laptop CPU.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from avssl.models import common
 
 
 class SmallAVNet(nn.Module):
@@ -33,3 +37,37 @@ class SmallAVNet(nn.Module):
     a = nn.relu(norm('audio_bn')(a)).mean(axis=(1, 2))
     features = nn.Dropout(self.dropout, deterministic=not train)(jnp.concatenate([v, a], axis=-1))
     return nn.Dense(self.num_classes, dtype=self.dtype, name='classifier')(features).astype(jnp.float32)
+
+
+class SmallVideoEncoder(nn.Module):
+  """A few (2+1)-D conv stages, global average pooled: a laptop-sized stand-in for R(2+1)D in demos.
+
+  Each stage is a spatial (1, 3, 3) conv (stride 2 in space) then a temporal (3, 1, 1) conv, both with
+  BatchNorm and ReLU, as in R(2+1)D's factorisation; `widths` sets the stages and the feature size.
+  """
+  widths: tuple[int, ...] = (16, 32, 64)
+  norm: common.Norm = common.Norm()
+
+  @nn.compact
+  def __call__(self, video: jax.Array, train: bool) -> jax.Array:
+    x = video.astype(self.norm.dtype)
+    for i, width in enumerate(self.widths):
+      x = common.conv(width, (1, 3, 3), (1, 2, 2), norm=self.norm, name=f'spatial{i}')(x)
+      x = nn.relu(self.norm(train, name=f'spatial{i}_bn')(x))
+      x = common.conv(width, (3, 1, 1), 1, norm=self.norm, name=f'temporal{i}')(x)
+      x = nn.relu(self.norm(train, name=f'temporal{i}_bn')(x))
+    return x.mean(axis=(1, 2, 3)).astype(jnp.float32)
+
+
+class SmallAudioEncoder(nn.Module):
+  """A few strided 3x3 conv stages on the spectrogram, global average pooled (the audio counterpart)."""
+  widths: tuple[int, ...] = (16, 32, 64)
+  norm: common.Norm = common.Norm()
+
+  @nn.compact
+  def __call__(self, spectrogram: jax.Array, train: bool) -> jax.Array:
+    x = spectrogram.astype(self.norm.dtype)
+    for i, width in enumerate(self.widths):
+      x = common.conv(width, (3, 3), 2, norm=self.norm, name=f'conv{i}')(x)
+      x = nn.relu(self.norm(train, name=f'conv{i}_bn')(x))
+    return x.mean(axis=(1, 2)).astype(jnp.float32)

@@ -1,0 +1,431 @@
+"""SeLaVi: labelling unlabelled videos from scratch with multi-modal self-supervision (Asano et al., 2020).
+
+Training alternates two steps (§3): gradient steps in which the video and the audio network both
+predict the **same** self-label of each clip, one per head (Eq. 1, one cross-entropy per modality and
+head); and, on a schedule, a label update that assigns every clip of the dataset to clusters by optimal
+transport (Eq. 3, Sinkhorn-Knopp with λ = 20) on the log-probabilities averaged over the two modalities
+(Eq. 6), with cluster sizes drawn from a Gaussian prior and matched by the sort trick (Eq. 4-5). The
+heads are decorrelated (§3.3): each label update splits them at random into groups, and every group
+gets its own pass over the data with fresh augmentations. At step 0, after a BatchNorm warm-up, each
+audio head's clusters are permuted to match the video head's (modality alignment, Eq. 7), solved
+exactly as a linear assignment.
+
+The same module runs the paper's baselines as configurations: SeLa (frames only: `modalities=
+('video',)`, Table 3 a) and Concat (one head set on the concatenated features: `fusion='concat'`,
+Table 3 b); and the ablations of Table 3 as switches (`alignment`, `prior`, `num_groups`, `num_heads`).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import itertools
+import os
+from typing import Any, Iterator
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from avssl import sharding
+from avssl.clustering import alignment
+from avssl.clustering import sinkhorn as sk
+from avssl.evaluation import metrics as metrics_lib
+from avssl.evaluation import report as report_lib
+from avssl.methods import base
+from avssl.models import encoders
+from avssl.models.common import Norm
+from avssl.models.heads import MultiHead
+from avssl.train_state import TrainState
+
+MODALITIES = ('video', 'audio')
+
+
+def default_config(**overrides) -> ml_collections.ConfigDict:
+  """SeLaVi's constants (paper §4 "Implementation details"; reference `selavi.md` §2-4)."""
+  config = ml_collections.ConfigDict(dict(
+      num_clusters=309, num_heads=10, num_groups=2, lam=20.0,
+      prior='gaussian', prior_sd=0.1, prior_order='paper',
+      alignment=True, alignment_method='exact',
+      num_label_updates=100, schedule_power=1.5, bn_warmup_batches=20,
+      modalities=MODALITIES, fusion='none',
+      sinkhorn_mode='scaling', sinkhorn_tol=1e-3, sinkhorn_max_iters=2000,
+      head_hidden=512, head_dropout=0.3))
+  config.update(overrides)
+  return config
+
+
+class SeLaViModel(nn.Module):
+  """Encoders of the configured modalities, each with `num_heads` MLP heads of K clusters.
+
+  Returns `{modality: logits [num_heads, B, K]}`, or `{'concat': ...}` for the Concat baseline.
+  """
+  video: nn.Module | None
+  audio: nn.Module | None
+  num_heads: int
+  num_clusters: int
+  hidden: int = 512
+  dropout: float = 0.3
+  fusion: str = 'none'
+  norm: Norm = Norm()
+
+  @nn.compact
+  def __call__(self, video: jax.Array | None = None, audio: jax.Array | None = None, *,
+               train: bool) -> dict[str, jax.Array]:
+    features = {}
+    if self.video is not None:
+      features['video'] = self.video(video, train)
+    if self.audio is not None:
+      features['audio'] = self.audio(audio, train)
+    heads = lambda name: MultiHead(self.num_heads, self.num_clusters, self.hidden, self.dropout,
+                                   self.norm, name=name)
+    if self.fusion == 'concat':
+      fused = jnp.concatenate([features[m] for m in MODALITIES], axis=-1)
+      return {'concat': heads('concat_heads')(fused, train)}
+    return {m: heads(f'{m}_heads')(f, train) for m, f in features.items()}
+
+
+class SeLaVi(base.Method):
+  """Self-labelling across modalities; see the module docstring."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.settings = config.selavi
+    unknown = set(self.settings.modalities) - set(MODALITIES)
+    if unknown or not self.settings.modalities:
+      raise ValueError(f'config.selavi.modalities={self.settings.modalities}; use video and/or audio')
+    if self.settings.fusion not in ('none', 'concat'):
+      raise ValueError(f"config.selavi.fusion={self.settings.fusion!r}; use 'none' or 'concat'")
+    if self.settings.fusion == 'concat' and len(self.settings.modalities) != 2:
+      raise ValueError('config.selavi.fusion=concat needs both modalities')
+    if self.settings.num_heads % self.settings.num_groups:
+      raise ValueError(f'config.selavi.num_heads={self.settings.num_heads} does not split into '
+                       f'num_groups={self.settings.num_groups} equal groups')
+    self.inputs = tuple(m for m in MODALITIES if m in self.settings.modalities)
+    super().__init__(config)
+
+  def build_model(self) -> nn.Module:
+    norm = Norm.from_config(self.config.model)
+    s = self.settings
+    return SeLaViModel(
+        video=encoders.video_encoder(self.config.model.video, norm) if 'video' in self.inputs
+        else None,
+        audio=encoders.audio_encoder(self.config.model.audio, norm) if 'audio' in self.inputs
+        else None,
+        num_heads=s.num_heads, num_clusters=s.num_clusters, hidden=s.head_hidden,
+        dropout=s.head_dropout, fusion=s.fusion, norm=norm)
+
+  def _apply(self, variables: dict[str, Any], batch: base.Batch, **kwargs):
+    return self.model.apply(variables, **{m: batch[m] for m in self.inputs}, **kwargs)
+
+  def init_variables(self, rng: jax.Array, batch: base.Batch) -> dict[str, Any]:
+    return self.model.init({'params': rng, 'dropout': rng}, **{m: batch[m] for m in self.inputs},
+                           train=False)
+
+  def init_method_state(self, num_examples: int) -> dict[str, jax.Array]:
+    """The self-label table (N × heads), the prior draws (one per head, kept for the whole run, as the
+    reference does), the number of label updates done (the schedule position) and each head's final
+    cluster-marginal error in the last transport solve (how closely the sizes follow the prior)."""
+    s = self.settings
+    key = jax.random.fold_in(jax.random.PRNGKey(self.config.seed), 0x5E1A)
+    if s.prior == 'gaussian':
+      prior = sk.gaussian_prior(key, s.num_heads, s.num_clusters, num_examples, s.prior_sd)
+    elif s.prior == 'uniform':
+      prior = jnp.full((s.num_heads, s.num_clusters), num_examples / s.num_clusters, jnp.float32)
+    else:
+      raise ValueError(f"config.selavi.prior={s.prior!r}; use 'gaussian' or 'uniform'")
+    return {'self_labels': jnp.zeros((num_examples, s.num_heads), jnp.int32), 'prior': prior,
+            'updates': jnp.zeros((), jnp.int32),
+            'marginal_error': jnp.zeros((s.num_heads,), jnp.float32)}
+
+  def loss(self, params, state: TrainState, batch, rng):
+    """Eq. 1 with SeLaVi's shared label: ½ Σ_modality mean_heads CE(logits, self-label)."""
+    outputs, updates = self._apply({'params': params, 'batch_stats': state.batch_stats}, batch,
+                                   train=True, rngs={'dropout': rng}, mutable=['batch_stats'])
+    labels = state.method_state['self_labels'][batch['index']].T  # [heads, B]
+    losses = {m: optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+              for m, logits in outputs.items()}
+    loss = sum(losses.values()) / len(losses)
+    metrics = {f'loss_{m}': v for m, v in losses.items()}
+    return loss, base.StepOutput(updates['batch_stats'], metrics, state.method_state)
+
+  # The label update.
+
+  def label_update_steps(self, total_steps: int, steps_per_epoch: int) -> list[int]:
+    """total_steps · linspace(0, 1, nopts)^1.5, the first at step 0; the last point (the end of
+    training) is never reached, as in the reference."""
+    del steps_per_epoch
+    s = self.settings
+    points = total_steps * np.linspace(0, 1, s.num_label_updates) ** s.schedule_power
+    return sorted({int(p) for p in points if int(p) < total_steps})
+
+  def label_update(self, state: TrainState, data, mesh: jax.sharding.Mesh) -> TrainState:
+    s = self.settings
+    update = int(state.method_state['updates'])
+    first = int(state.step) == 0
+    if first and s.bn_warmup_batches:
+      state = self._warm_up_batchnorm(state, data, mesh)
+    order = np.random.default_rng([self.config.seed, update]).permutation(s.num_heads)
+    table = state.method_state['self_labels']
+    errors = state.method_state['marginal_error']
+    for g in range(s.num_groups):
+      heads = tuple(int(h) for h in np.sort(order[g::s.num_groups]))
+      batches = data.dataset_batches(augment=True, pass_seed=update * s.num_groups + g)
+      log_probs, index, mask = self.dataset_log_probs(state, batches, mesh, heads)
+      if first and s.alignment and set(log_probs) == set(MODALITIES):
+        state, log_probs = self._align(state, log_probs, mask, heads, mesh)
+      log_p = _average(list(log_probs.values()))  # Eq. 6.
+      marginals = None
+      if s.prior == 'gaussian':
+        masses = _masked_mass(log_p, mask)
+        marginals = jnp.stack([sk.sorted_marginal(state.method_state['prior'][h], masses[i],
+                                                  s.prior_order) for i, h in enumerate(heads)])
+      result = sk.sinkhorn_heads(log_p, s.lam, col_marginals=marginals, mesh=mesh, row_mask=mask,
+                                 mode=s.sinkhorn_mode, tol=s.sinkhorn_tol,
+                                 num_iters=s.sinkhorn_max_iters)
+      table = _scatter_labels(table, index, mask, jnp.asarray(heads), result.labels)
+      errors = errors.at[jnp.asarray(heads)].set(result.error)
+      logging.info('Label update %d, heads %s: Sinkhorn iterations %s, marginal error %s', update,
+                   heads, np.asarray(result.iterations).tolist(),
+                   np.round(np.asarray(result.error), 5).tolist())
+      if np.max(np.asarray(result.error)) > s.sinkhorn_tol:
+        logging.warning('Label update %d: Sinkhorn stopped at %d iterations with marginal error %.4f > '
+                        'tol %g; the labels are used, but cluster sizes follow the prior only that '
+                        'closely (raise config.selavi.sinkhorn_max_iters for more).', update,
+                        s.sinkhorn_max_iters, float(np.max(np.asarray(result.error))), s.sinkhorn_tol)
+    method_state = {**state.method_state, 'self_labels': table, 'marginal_error': errors,
+                    'updates': jnp.asarray(update + 1, jnp.int32)}
+    return state.replace(method_state=_like(method_state, state.method_state))
+
+  def _warm_up_batchnorm(self, state: TrainState, data, mesh) -> TrainState:
+    """Train-mode forward passes without gradients, so eval-mode BN has sane statistics for the
+    first label update (reference `warmup_batchnorm`)."""
+    @jax.jit
+    def forward(params, batch_stats, batch, rng):
+      _, updates = self._apply({'params': params, 'batch_stats': batch_stats}, batch, train=True,
+                               rngs={'dropout': rng}, mutable=['batch_stats'])
+      return updates['batch_stats']
+
+    batch_stats = state.batch_stats
+    for i, batch in enumerate(itertools.islice(data.train_batches(0),
+                                                self.settings.bn_warmup_batches)):
+      batch_stats = forward(state.params, batch_stats, sharding.to_global(batch, mesh),
+                            jax.random.fold_in(state.rng, 2**30 + i))
+    return state.replace(batch_stats=_like(batch_stats, state.batch_stats))
+
+  def dataset_log_probs(self, state: TrainState, batches: Iterator[dict[str, np.ndarray]],
+                        mesh: jax.sharding.Mesh, heads: tuple[int, ...]
+                        ) -> tuple[dict[str, jax.Array], jax.Array, jax.Array]:
+    """Eval-mode log-softmax of `heads` over a dataset pass: `{modality: [len(heads), R, K]}`, with
+    the rows' dataset indices `[R]` and mask `[R]`, all row-sharded; nothing is gathered."""
+    forward = self._log_prob_fn(heads)
+    chunks, indices, masks = [], [], []
+    for batch in batches:
+      batch = sharding.to_global(batch, mesh)
+      chunks.append(forward(state.params, state.batch_stats, batch))
+      indices.append(batch['index'])
+      masks.append(batch['mask'])
+    rows = _rows_fn(mesh)
+    log_probs = {m: rows(jnp.stack([c[m] for c in chunks]), 2) for m in chunks[0]}
+    return log_probs, rows(jnp.stack(indices), 1), rows(jnp.stack(masks), 1)
+
+  @functools.lru_cache(maxsize=None)
+  def _log_prob_fn(self, heads: tuple[int, ...]):
+    @jax.jit
+    def forward(params, batch_stats, batch):
+      outputs = self._apply({'params': params, 'batch_stats': batch_stats}, batch, train=False)
+      return {m: jax.nn.log_softmax(logits[jnp.asarray(heads)], axis=-1)
+              for m, logits in outputs.items()}
+    return forward
+
+  def _align(self, state: TrainState, log_probs: dict[str, jax.Array], mask: jax.Array,
+             heads: tuple[int, ...], mesh) -> tuple[TrainState, dict[str, jax.Array]]:
+    """Eq. 7 for each head of the group: permute the audio head's outputs to match the video head."""
+    dense = state.params['audio_heads']['heads']['out']
+    audio = log_probs['audio']
+    for i, h in enumerate(heads):
+      p_v = jnp.exp(log_probs['video'][i]) * mask[:, None]
+      p_a = jnp.exp(audio[i]) * mask[:, None]
+      found = alignment.align(p_v, p_a, mesh=mesh, method=self.settings.alignment_method,
+                              seed=self.config.seed + h)
+      dense = alignment.permute_head(dense, found.perm, head=h)
+      audio = audio.at[i].set(audio[i][:, jnp.asarray(found.perm)])
+      logging.info('Modality alignment, head %d: L1 cost %.1f -> %.1f', h, found.identity_cost,
+                   found.cost)
+    params = jax.tree.map(lambda x: x, state.params)
+    params['audio_heads']['heads']['out'] = _like(dense, state.params['audio_heads']['heads']['out'])
+    return state.replace(params=params), {**log_probs, 'audio': audio}
+
+  # Evaluation and label export.
+
+  def predictions(self, state: TrainState, batches: Iterator[dict[str, np.ndarray]],
+                  mesh: jax.sharding.Mesh, with_probs: bool = False) -> dict[str, np.ndarray]:
+    """Per-head argmax and confidence of every view the model has ('video', 'audio', and
+    'video + audio' from the averaged log-probabilities, Eq. 6), with index, mask and label; on host.
+    With `with_probs`, also each view's soft assignment `[heads, K, N]`."""
+    heads = tuple(range(self.settings.num_heads))
+    forward = self._prediction_fn(heads, with_probs)
+    out: dict[str, list] = {}
+    for batch in batches:
+      result = forward(state.params, state.batch_stats, sharding.to_global(batch, mesh))
+      for key, value in multihost_utils.process_allgather(result, tiled=True).items():
+        out.setdefault(key, []).append(np.asarray(value))
+    return {k: np.concatenate(v, axis=-1) for k, v in out.items()}
+
+  @functools.lru_cache(maxsize=None)
+  def _prediction_fn(self, heads: tuple[int, ...], with_probs: bool):
+    log_probs = self._log_prob_fn(heads)
+
+    @jax.jit
+    def forward(params, batch_stats, batch):
+      views = log_probs(params, batch_stats, batch)
+      if 'concat' in views:
+        views = {'video + audio': views['concat']}
+      elif len(views) == 2:  # Eq. 6's average, renormalised: the normalised geometric mean.
+        views['video + audio'] = jax.nn.log_softmax(_average(list(views.values())), axis=-1)
+      out = {'index': batch['index'], 'mask': batch['mask'], 'label': batch['label']}
+      for name, lp in views.items():
+        out[f'{name}/label'] = jnp.argmax(lp, axis=-1)
+        out[f'{name}/confidence'] = jnp.exp(jnp.max(lp, axis=-1))
+        if with_probs:
+          out[f'{name}/probs'] = jnp.exp(jnp.swapaxes(lp, 1, 2))  # Examples last, as the others.
+      return out
+    return forward
+
+  def evaluate(self, state: TrainState, batches: Iterator[dict[str, np.ndarray]],
+               mesh: jax.sharding.Mesh) -> dict[str, float]:
+    """Clustering metrics against ground truth (Table 2): per head, mean ± std over heads, for each
+    view; with the self-label table too when the evaluation split is the training split."""
+    pred = self.predictions(state, batches, mesh)
+    keep = (pred['mask'] > 0) & (pred['label'] >= 0)
+    if not keep.any():
+      return {}
+    truth = pred['label'][keep]
+    views = {name[:-len('/label')]: pred[name][:, keep].T for name in pred if name.endswith('/label')}
+    if self.config.data.eval_split == self.config.data.train_split:
+      views['self-labels'] = _host(state.method_state['self_labels'])[pred['index'][keep]]
+    results = {}
+    for name, labels in views.items():
+      per_head = metrics_lib.per_head(truth, labels)
+      for metric in metrics_lib.METRICS:
+        for stat in ('mean', 'std', 'head0', 'best_head_optimistic'):
+          results[f'{name}/{metric}/{stat}'] = float(per_head[metric][stat])
+    return results
+
+  def report(self, results: dict[str, float]) -> str:
+    """`evaluate`'s results as a Markdown table shaped like the paper's Table 2 (mean ± std)."""
+    return metrics_lib.markdown_table(report_lib.rows_of('', results))
+
+  def export_labels(self, state: TrainState, data, mesh: jax.sharding.Mesh, workdir: str) -> str:
+    """Writes `labels.csv`: video id, source, ground truth, then per head the cluster and its
+    confidence for each view, and the self-label for training videos. Atomic: temporary file, then
+    rename, so an interrupted run leaves no partial file. With `config.label.save_probs`, also each
+    view's soft assignments `[N, heads, K]` in the rows' order as `labels_<view>_probs.npy`. Returns
+    the path."""
+    source, split = self._label_source(data)
+    save_probs = self.config.label.save_probs
+    pred = self.predictions(state, source.dataset_batches(augment=False), mesh, save_probs)
+    keep = pred['mask'] > 0
+    order = np.argsort(pred['index'][keep])
+    index = pred['index'][keep][order]
+    table = source.video_table(split)
+    self_labels = None
+    if source is data:
+      self_labels = _host(state.method_state['self_labels'])
+    views = [name[:-len('/label')] for name in pred if name.endswith('/label')]
+    columns = lambda key: pred[key][:, keep][:, order].T  # [videos, heads], in index order.
+    labels = np.concatenate([columns(f'{v}/label') for v in views], axis=1)
+    confidence = np.concatenate([columns(f'{v}/confidence') for v in views], axis=1)
+    heads = range(self.settings.num_heads)
+    path = os.path.join(workdir, self.config.label.file)
+    if jax.process_index() == 0:
+      header = ['video_id', 'source', 'label']
+      header += [f'{v}/head{h}' for v in views for h in heads]
+      header += [f'{v}/confidence{h}' for v in views for h in heads]
+      if self_labels is not None:
+        header += [f'self_label/head{h}' for h in heads]
+      try:
+        with open(path + '.tmp', 'w', newline='') as f:
+          writer = csv.writer(f)
+          writer.writerow(header)
+          for row, i in enumerate(index):
+            video = table[i]
+            values = [video['video_id'], video['source'], video['label_name']]
+            values += labels[row].tolist() + [f'{c:.4f}' for c in confidence[row]]
+            if self_labels is not None:
+              values += self_labels[i].tolist()
+            writer.writerow(values)
+        os.replace(path + '.tmp', path)
+      finally:
+        if os.path.exists(path + '.tmp'):
+          os.remove(path + '.tmp')
+      logging.info('Wrote the labels of %d videos to %s', len(index), path)
+      for view in views if save_probs else ():
+        probs = np.moveaxis(pred[f'{view}/probs'][..., keep][..., order], -1, 0)  # [N, heads, K]
+        name = f'{os.path.splitext(path)[0]}_{view.replace(" + ", "_")}_probs.npy'
+        np.save(name + '.tmp.npy', probs)
+        os.replace(name + '.tmp.npy', name)
+    return path
+
+  def _label_source(self, data):
+    """The training data, or the record set `config.label.dir` (videos never seen in training)."""
+    if not self.config.label.dir:
+      return data, self.config.data.train_split
+    from avssl.data import pipeline  # pylint: disable=g-import-not-at-top
+    config = self.config.data.copy_and_resolve_references()
+    with config.unlocked():
+      config.dir, config.train_split = self.config.label.dir, self.config.label.split
+    source = pipeline.RecordSource(config, batch_size=self.config.batch_size,
+                                   process_index=jax.process_index(),
+                                   process_count=jax.process_count(), seed=self.config.seed)
+    return source, self.config.label.split
+
+
+def _average(log_probs: list[jax.Array]) -> jax.Array:
+  return sum(log_probs) / len(log_probs)
+
+
+@jax.jit
+def _masked_mass(log_p: jax.Array, mask: jax.Array) -> jax.Array:
+  """Each head's current soft cluster mass `[heads, K]` over the real rows (for the sort trick)."""
+  return jnp.einsum('hnk,n->hk', jax.nn.softmax(log_p, axis=-1), mask)
+
+
+@jax.jit
+def _scatter_labels(table: jax.Array, index: jax.Array, mask: jax.Array, heads: jax.Array,
+                    labels: jax.Array) -> jax.Array:
+  """table[index, heads] = labels for the real rows; padding rows go to an index that is dropped."""
+  rows = jnp.where(mask > 0, index, table.shape[0])
+  return table.at[rows[:, None], heads[None, :]].set(labels.T, mode='drop')
+
+
+@functools.lru_cache(maxsize=None)
+def _rows_fn(mesh: jax.sharding.Mesh):
+  """`[batches, ..., B, ...]` stacked pass outputs → rows `[..., B · batches, ...]`, device-local.
+
+  Each device holds its slice of every batch; putting the batch axis outside the stacking axis keeps
+  those rows on their device (no data moves), and row order does not matter to the transport.
+  """
+  @functools.partial(jax.jit, static_argnums=1)
+  def rows(stacked: jax.Array, batch_axis: int) -> jax.Array:
+    moved = jnp.moveaxis(stacked, 0, batch_axis)  # [..., B, batches, ...]
+    shape = moved.shape[:batch_axis - 1] + (-1,) + moved.shape[batch_axis + 1:]
+    out = moved.reshape(shape)
+    spec = P(*([None] * (batch_axis - 1) + [sharding.DATA_AXIS]))
+    return jax.lax.with_sharding_constraint(out, NamedSharding(mesh, spec))
+  return rows
+
+
+def _host(x: jax.Array) -> np.ndarray:
+  """A replicated array as numpy on every process (each holds a full copy; nothing crosses hosts)."""
+  return np.asarray(x.addressable_data(0))
+
+
+def _like(tree, reference):
+  """`tree` placed with the shardings of `reference` (so the jitted step's shardings still hold)."""
+  return jax.tree.map(lambda x, ref: jax.device_put(x, ref.sharding), tree, reference)

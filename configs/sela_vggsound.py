@@ -1,0 +1,15 @@
+"""SeLa on VGG-Sound frames only (paper Table 3 a): the SeLaVi code with one modality (video), one
+label per clip from the video network alone; the baseline SeLaVi's multi-modality improves on.
+"""
+
+import ml_collections
+
+from avssl import config_lib, presets
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = config_lib.parse_arg(arg, tiny=False)
+  config = presets.selavi(records='~/records/vggsound', num_clusters=309)
+  config.selavi.modalities = ('video',)
+  config.selavi.alignment = False
+  return presets.shrink_selavi(config) if arg.tiny else config

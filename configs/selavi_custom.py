@@ -1,0 +1,33 @@
+"""SeLaVi on your own videos: the configuration to start from.
+
+    python -m data_prep.make_records --dataset=folder --input=~/my_videos --sample_rate=24000 \
+        --output_dir=~/records/mine
+    python -m avssl.main --config=configs/selavi_custom.py:records=~/records/mine,clusters=50 \
+        --workdir=runs/mine
+    python -m avssl.main --config=configs/selavi_custom.py:records=~/records/mine,clusters=50 \
+        --workdir=runs/mine --mode=label        # runs/mine/labels.csv
+
+Arguments: `records` (a make_records folder), `clusters` (K: how many groups you want; more than
+the number of kinds you expect is fine), `heads`, `epochs`, `batch`, `frames`, `crop`. The defaults
+fit one GPU with 40-80 GB: batch 64, R(2+1)D-18 on 30 × 112² clips, 100 epochs. On a CPU or a small
+GPU use `frames=16,crop=96,batch=32`, or shrink further with `:tiny`.
+"""
+
+import ml_collections
+
+from avssl import config_lib, presets
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = config_lib.parse_arg(arg, tiny=False, records='~/records/mine', clusters=100, heads=10,
+                             epochs=100.0, batch=64, frames=30, crop=112)
+  config = presets.selavi(records=arg.records, num_clusters=arg.clusters, total_epochs=arg.epochs,
+                          batch_size=arg.batch)
+  config.selavi.num_heads = arg.heads
+  config.selavi.num_groups = 2 if arg.heads % 2 == 0 else 1
+  config.data.num_frames = arg.frames
+  config.data.crop_size = arg.crop
+  config.data.min_resize = max(arg.crop, round(arg.crop * 128 / 112))
+  config.data.max_resize = max(arg.crop, round(arg.crop * 160 / 112))
+  config.data.eval_resize = config.data.min_resize
+  return presets.shrink_selavi(config) if arg.tiny else config

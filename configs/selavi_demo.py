@@ -1,0 +1,35 @@
+"""SeLaVi on avsynth, the built-in demo data: K = 10 clusters of 10 pair-confusable classes, small
+encoders and clips sized for a laptop CPU. `bash scripts/demo.sh` makes the data and runs it.
+
+    python -m data_prep.make_synthetic --output_dir=runs/demo/avsynth --num_classes=10
+    python -m data_prep.make_records --dataset=folder --input=runs/demo/avsynth --fps=10 \
+        --short_side=64 --sample_rate=16000 --min_duration=1.0 --output_dir=runs/demo/records
+    python -m avssl.main --config=configs/selavi_demo.py --workdir=runs/demo/selavi
+
+`:sela` is the SeLa baseline on the same data (frames only, Table 3 a); `:tiny` is CPU-test size.
+"""
+
+import ml_collections
+
+from avssl import config_lib, presets
+from avssl.data import audio
+from avssl.models import encoders
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = config_lib.parse_arg(arg, tiny=False, sela=False, records='runs/demo/records')
+  config = presets.selavi(records=arg.records, num_clusters=10, total_epochs=10.0, batch_size=64)
+  config.log_every_steps = 20
+  config.checkpoint_every_epochs = 5.0
+  config.model.video = encoders.encoder_config('small', widths=(16, 32, 64))
+  config.model.audio = encoders.encoder_config('small', widths=(16, 32, 64))
+  config.data.update(dict(num_frames=8, min_resize=56, max_resize=64, crop_size=48,
+                          eval_resize=56, audio_seconds=0.8, shuffle_buffer=512))
+  config.data.audio = audio.default_config('logmel')
+  config.data.audio.num_frames = 40
+  config.selavi.update(dict(num_heads=4, num_groups=2, num_label_updates=20,
+                            bn_warmup_batches=5, head_hidden=128))
+  config.schedule.update(dict(base_lr=0.1, multiplier=1.0, warmup_epochs=1.0))
+  if arg.sela:
+    config.selavi.modalities = ('video',)
+  return presets.shrink_selavi(config) if arg.tiny else config

@@ -1,0 +1,17 @@
+"""SeLaVi on Kinetics-400 (paper §4, Table 5 c): K = 400, trained from scratch like VGG-Sound.
+
+    python -m data_prep.make_records --dataset=kinetics400 --input=kinetics400/train.csv \
+        --video_dir=~/kinetics400 --sample_rate=24000 --output_dir=~/records/kinetics400
+    python -m avssl.main --config=configs/selavi_kinetics.py --workdir=runs/selavi_kinetics
+"""
+
+import ml_collections
+
+from avssl import config_lib, presets
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = config_lib.parse_arg(arg, tiny=False)
+  config = presets.selavi(records='~/records/kinetics400', num_clusters=400)
+  config.data.eval_split = 'train'
+  return presets.shrink_selavi(config) if arg.tiny else config

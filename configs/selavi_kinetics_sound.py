@@ -1,0 +1,25 @@
+"""SeLaVi on Kinetics-Sound (paper §4, Table 5 d): K = 32, "unsupervised finetuning" of the VGG-Sound
+model — the encoders start from its checkpoint (`init_from`), the heads (K differs) start fresh.
+
+    python -m data_prep.make_records --dataset=kinetics_sound --input=kinetics400/train.csv \
+        --video_dir=~/kinetics400 --sample_rate=24000 --output_dir=~/records/kinetics_sound
+    python -m avssl.main --config=configs/selavi_kinetics_sound.py --workdir=runs/selavi_ks \
+        --config.init_from=runs/selavi_vggsound
+
+The length of the finetuning is not in the paper's main text (its appendix A.2 has the details); 50
+epochs is this project's default, a config value.
+"""
+
+import ml_collections
+
+from avssl import config_lib, presets
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = config_lib.parse_arg(arg, tiny=False)
+  config = presets.selavi(records='~/records/kinetics_sound', num_clusters=32, total_epochs=50.0)
+  config.init_from = 'runs/selavi_vggsound'
+  if arg.tiny:
+    config = presets.shrink_selavi(config)
+    config.init_from = ''
+  return config

@@ -1,0 +1,148 @@
+"""SeLaVi end to end on real (tiny) avsynth records, on 8 simulated devices."""
+
+import csv
+import glob
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from avssl import checkpointing, train
+from avssl.methods import selavi
+from conftest import load_config
+
+
+def _tiny(records, name='selavi_vggsound', arg='tiny'):
+  config = load_config(name, arg)
+  config.data.dir = records
+  return config
+
+
+def _leaves(state):
+  return {jax.tree_util.keystr(path): np.asarray(x)
+          for path, x in jax.tree_util.tree_leaves_with_path(
+              (state.step, state.params, state.batch_stats, state.opt_state, state.method_state))}
+
+
+def test_label_updates_follow_the_prior_and_resume_identically(avsynth_records, tmp_path):
+  config = _tiny(avsynth_records)  # 4 steps; label updates at steps 0 and 1.
+  config.checkpoint_every_steps, config.keep_checkpoints = 1, 5
+  method = selavi.SeLaVi(config)
+  assert method.label_update_steps(4, 3) == [0, 1]
+  uninterrupted = train.train_and_evaluate(config, str(tmp_path / 'a'))
+  # Every training video has a valid cluster in every head.
+  labels = np.asarray(uninterrupted.method_state['self_labels'])
+  assert labels.shape == (58, config.selavi.num_heads) and labels.min() >= 0
+  assert labels.max() < config.selavi.num_clusters
+
+  checkpointer = checkpointing.Checkpointer(str(tmp_path / 'a'), every_steps=1, keep=5)
+  for step, updates in ((1, 1), (2, 2)):  # After the first label update; after the second.
+    saved = checkpointer.restore_raw(step)['method_state']
+    assert set(saved) == {'self_labels', 'prior', 'updates', 'marginal_error'}
+    assert int(saved['updates']) == updates
+    assert float(np.max(saved['marginal_error'])) <= config.selavi.sinkhorn_tol
+  checkpointer.close()
+
+  # A run interrupted after step 2 (its checkpoint is all that is left) resumes to the same end.
+  shutil.copytree(tmp_path / 'a' / 'checkpoints' / '2', tmp_path / 'b' / 'checkpoints' / '2')
+  resumed = train.train_and_evaluate(config, str(tmp_path / 'b'))
+  a, b = _leaves(uninterrupted), _leaves(resumed)
+  for key in a:
+    np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def _agreement(log_probs, mask):
+  keep = np.asarray(mask) > 0
+  v = np.asarray(log_probs['video']).argmax(-1)[:, keep]
+  a = np.asarray(log_probs['audio']).argmax(-1)[:, keep]
+  return (v == a).mean(axis=1)
+
+
+def test_alignment_raises_video_audio_agreement_on_random_weights(avsynth_records, tmp_path):
+  config = _tiny(avsynth_records)
+  config.selavi.num_clusters = 6
+  run = train.setup(config, str(tmp_path))
+  heads = tuple(range(config.selavi.num_heads))
+  log_probs, _, mask = run.method.dataset_log_probs(run.state, run.data.dataset_batches(), run.mesh,
+                                                    heads)
+  before = _agreement(log_probs, mask)
+  state, aligned = run.method._align(run.state, log_probs, mask, heads, run.mesh)  # pylint: disable=protected-access
+  after = _agreement(aligned, mask)
+  assert np.all(after >= before) and after.mean() > before.mean()
+  # The permutation was applied to the audio head itself: a new pass reproduces the aligned outputs.
+  again, _, _ = run.method.dataset_log_probs(state, run.data.dataset_batches(), run.mesh, heads)
+  np.testing.assert_allclose(np.asarray(again['audio']), np.asarray(aligned['audio']), atol=1e-5)
+  run.checkpointer.close()
+
+
+def test_labels_csv_matches_the_records_by_video_id(avsynth_records, tmp_path):
+  config = _tiny(avsynth_records)
+  config.label.save_probs = True
+  train.train_and_evaluate(config, str(tmp_path))
+  train.label(config, str(tmp_path))
+  probs = np.load(tmp_path / 'labels_video_audio_probs.npy')
+  assert probs.shape == (58, config.selavi.num_heads, config.selavi.num_clusters)
+  np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+  with open(os.path.join(tmp_path, 'labels.csv')) as f:
+    rows = list(csv.DictReader(f))
+  with open(os.path.join(avsynth_records, 'train.csv')) as f:
+    videos = {r['video_id']: r for r in csv.DictReader(f)}
+  assert len(rows) == len(videos) == 58
+  assert {r['video_id'] for r in rows} == set(videos)
+  for row in rows:
+    assert row['source'] == videos[row['video_id']]['source']
+    assert row['label'] == videos[row['video_id']]['label_name']
+    for h in range(config.selavi.num_heads):
+      assert 0 <= int(row[f'video + audio/head{h}']) < config.selavi.num_clusters
+      assert 0 < float(row[f'video + audio/confidence{h}']) <= 1
+  for i, row in enumerate(rows):
+    assert int(row['video + audio/head0']) == probs[i, 0].argmax()
+  assert not glob.glob(os.path.join(tmp_path, '*.tmp'))
+
+
+def test_interrupted_label_run_leaves_no_partial_file(avsynth_records, tmp_path, monkeypatch):
+  config = _tiny(avsynth_records)
+  train.train_and_evaluate(config, str(tmp_path))
+  (tmp_path / 'labels.csv').write_text('previous labels\n')
+  class Interrupted(Exception):
+    pass
+
+  real_writer = csv.writer
+
+  def failing_writer(f):
+    writer = real_writer(f)
+
+    class Writer:
+      rows = 0
+
+      def writerow(self, row):
+        Writer.rows += 1
+        if Writer.rows == 10:  # The disk fills up, or the job is killed, mid-file.
+          raise Interrupted()
+        writer.writerow(row)
+    return Writer()
+
+  monkeypatch.setattr(selavi.csv, 'writer', failing_writer)
+  with pytest.raises(Interrupted):
+    train.label(config, str(tmp_path))
+  assert (tmp_path / 'labels.csv').read_text() == 'previous labels\n'
+  assert not glob.glob(os.path.join(tmp_path, '*.tmp'))
+
+
+def test_finetuning_starts_from_another_runs_encoders(avsynth_records, tmp_path):
+  source = _tiny(avsynth_records)
+  source.total_steps = 1
+  trained = train.train_and_evaluate(source, str(tmp_path / 'vggsound'))
+  config = _tiny(avsynth_records)
+  config.selavi.num_clusters = 4  # Another dataset's K: the heads' last layers cannot be reused.
+  config.init_from = str(tmp_path / 'vggsound')
+  run = train.setup(config, str(tmp_path / 'finetune'))
+  np.testing.assert_array_equal(run.state.params['video']['spatial0']['kernel'],
+                                trained.params['video']['spatial0']['kernel'])
+  np.testing.assert_array_equal(run.state.batch_stats['audio']['conv0_bn']['mean'],
+                                trained.batch_stats['audio']['conv0_bn']['mean'])
+  assert run.state.params['video_heads']['heads']['out']['kernel'].shape[-1] == 4
+  assert int(run.state.step) == 0
+  run.checkpointer.close()
