@@ -11,28 +11,16 @@ it, measured in the same run, with the ratio. Also states the machine it ran on.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+import machine
 from avssl.models.audio_resnet import AudioResNet
 from avssl.models.common import Norm
 from avssl.models.r2plus1d import R2Plus1D
-
-
-def _machine() -> str:
-  cpu = platform.processor() or platform.machine()
-  if os.path.exists('/proc/cpuinfo'):
-    with open('/proc/cpuinfo') as f:
-      names = [line.split(':', 1)[1].strip() for line in f if line.startswith('model name')]
-    cpu = names[0] if names else cpu
-  devices = jax.devices()
-  return (f'{len(devices)} x {devices[0].device_kind} ({jax.default_backend()}); host: {cpu}, '
-          f'{os.cpu_count()} cores; jax {jax.__version__}')
 
 
 def _time(step, iters: int) -> float:
@@ -109,7 +97,7 @@ def main() -> None:
       ((30, 112, 112, 3), (257, 99, 1))
   batch = args.batch or (4 if args.small else 8)
   iters = args.iters or (3 if args.small else 5)
-  print(f'machine: {_machine()}')
+  print(f'machine: {machine.jax_devices()}; host: {machine.cpu()}')
   print(f'input: video {video_shape}, audio {audio_shape}, batch {batch}, {iters} timed steps')
   ours = jax_clips_per_second(video_shape, audio_shape, batch, iters, jnp.dtype(args.dtype))
   print(f'avssl (Flax, {args.dtype}) R(2+1)D-18 + ResNet-9 forward+backward: {ours:.2f} clips/s')

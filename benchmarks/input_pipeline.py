@@ -25,7 +25,6 @@ import argparse
 import itertools
 import os
 import pathlib
-import platform
 import subprocess
 import tempfile
 import time
@@ -35,6 +34,7 @@ import imageio_ffmpeg
 import numpy as np
 import tensorflow as tf
 
+import machine
 from avssl.data import audio, pipeline, video_io
 from data_prep import annotations, make_records
 
@@ -46,15 +46,6 @@ _ARGS.add_argument('--batch', type=int, default=8, help='avssl batch size')
 _ARGS.add_argument('--workdir', default=None, help='keep the videos and records here')
 
 FPS, SAMPLE_RATE, FRAMES, CROP = 30, 24000, 30, 112
-
-
-def machine() -> str:
-  cpu = platform.machine()
-  if os.path.exists('/proc/cpuinfo'):
-    with open('/proc/cpuinfo') as f:
-      names = [line.split(':', 1)[1].strip() for line in f if line.startswith('model name')]
-    cpu = names[0] if names else cpu
-  return f'{cpu}, {os.cpu_count()} cores; tensorflow {tf.__version__}, PyAV {video_io.av.__version__}'
 
 
 def make_sources(directory: pathlib.Path, count: int) -> list[str]:
@@ -146,7 +137,7 @@ def main() -> None:
     released = time_released(paths, args.clips)
     ours_all = time_records(str(work / 'records'), args.clips, args.batch, 0)
     ours_one = time_records(str(work / 'records'), args.clips, args.batch, 1)
-  print(f'machine: {machine()}')
+  print(f'machine: {machine.cpu()}; tensorflow {tf.__version__}, PyAV {video_io.av.__version__}')
   conversion = ('reused from --workdir' if reused else
                 f'{convert:.1f} s to convert once ({convert / args.videos:.2f} s/video)')
   print(f'sources: {args.videos} videos, 10 s, 640x360, 30 fps, AAC 48 kHz; records: {conversion}, '

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 _ARGS = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
@@ -38,20 +37,10 @@ import jax
 import numpy as np
 from sklearn.cluster import KMeans
 
+import machine
 from avssl import sharding
 from avssl.clustering import kmeans as kmeans_lib
 # pylint: enable=g-import-not-at-top,wrong-import-position
-
-
-def _machine() -> str:
-  cpu = platform.processor() or platform.machine()
-  if os.path.exists('/proc/cpuinfo'):
-    with open('/proc/cpuinfo') as f:
-      names = [line.split(':', 1)[1].strip() for line in f if line.startswith('model name')]
-    cpu = names[0] if names else cpu
-  devices = jax.devices()
-  return (f'host: {cpu}, {os.cpu_count()} cores; jax {jax.__version__}, backend '
-          f'{jax.default_backend()}, {len(devices)} x {devices[0].device_kind}')
 
 
 def _data(n: int, d: int, seed: int) -> np.ndarray:
@@ -81,7 +70,7 @@ def _timed(fn):
 
 def main() -> None:
   n, d, k, iters = FLAGS.n, FLAGS.d, FLAGS.k, FLAGS.iters
-  print(_machine())
+  print(f'host: {machine.cpu()}; {machine.jax_devices()}')
   print(f'data: {n} x {d} float32 standard normal -> {k} clusters, {iters} Lloyd iterations, tol=0, '
         f'same initial centroids')
   x = _data(n, d, FLAGS.seed)

@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 
 import numpy as np
+
+import machine
 
 
 def make_input(heads: int, n: int, k: int, seed: int = 0) -> np.ndarray:
@@ -122,10 +123,8 @@ def per_iteration_ms(n: int, k: int, iters: int = 40) -> float:
 
 
 def _machine() -> str:
-  cpu = platform.machine()
-  with open('/proc/cpuinfo') as f:
-    names = [line.split(':', 1)[1].strip() for line in f if line.startswith('model name')]
-  return f'{names[0] if names else cpu}, {os.cpu_count()} cores, {os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30:.0f} GiB'
+  memory = os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30
+  return f'{machine.cpu()}, {memory:.0f} GiB'
 
 
 def _spawn(which, heads, n, k, lam, tol, tmp):

@@ -7,27 +7,15 @@
 
 import ml_collections
 
-from avssl import config_lib, optim
+from avssl import config_lib, optim, presets
 from avssl.data import synthetic
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_lib.parse_arg(arg, tiny=False, batch_size=0, seed=0)
-  config = ml_collections.ConfigDict()
+  config = presets.loop_config(batch_size=64, total_epochs=20.0, seed=arg.seed)
   config.method = 'supervised'
-  config.seed = arg.seed
-  config.batch_size = 64
-  config.total_epochs = config_lib.optional(float)
-  config.total_steps = config_lib.optional(int)
-  config.total_epochs = 20.0
   config.log_every_steps = 10
-  config.eval_every_epochs = config_lib.optional(float)
-  config.eval_every_steps = config_lib.optional(int)
-  config.checkpoint_every_epochs = config_lib.optional(float)
-  config.checkpoint_every_steps = config_lib.optional(int)
-  config.checkpoint_every_epochs = 5.0
-  config.keep_checkpoints = 3
-  config.distributed = config_lib.distributed_config()
   config.data = synthetic.default_config(num_train=4096, num_eval=512, frame_size=32,
                                          num_frames=8, audio_bins=32, audio_frames=32)
   config.model = ml_collections.ConfigDict(dict(
