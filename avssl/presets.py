@@ -34,6 +34,16 @@ def loop_config(*, batch_size: int, total_epochs: float, seed: int) -> ml_collec
   return config
 
 
+def by_steps(config: ml_collections.ConfigDict, *, total: int, checkpoint_every: int,
+             warmup: int | None = None) -> None:
+  """Switches the run's durations from epochs to steps, as `:tiny` variants do (a few steps on any
+  data size)."""
+  config.total_epochs, config.total_steps = None, total
+  config.checkpoint_every_epochs, config.checkpoint_every_steps = None, checkpoint_every
+  if warmup is not None:
+    config.schedule.warmup_epochs, config.schedule.warmup_steps = None, warmup
+
+
 def selavi(*, records: str, num_clusters: int, total_epochs: float = 200.0,
            batch_size: int = 1024) -> ml_collections.ConfigDict:
   """SeLaVi as trained on VGG-Sound (paper §4, reference `selavi.md` §4): R(2+1)D-18 and ResNet-9,
@@ -59,13 +69,8 @@ def selavi(*, records: str, num_clusters: int, total_epochs: float = 200.0,
 def shrink_selavi(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """`:tiny`: the same run at CPU-test size (small encoders, 4-frame 32² clips, a few steps)."""
   config.batch_size = 16
-  config.total_epochs = None
-  config.total_steps = 4
+  by_steps(config, total=4, checkpoint_every=2, warmup=2)
   config.log_every_steps = 1
-  config.checkpoint_every_epochs = None
-  config.checkpoint_every_steps = 2
-  config.schedule.warmup_epochs = None
-  config.schedule.warmup_steps = 2
   config.schedule.multiplier = 1.0
   config.model.video = encoders.encoder_config('small', widths=(8, 16))
   config.model.audio = encoders.encoder_config('small', widths=(8, 16))

@@ -20,7 +20,7 @@ import optax
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from avssl import checkpointing, config_lib, methods, optim, sharding, train_state
+from avssl import checkpointing, config_lib, files, methods, optim, sharding, train_state
 from avssl.data import datasets
 from avssl.methods.base import Method
 from avssl.train_state import TrainState
@@ -101,7 +101,7 @@ def initialise_from(state: TrainState, workdir: str) -> TrainState:
 
   updates = {}
   for collection in ('params', 'batch_stats'):
-    saved = _flat(raw.get(collection, {}) if isinstance(raw, dict) else getattr(raw, collection))
+    saved = _flat(raw[collection])  # A raw restore gives the saved TrainState as a dict.
     updates[collection] = jax.tree_util.tree_map_with_path(
         lambda path, x: take(path, x, saved.get(jax.tree_util.keystr(path))),
         getattr(state, collection))
@@ -213,19 +213,15 @@ def _evaluate_and_write(run: Run, state: TrainState, writer: metric_writers.Metr
     return results
   writer.write_scalars(step, results)
   if jax.process_index() == 0:
-    _write_atomic(os.path.join(run.workdir, 'eval.json'),
-                  json.dumps({'step': step, **results}, indent=1, sort_keys=True))
+    with files.atomic_open(os.path.join(run.workdir, 'eval.json')) as f:
+      json.dump({'step': step, **results}, f, indent=1, sort_keys=True)
     table = run.method.report(results)
     if table:
-      _write_atomic(os.path.join(run.workdir, 'eval.md'), table + '\n')
+      with files.atomic_open(os.path.join(run.workdir, 'eval.md')) as f:
+        f.write(table + '\n')
       logging.info('Evaluation at step %d:\n%s', step, table)
   return results
 
-
-def _write_atomic(path: str, text: str) -> None:
-  with open(path + '.tmp', 'w') as f:
-    f.write(text)
-  os.replace(path + '.tmp', path)
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:

@@ -27,13 +27,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.batch_size = 16
     config.data = synthetic.default_config(num_train=256, num_eval=64)
     config.model.width = 8
-    config.total_epochs = None
-    config.total_steps = 30
+    presets.by_steps(config, total=30, checkpoint_every=10, warmup=3)
     config.log_every_steps = 5
-    config.checkpoint_every_epochs = None
-    config.checkpoint_every_steps = 10
-    config.schedule.warmup_epochs = None
-    config.schedule.warmup_steps = 3
     config.schedule.base_lr = 1.0
   if arg.batch_size:
     config.batch_size = arg.batch_size

@@ -25,6 +25,7 @@ which the input pipeline attaches to every example), id, source and label.
 from __future__ import annotations
 
 import collections
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -41,6 +42,7 @@ from absl import flags
 import numpy as np
 import tqdm
 
+from avssl import files
 from data_prep import annotations
 
 _DATASET = flags.DEFINE_enum('dataset', 'folder', sorted(annotations.PARSERS),
@@ -158,10 +160,8 @@ def _inputs_digest(entries: Iterable[annotations.Entry]) -> str:
 
 
 def _write_json(path: str, value: Any) -> None:
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
+  with files.atomic_open(path) as f:
     json.dump(value, f, indent=1, sort_keys=True)
-  os.replace(tmp, path)
 
 
 def _check_resume(output_dir: str, header: dict[str, Any]) -> None:
@@ -195,25 +195,18 @@ def run(parsed: annotations.Annotations, output_dir: str, settings: Settings, *,
     with tqdm.tqdm(total=len(todo), unit='video', desc='make_records', file=sys.stderr) as bar:
       for shard in pending:
         _write_shard(output_dir, shard, results, bar)
-  manifest = _manifest(output_dir, shards, parsed, header)
+  rows = [(shard, _load_rows(output_dir, shard)) for shard in shards]
+  manifest = _manifest(rows, parsed, header)
   _write_json(os.path.join(output_dir, MANIFEST), manifest)
-  _write_tables(output_dir, shards)
+  _write_tables(output_dir, rows)
   return manifest
 
 
 def _pool(workers: int):
+  """A process pool, or no pool (decode in this process) for `workers <= 0`."""
   if workers <= 0:
-    return _NoPool()
+    return contextlib.nullcontext()
   return multiprocessing.get_context('spawn').Pool(workers)
-
-
-class _NoPool:
-
-  def __enter__(self):
-    return None
-
-  def __exit__(self, *exc):
-    return False
 
 
 def _finished(output_dir: str, shard: Shard) -> bool:
@@ -257,12 +250,12 @@ def _load_rows(output_dir: str, shard: Shard) -> list[dict[str, Any]]:
     return json.load(f)
 
 
-def _manifest(output_dir: str, shards: list[Shard], parsed: annotations.Annotations,
-              header: dict[str, Any]) -> dict[str, Any]:
+def _manifest(shard_rows: list[tuple[Shard, list[dict[str, Any]]]],
+              parsed: annotations.Annotations, header: dict[str, Any]) -> dict[str, Any]:
+  """Counts, classes, shards with their offsets, and every skipped file, from the shards' results."""
   splits: dict[str, Any] = {}
   skipped = []
-  for shard in shards:
-    rows = _load_rows(output_dir, shard)
+  for shard, rows in shard_rows:
     written = [r for r in rows if r['written']]
     skipped += [{k: r[k] for k in ('video_id', 'path', 'split', 'reason')}
                 for r in rows if not r['written']]
@@ -287,19 +280,18 @@ def _reason_kind(reason: str) -> str:
   return reason.split(':')[0].split(' (')[0]
 
 
-def _write_tables(output_dir: str, shards: list[Shard]) -> None:
+def _write_tables(output_dir: str, shard_rows: list[tuple[Shard, list[dict[str, Any]]]]) -> None:
+  """`{split}.csv`: the written videos of each split in dataset-index order."""
   by_split = collections.defaultdict(list)
-  for shard in shards:
-    by_split[shard.split] += [r for r in _load_rows(output_dir, shard) if r['written']]
+  for shard, rows in shard_rows:
+    by_split[shard.split] += [r for r in rows if r['written']]
   for split, rows in by_split.items():
-    path = os.path.join(output_dir, f'{split}.csv')
-    with open(path + '.tmp', 'w', newline='') as f:
+    with files.atomic_open(os.path.join(output_dir, f'{split}.csv'), newline='') as f:
       writer = csv.writer(f)
       writer.writerow(['index', 'video_id', 'source', 'label_index', 'label_name', 'duration'])
       for i, r in enumerate(rows):
         writer.writerow([i, r['video_id'], r['path'], r['label_index'], r['label_name'],
                          r['duration']])
-    os.replace(path + '.tmp', path)
 
 
 def summary(manifest: dict[str, Any], output_dir: str) -> str:

@@ -136,6 +136,13 @@ def test_eval_views_clips_times_crops(six_records):
   batch = next(source.eval_batches())
   assert batch['video'].shape == (2, 6, 4, 24, 24, 3)
   assert batch['audio'].shape == (2, 6, 16, 8, 1)
+  table = source.video_table()
+  for index, views, spectra in zip(batch['index'], batch['video'], batch['audio']):
+    shade = 10 * int(table[index]['video_id'][-2:])  # Every view shows its own video's grey level.
+    np.testing.assert_allclose((views.mean(axis=(1, 2, 3, 4)) * 0.225 + 0.45) * 255, shade, atol=3)
+    for clip in (0, 3):  # Views are clip-major: the three crops of a clip share its audio window.
+      np.testing.assert_array_equal(spectra[clip], spectra[clip + 1])
+      np.testing.assert_array_equal(spectra[clip], spectra[clip + 2])
 
 
 def test_errors_name_what_to_change(six_records, tmp_path):

@@ -111,13 +111,15 @@ def _decode(container: av.container.InputContainer, fps: float, short_side: int 
   if not container.streams.video:
     raise MediaError('no video stream')
   video = container.streams.video[0]
-  frames, times, source_fps = _video_frames(container, video, fps, short_side)
+  frames, times, source_fps = _video_frames(container, video, fps)
+  size = None if short_side is None else short_side_size(frames[0].height, frames[0].width,
+                                                         short_side)
   t0 = times[0]
   duration = times[-1] - t0 + 1.0 / source_fps
   _check_truncation(container, video, duration)
   _check_duration(duration, min_duration)
   num_frames = max(1, math.floor(duration * fps + 1e-6))
-  frames = _resample_frames(frames, times, t0, fps, num_frames)
+  frames = _resample_frames(frames, times, t0, fps, num_frames, size)
   waveform = None
   if has_audio:
     container.seek(0)
@@ -144,8 +146,8 @@ def _check_truncation(container: av.container.InputContainer, video: av.VideoStr
                      'declares')
 
 
-def _video_frames(container: av.container.InputContainer, video: av.VideoStream, fps: float,
-                  short_side: int | None) -> tuple[list[av.VideoFrame], np.ndarray, float]:
+def _video_frames(container: av.container.InputContainer, video: av.VideoStream,
+                  fps: float) -> tuple[list[av.VideoFrame], np.ndarray, float]:
   """All decoded frames (still in the codec's format) and their presentation times in seconds."""
   video.thread_type = 'AUTO'
   frames, times = [], []
@@ -162,27 +164,22 @@ def _video_frames(container: av.container.InputContainer, video: av.VideoStream,
   rate = float(video.average_rate) if video.average_rate else 0.0
   if rate <= 0:
     rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else fps
-  size = None
-  if short_side is not None:
-    size = short_side_size(frames[0].height, frames[0].width, short_side)
-  return [(f, size) for f in frames], times, rate
+  return frames, times, rate
 
 
-def _resample_frames(frames: list, times: np.ndarray, t0: float, fps: float,
-                     num_frames: int) -> np.ndarray:
-  """Frame i = the last source frame shown at or before t0 + i / fps, converted once to RGB."""
+def _resample_frames(frames: list[av.VideoFrame], times: np.ndarray, t0: float, fps: float,
+                     num_frames: int, size: tuple[int, int] | None) -> np.ndarray:
+  """Frame i = the last source frame shown at or before t0 + i / fps, converted once to RGB at `size`
+  (height, width; None keeps the source size). Chosen indices never decrease, so a source frame
+  shown twice (upsampling) is converted once."""
   targets = t0 + np.arange(num_frames) / fps
   chosen = np.clip(np.searchsorted(times, targets + 1e-6, side='right') - 1, 0, len(times) - 1)
-  cache: dict[int, np.ndarray] = {}
-  out = []
+  kwargs = {} if size is None else {'height': size[0], 'width': size[1], 'interpolation': 'AREA'}
+  out, last, rgb = [], None, None
   for i in chosen:
-    if i not in cache:
-      frame, size = frames[i]
-      kwargs = {} if size is None else {'height': size[0], 'width': size[1],
-                                        'interpolation': 'AREA'}
-      cache.clear()
-      cache[i] = frame.to_ndarray(format='rgb24', **kwargs)
-    out.append(cache[i])
+    if i != last:
+      last, rgb = i, frames[i].to_ndarray(format='rgb24', **kwargs)
+    out.append(rgb)
   return np.stack(out)
 
 

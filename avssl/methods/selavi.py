@@ -33,7 +33,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from avssl import sharding
+from avssl import files, sharding
 from avssl.clustering import alignment
 from avssl.clustering import sinkhorn as sk
 from avssl.evaluation import metrics as metrics_lib
@@ -190,14 +190,14 @@ class SeLaVi(base.Method):
                                  num_iters=s.sinkhorn_max_iters)
       table = _scatter_labels(table, index, mask, jnp.asarray(heads), result.labels)
       errors = errors.at[jnp.asarray(heads)].set(result.error)
+      error = np.asarray(result.error)
       logging.info('Label update %d, heads %s: Sinkhorn iterations %s, marginal error %s', update,
-                   heads, np.asarray(result.iterations).tolist(),
-                   np.round(np.asarray(result.error), 5).tolist())
-      if np.max(np.asarray(result.error)) > s.sinkhorn_tol:
+                   heads, np.asarray(result.iterations).tolist(), np.round(error, 5).tolist())
+      if error.max() > s.sinkhorn_tol:
         logging.warning('Label update %d: Sinkhorn stopped at %d iterations with marginal error %.4f > '
                         'tol %g; the labels are used, but cluster sizes follow the prior only that '
                         'closely (raise config.selavi.sinkhorn_max_iters for more).', update,
-                        s.sinkhorn_max_iters, float(np.max(np.asarray(result.error))), s.sinkhorn_tol)
+                        s.sinkhorn_max_iters, float(error.max()), s.sinkhorn_tol)
     method_state = {**state.method_state, 'self_labels': table, 'marginal_error': errors,
                     'updates': jnp.asarray(update + 1, jnp.int32)}
     return state.replace(method_state=_like(method_state, state.method_state))
@@ -349,27 +349,22 @@ class SeLaVi(base.Method):
       header += [f'{v}/confidence{h}' for v in views for h in heads]
       if self_labels is not None:
         header += [f'self_label/head{h}' for h in heads]
-      try:
-        with open(path + '.tmp', 'w', newline='') as f:
-          writer = csv.writer(f)
-          writer.writerow(header)
-          for row, i in enumerate(index):
-            video = table[i]
-            values = [video['video_id'], video['source'], video['label_name']]
-            values += labels[row].tolist() + [f'{c:.4f}' for c in confidence[row]]
-            if self_labels is not None:
-              values += self_labels[i].tolist()
-            writer.writerow(values)
-        os.replace(path + '.tmp', path)
-      finally:
-        if os.path.exists(path + '.tmp'):
-          os.remove(path + '.tmp')
+      with files.atomic_open(path, newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for row, i in enumerate(index):
+          video = table[i]
+          values = [video['video_id'], video['source'], video['label_name']]
+          values += labels[row].tolist() + [f'{c:.4f}' for c in confidence[row]]
+          if self_labels is not None:
+            values += self_labels[i].tolist()
+          writer.writerow(values)
       logging.info('Wrote the labels of %d videos to %s', len(index), path)
       for view in views if save_probs else ():
         probs = np.moveaxis(pred[f'{view}/probs'][..., keep][..., order], -1, 0)  # [N, heads, K]
         name = f'{os.path.splitext(path)[0]}_{view.replace(" + ", "_")}_probs.npy'
-        np.save(name + '.tmp.npy', probs)
-        os.replace(name + '.tmp.npy', name)
+        with files.atomic_open(name, 'wb') as f:
+          np.save(f, probs)
     return path
 
   def _label_source(self, data):
