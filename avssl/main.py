@@ -82,7 +82,7 @@ def main(argv: list[str]) -> None:
   if _MODE.value == 'train':
     train.train_and_evaluate(config, _WORKDIR.value)
   elif _MODE.value == 'eval':
-    logging.info('eval: %s', train.evaluate(config, _WORKDIR.value))
+    train.evaluate(config, _WORKDIR.value, config_flags.get_config_filename(flags.FLAGS['config']))
   else:
     train.label(config, _WORKDIR.value)
 

@@ -6,10 +6,21 @@ The schedules the four papers use:
   - `warmup_cosine`: linear from 0 to `base_lr * multiplier`, then cosine to `end_lr_fraction` of it.
   - `step`: warm-up as `warmup_constant`, then multiply by `decay_rate` at each boundary.
   - `constant`.
+
+Per-parameter-group learning rates (`config.optimizer.lr_multipliers`): a mapping from a top-level
+parameter name (the model's submodule, e.g. `video`, `audio`, `finetune_head`) to a factor; that
+subtree's updates are multiplied by it after the optimiser, which for every optimiser here is the same
+as running it with `lr × factor` for that group (PyTorch's param groups with their own `lr`, as the
+SeLaVi finetuning's head 0.0025 / backbone 0.00025). A factor of 0 freezes the group exactly: its
+updates are zeros whatever the gradient, momentum or weight decay. Unlisted names keep factor 1.
 """
 
 from __future__ import annotations
 
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -51,7 +62,17 @@ def optimizer(config: ml_collections.ConfigDict, lr: optax.Schedule) -> optax.Gr
 
   For SGD and Adam the weight decay is added to the gradient (PyTorch's coupled `weight_decay`, as the
   reference implementations use) and applies to every parameter, BN and biases included, as there.
+  `config.lr_multipliers` (see the module docstring) scales each named parameter group's updates.
   """
+  tx = _base_optimizer(config, lr)
+  multipliers = dict(config.get('lr_multipliers') or {})
+  if multipliers:
+    tx = optax.chain(tx, scale_by_lr_multipliers(multipliers))
+  return tx
+
+
+def _base_optimizer(config: ml_collections.ConfigDict,
+                    lr: optax.Schedule) -> optax.GradientTransformation:
   name = config.name
   wd = float(config.weight_decay)
   if name == 'sgd':
@@ -70,11 +91,51 @@ def optimizer(config: ml_collections.ConfigDict, lr: optax.Schedule) -> optax.Gr
   raise ValueError(f"config.optimizer.name={name!r} is not one of 'sgd', 'adam', 'adamw', 'lars'")
 
 
+def scale_by_lr_multipliers(multipliers: Mapping[str, float]) -> optax.GradientTransformation:
+  """Multiplies the updates of each top-level parameter subtree `name` by `multipliers[name]`.
+
+  Chained after an optimiser whose update is linear in its learning rate (all of `optimizer`'s), this
+  gives that group the learning rate `lr × factor`, weight decay included (PyTorch param groups). A
+  factor of 0 gives exact zeros, so the group's weights stay bit-identical. Stateless. A name that is
+  not a top-level parameter fails at `init`, so a misspelt group cannot silently train at factor 1.
+  """
+  multipliers = {str(k): float(v) for k, v in multipliers.items()}
+
+  def check(params):
+    if not isinstance(params, Mapping):
+      raise ValueError('lr_multipliers needs the parameters as a mapping of named groups, got '
+                       f'{type(params).__name__}')
+    unknown = sorted(set(multipliers) - set(params))
+    if unknown:
+      raise ValueError(f'config.optimizer.lr_multipliers names {unknown}, which are not top-level '
+                       f'parameters of this model (it has {sorted(params)})')
+
+  def init(params):
+    check(params)
+    return optax.EmptyState()
+
+  def update(updates, state, params=None):
+    del params
+    check(updates)
+    scaled = {}
+    for name, tree in updates.items():
+      factor = multipliers.get(name, 1.0)
+      if factor == 0.0:
+        scaled[name] = jax.tree.map(jnp.zeros_like, tree)
+      elif factor == 1.0:
+        scaled[name] = tree
+      else:
+        scaled[name] = jax.tree.map(lambda u, f=factor: u * jnp.asarray(f, u.dtype), tree)
+    return (scaled if type(updates) is dict else type(updates)(scaled)), state
+
+  return optax.GradientTransformation(init, update)
+
+
 def default_optimizer_config(**overrides) -> ml_collections.ConfigDict:
   """Every optimiser key, so any of them can be overridden from the command line of any config."""
   config = ml_collections.ConfigDict(dict(
       name='sgd', momentum=0.9, nesterov=False, weight_decay=0.0,
-      b1=0.9, b2=0.999, eps=1e-8, trust_coefficient=0.001))
+      b1=0.9, b2=0.999, eps=1e-8, trust_coefficient=0.001, lr_multipliers={}))
   config.update(overrides)
   return config
 

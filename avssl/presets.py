@@ -10,6 +10,7 @@ import ml_collections
 
 from avssl import config_lib, optim
 from avssl.data import audio, pipeline
+from avssl.methods import finetune as finetune_lib
 from avssl.methods import selavi as selavi_lib
 from avssl.models import encoders
 
@@ -31,6 +32,30 @@ def loop_config(*, batch_size: int, total_epochs: float, seed: int) -> ml_collec
   config.keep_checkpoints = 3
   config.init_from = ''  # Another run's workdir whose weights start this run (matching names/shapes).
   config.distributed = config_lib.distributed_config()
+  config.evaluation = evaluation_config()
+  return config
+
+
+def evaluation_config(**overrides) -> ml_collections.ConfigDict:
+  """What `--mode=eval` runs (`run`, in order) and each evaluation's protocol switches
+  (`avssl/evaluation/suite.py`). 'method' is the method's own evaluation (SeLaVi: Table 2); the others
+  measure any method's encoders with one shared protocol. Views and pooling follow SeLaVi §4 and its
+  reference (`selavi.md` §5): retrieval 10 clips × 1 centre crop of the max-pooled 9216-d R(2+1)D map;
+  probes 10 clips × 3 crops of the 512-d average; k-means k = number of classes (0), 50 runs (GOCA).
+  `batch_size` 0 means 8 videos per device; `num_frames` 0 keeps the training clip length."""
+  config = ml_collections.ConfigDict(dict(
+      run=('method',), batch_size=0, num_frames=0,
+      kmeans=dict(encoders=('trained', 'random'), modalities=('video', 'audio', 'video + audio'),
+                  k=0, runs=50, iters=50, normalize=True, seed=0),
+      retrieval=dict(dir='', train_split='train', test_split='test', modalities=('video',),
+                     encoder='trained', clips=10, crops=1, pool='max222', center=False,
+                     ks=(1, 5, 10, 20, 50), cross_modal=False),
+      probe=dict(dirs=(), modality='video', encoder='trained', clips=10, crops=3,
+                 train_split='train', test_split='test', pool='avg', val_fraction=0.1,
+                 group_pattern=''),
+      robustness=dict(factors=(1, 4, 8, 16), views=('video', 'video + audio'), baseline_runs=5)))
+  for key, value in overrides.items():
+    config[key] = value
   return config
 
 
@@ -63,6 +88,10 @@ def selavi(*, records: str, num_clusters: int, total_epochs: float = 200.0,
       name='warmup_constant', base_lr=0.01, multiplier=batch_size / 16, warmup_epochs=10.0)
   config.label = ml_collections.ConfigDict(dict(dir='', split='train', file='labels.csv',
                                                 save_probs=False))
+  # Table 2 (method), Table 5 (kmeans) and Fig. 2 (robustness) on the training data; retrieval and
+  # probes need UCF101/HMDB51 records (`evaluation.retrieval.dir`, `evaluation.probe.dirs`).
+  config.evaluation.run = ('method', 'kmeans', 'robustness')
+  config.evaluation.num_frames = 32  # Retrieval and probes use 32-frame clips (`selavi.md` §5).
   return config
 
 
@@ -80,4 +109,78 @@ def shrink_selavi(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
   config.data.audio.num_mel_bins, config.data.audio.num_frames = 16, 16
   config.selavi.update(dict(num_clusters=min(config.selavi.num_clusters, 6), num_heads=2,
                             num_label_updates=3, bn_warmup_batches=2, head_hidden=16))
+  shrink_evaluation(config)
+  return config
+
+
+def shrink_evaluation(config: ml_collections.ConfigDict) -> None:
+  """`:tiny` evaluations: 2 views, 2 k-means runs, two degradation factors, the run's clip length."""
+  evaluation = config.evaluation
+  evaluation.batch_size, evaluation.num_frames = 16, 0
+  evaluation.kmeans.runs = 2
+  evaluation.robustness.update(dict(factors=(1, 4), baseline_runs=1))
+  evaluation.retrieval.update(dict(clips=2, crops=1, ks=(1, 5), pool='avg'))
+  evaluation.probe.update(dict(clips=2, crops=1))
+
+
+def finetune(*, modality: str, records: str, folds: int, init_from: str,
+             frozen: bool = False) -> ml_collections.ConfigDict:
+  """SeLaVi's finetuning protocol (reference `finetune_video.py`, `selavi.md` §5), run fold by fold by
+  `avssl/evaluation/finetune.py`: the pretrained encoder of `modality` (R(2+1)D-18 or ResNet-9, as
+  pretrained by `selavi`) + a fresh linear classifier; SGD momentum 0.9, batch 32, weight decay 5e-3
+  on both groups, head lr 0.0025 and backbone lr 0.00025 (`lr_multipliers`: 0.1, or 0 for the frozen
+  linear probe), warmed up ×8 over 2 epochs (`GradualWarmupScheduler(multiplier=8)`; linear per step
+  here, per epoch there), ×0.05 at epochs 6 and 10 (as declared: the reference passes them relative to
+  the warm-up's end, and its scheduler's bookkeeping applies them one epoch later), 12 epochs; a
+  reference epoch shows each video 10 times (`train_clips_per_video=10`), so
+  every duration here is in passes over the data, ×10. A checkpoint per reference epoch, all kept, for
+  the driver's selection on `finetune.val_split`. `records` is one records folder, or a pattern with
+  `{fold}` filled with 1..`folds`. Video: 32 frames at 30 fps, short side U{128..160}, 128² crop,
+  flip, colour jitter 0.4/0.4/0.4 (no hue) with p = 0.8; test 10 clips × 3 crops of the 128-resized
+  frames, logits averaged."""
+  train_clips_per_video = 10  # Reference `--train_clips_per_video`.
+  epochs = lambda e: float(e * train_clips_per_video)  # Reference epochs → passes over the data.
+  config = loop_config(batch_size=32, total_epochs=epochs(12), seed=0)  # `--batch_size`, `--epochs`.
+  config.method = 'finetune'
+  config.init_from = init_from
+  config.log_every_steps = 50
+  config.checkpoint_every_epochs = epochs(1)  # The reference saves (and evaluates) every epoch.
+  config.keep_checkpoints = None  # All: the driver restores each one for the selection on val.
+  dirs = (tuple(records.format(fold=f) for f in range(1, folds + 1)) if '{fold}' in records
+          else (records,))
+  config.data = pipeline.default_config(
+      dir=dirs[0], eval_split='val',  # `main.py` runs evaluate on val; the driver tests after it.
+      num_frames=32, min_resize=128, max_resize=160, crop_size=128,  # `--clip_len`, `--augtype 1`.
+      eval_resize=128, eval_clips=10, eval_crops=3,  # `--val_clips_per_video`, `--num_spatial_crops`.
+      color_jitter=(0.4, 0.4, 0.4, 0.0), color_jitter_prob=0.8,  # `clip_augmentation`.
+      with_video=modality == 'video', with_audio=modality == 'audio')
+  config.model = ml_collections.ConfigDict(dict(
+      video=encoders.encoder_config('r2plus1d', depth=18),
+      audio=encoders.encoder_config('audio_resnet', depth=9),
+      bn_momentum=0.9, bn_eps=1e-5, dtype='float32'))
+  config.finetune = finetune_lib.default_config(modality=modality, dirs=dirs, freeze_backbone=frozen)
+  config.optimizer = optim.default_optimizer_config(
+      name='sgd', momentum=0.9, weight_decay=5e-3,  # `--momentum`, `--weight_decay`, `--wd_base`.
+      lr_multipliers={modality: 0.0 if frozen else 0.1})  # `--base_lr` 0.00025 / `--head_lr`.
+  config.schedule = optim.default_schedule_config(
+      name='step', base_lr=0.0025, multiplier=8.0,  # `--head_lr`; the warm-up's `multiplier = 8`.
+      warmup_epochs=epochs(2), decay_epochs=(epochs(6), epochs(10)),  # `--lr_warmup_epochs`,
+      decay_rate=0.05)  # `--lr_milestones 6,10`, `--lr_gamma`.
+  return config
+
+
+def shrink_finetune(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`:tiny`: the same run at CPU-test size (small encoders, 4-frame 32² clips, 2 × 3 test views, a
+  few steps), evaluated on 'test' because the test records have no 'val' split; no pretraining run."""
+  config.batch_size = 16
+  by_steps(config, total=4, checkpoint_every=2, warmup=2)
+  config.log_every_steps = 1
+  config.init_from = ''
+  config.model.video = encoders.encoder_config('small', widths=(8, 16))
+  config.model.audio = encoders.encoder_config('small', widths=(8, 16))
+  config.data.update(dict(num_frames=4, min_resize=36, max_resize=40, crop_size=32, eval_resize=32,
+                          eval_clips=2, eval_crops=3 if config.data.with_video else 1,
+                          audio_seconds=0.4, shuffle_buffer=16, eval_split='test'))
+  config.data.audio = audio.default_config('logmel')
+  config.data.audio.num_mel_bins, config.data.audio.num_frames = 16, 16
   return config

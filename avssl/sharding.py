@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -62,3 +63,15 @@ def to_global(local_batch: Any, mesh: Mesh) -> Any:
     return jax.make_array_from_process_local_data(sharding, x, global_shape)
 
   return jax.tree.map(convert, local_batch)
+
+
+def host_copy(x: jax.Array) -> np.ndarray:
+  """A replicated array as numpy on every process (each holds a full copy; nothing crosses hosts)."""
+  return np.asarray(x.addressable_data(0))
+
+
+def placed_like(tree: Any, reference: Any) -> Any:
+  """`tree` with the dtypes and shardings of `reference`, so a jitted step's in_shardings still hold
+  after a method replaces part of the state (label updates, head resets, alignment)."""
+  return jax.tree.map(lambda x, ref: jax.device_put(jnp.asarray(x, ref.dtype), ref.sharding),
+                      tree, reference)

@@ -9,7 +9,6 @@ the first step; `train_and_evaluate`, `evaluate` and `label` are the three modes
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any, Callable, Iterator
 
@@ -20,8 +19,9 @@ import optax
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from avssl import checkpointing, config_lib, files, methods, optim, sharding, train_state
+from avssl import checkpointing, config_lib, methods, optim, sharding, train_state
 from avssl.data import datasets
+from avssl.evaluation import suite
 from avssl.methods.base import Method
 from avssl.train_state import TrainState
 
@@ -207,33 +207,33 @@ def _mean(history: list[dict[str, float]]) -> dict[str, float]:
 
 def _evaluate_and_write(run: Run, state: TrainState, writer: metric_writers.MetricWriter,
                         step: int) -> dict[str, float]:
-  """Evaluates; writes the scalars to the logs and `eval.json` (and the method's `eval.md`)."""
+  """The method's evaluation during and at the end of training: logged, and written to `eval.json`
+  (and the method's table to `eval.md`)."""
   results = run.method.evaluate(state, run.data.eval_batches(), run.mesh)
   if not results:
     return results
   writer.write_scalars(step, results)
-  if jax.process_index() == 0:
-    with files.atomic_open(os.path.join(run.workdir, 'eval.json')) as f:
-      json.dump({'step': step, **results}, f, indent=1, sort_keys=True)
-    table = run.method.report(results)
-    if table:
-      with files.atomic_open(os.path.join(run.workdir, 'eval.md')) as f:
-        f.write(table + '\n')
-      logging.info('Evaluation at step %d:\n%s', step, table)
+  table = run.method.report(results)
+  suite.write_method_results(run.workdir, step, results, table)
+  if table:
+    logging.info('Evaluation at step %d:\n%s', step, table)
   return results
 
 
-
-def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """`--mode=eval`: the method's evaluation of the latest checkpoint in `workdir`."""
+def evaluate(config: ml_collections.ConfigDict, workdir: str,
+             config_name: str = '') -> dict[str, Any]:
+  """`--mode=eval`: the evaluations `config.evaluation.run` lists, of the latest checkpoint in
+  `workdir`; tables and JSON under `workdir/eval/` (see `avssl/evaluation/suite.py`)."""
+  suite.check(tuple(config.evaluation.run))
   run = setup(config, workdir)
-  if run.checkpointer.latest_step() is None:
-    raise FileNotFoundError(f'no checkpoint in {os.path.join(workdir, "checkpoints")}: train first')
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-  results = _evaluate_and_write(run, run.state, writer, int(run.state.step))
-  run.checkpointer.close()
-  writer.close()
-  return results
+  try:
+    if run.checkpointer.latest_step() is None:
+      raise FileNotFoundError(f'no checkpoint in {os.path.join(workdir, "checkpoints")}: train first')
+    context = suite.Context(config, run.method, run.state, run.data, run.mesh, workdir,
+                            int(run.state.step), config_name)
+    return suite.run(context, tuple(config.evaluation.run))
+  finally:
+    run.checkpointer.close()
 
 
 def label(config: ml_collections.ConfigDict, workdir: str) -> None:

@@ -30,6 +30,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.selavi.update(dict(num_heads=4, num_groups=2, num_label_updates=20,
                             bn_warmup_batches=5, head_hidden=128))
   config.schedule.update(dict(base_lr=0.1, multiplier=1.0, warmup_epochs=1.0))
+  # Everything the suite measures, on avsynth's own train/test splits; small encoders pool by average.
+  config.evaluation.run = ('method', 'kmeans', 'robustness', 'retrieval', 'probe')
+  config.evaluation.batch_size, config.evaluation.num_frames = 64, 0
+  config.evaluation.retrieval.pool = 'avg'
   if arg.sela:
     config.selavi.modalities = ('video',)
+    config.evaluation.kmeans.modalities = ('video',)
+    config.evaluation.robustness.views = ('video',)
   return presets.shrink_selavi(config) if arg.tiny else config

@@ -20,6 +20,16 @@ the same command converts only the shards that are not finished.
 
 `{split}.csv` lists every written video with its dataset index (its position in the split's shards,
 which the input pipeline attaches to every example), id, source and label.
+
+`--val_fraction` carves a validation split from train, for choosing hyperparameters without looking at
+the test set (`config.data.eval_split='val'`, or the linear probe's weight decay). About that fraction
+of each class's training videos moves to the split `val` (its own shards, `val.csv` and manifest entry;
+train no longer holds them), in whole groups: `--val_group_pattern` finds a video's group in its id
+(by default UCF-101's `_gNN_` performer groups, HMDB-51's source films and ESC-50's source recordings,
+each video its own group otherwise), so that no performer or recording is on both sides. The choice is a fixed function of the train videos
+and the two flags (`avssl.evaluation.probe.split_train_val`, seed `VAL_SEED`), so a rerun gives the
+same split. The manifest records the flags, and a rerun into the same folder with others is refused:
+another val split needs a fresh `--output_dir`.
 """
 
 from __future__ import annotations
@@ -71,8 +81,16 @@ _PER_SHARD = flags.DEFINE_integer('examples_per_shard', 256, 'Inputs per shard; 
 _WORKERS = flags.DEFINE_integer('workers', os.cpu_count() or 1,
                                 'Decoding processes (0: decode in this process).')
 _SPLITS = flags.DEFINE_list('splits', None, 'Only these splits (default: all the dataset has).')
+_VAL_FRACTION = flags.DEFINE_float('val_fraction', 0.0, 'Fraction of the train videos moved to a '
+                                   'split "val", whole groups, stratified by class (0: none).')
+_VAL_GROUP_PATTERN = flags.DEFINE_string(
+    'val_group_pattern', None, 'Regex whose first group (or group named "group") is a video\'s group '
+    'in its video_id; groups are never split between train and val. Default: UCF-101 `_g(\\d+)_`, '
+    'HMDB-51 the source film, ESC-50 the source recording, otherwise "" (each video its own '
+    'group).')
 
 MANIFEST = 'manifest.json'
+VAL_SEED = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +105,47 @@ class Settings:
   require_audio: bool
   jpeg_quality: int
   examples_per_shard: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ValSplit:
+  """How the val split is carved from train; a resumed run must use the same."""
+  fraction: float
+  group_pattern: str
+  seed: int = VAL_SEED
+
+
+def default_group_pattern(dataset: str) -> str:
+  """UCF-101's performer groups, HMDB-51's source films, ESC-50's source recordings; otherwise ''
+  (each video its own group)."""
+  from avssl.evaluation import probe  # pylint: disable=g-import-not-at-top
+  patterns = {'ucf101': probe.UCF101_GROUP, 'hmdb51': probe.HMDB51_GROUP, 'esc50': probe.ESC50_GROUP}
+  return patterns.get(dataset, '')
+
+
+def carve_val(parsed: annotations.Annotations, val_split: ValSplit) -> annotations.Annotations:
+  """`parsed` with about `val_split.fraction` of its train entries, in whole groups, moved to 'val'."""
+  from avssl.evaluation import probe  # pylint: disable=g-import-not-at-top
+  if not 0 < val_split.fraction < 1:
+    raise app.UsageError(f'--val_fraction must be in (0, 1), got {val_split.fraction}')
+  if any(e.split == 'val' for e in parsed.entries):
+    raise app.UsageError('the dataset has its own val split; --val_fraction would mix another into it')
+  train = [e for e in parsed.entries if e.split == 'train']
+  if not train:
+    raise app.UsageError('--val_fraction needs train entries to carve the val split from')
+  try:
+    groups = [probe.group_of(e.video_id, val_split.group_pattern) if val_split.group_pattern
+              else e.video_id for e in train]
+  except ValueError as error:
+    raise app.UsageError(f'{error}; set --val_group_pattern ("" makes each video its own '
+                         'group)') from error
+  val = probe.split_train_val([e.label_index for e in train], groups, fraction=val_split.fraction,
+                              seed=val_split.seed)
+  moved = {e.video_id for e, v in zip(train, val) if v}
+  entries = [dataclasses.replace(e, split='val') if e.video_id in moved else e
+             for e in parsed.entries]
+  entries.sort(key=lambda e: (annotations.SPLITS.index(e.split), e.video_id))
+  return dataclasses.replace(parsed, entries=entries)
 
 
 def convert(entry: annotations.Entry, settings: Settings) -> tuple[bytes | None, dict[str, Any]]:
@@ -171,6 +230,11 @@ def _check_resume(output_dir: str, header: dict[str, Any]) -> None:
     return
   with open(path) as f:
     previous = json.load(f)
+  if previous.get('val_split') != header['val_split']:
+    raise app.UsageError(
+        f'{path}: the shards were cut for the val split {previous.get("val_split")}, this command asks '
+        f'for {header["val_split"]}; train and val shards would mix. Another --val_fraction or '
+        '--val_group_pattern needs a fresh --output_dir; repeat the original command to resume.')
   for key in ('settings', 'dataset', 'inputs'):
     if previous.get(key) != header[key]:
       raise app.UsageError(
@@ -180,10 +244,14 @@ def _check_resume(output_dir: str, header: dict[str, Any]) -> None:
 
 
 def run(parsed: annotations.Annotations, output_dir: str, settings: Settings, *, dataset: str,
-        workers: int) -> dict[str, Any]:
-  """Converts every entry not yet in a finished shard and writes the manifest; returns it."""
+        workers: int, val_split: ValSplit | None = None) -> dict[str, Any]:
+  """Converts every entry not yet in a finished shard and writes the manifest; returns it.
+
+  `val_split` is how `parsed` was passed through `carve_val`, if it was; it is recorded and checked.
+  """
   os.makedirs(output_dir, exist_ok=True)
   header = {'dataset': dataset, 'settings': dataclasses.asdict(settings),
+            'val_split': dataclasses.asdict(val_split) if val_split else None,
             'inputs': {'count': len(parsed.entries), 'sha256': _inputs_digest(parsed.entries)}}
   _check_resume(output_dir, header)
   _write_json(os.path.join(output_dir, MANIFEST), {**header, 'status': 'in progress'})
@@ -332,6 +400,12 @@ def main(argv: Sequence[str]) -> None:
   parsed = parse_inputs(_DATASET.value, {
       'input': _INPUT.value, 'video_dir': _VIDEO_DIR.value, 'split_dir': _SPLIT_DIR.value,
       'fold': _FOLD.value, 'file_pattern': _FILE_PATTERN.value})
+  val_split = None
+  if _VAL_FRACTION.value:
+    pattern = _VAL_GROUP_PATTERN.value
+    val_split = ValSplit(_VAL_FRACTION.value,
+                         default_group_pattern(_DATASET.value) if pattern is None else pattern)
+    parsed = carve_val(parsed, val_split)  # Before --splits, so the split never depends on it.
   if _SPLITS.value:
     parsed = dataclasses.replace(parsed, entries=[e for e in parsed.entries
                                                   if e.split in _SPLITS.value])
@@ -342,7 +416,8 @@ def main(argv: Sequence[str]) -> None:
       require_audio=_REQUIRE_AUDIO.value, jpeg_quality=_JPEG_QUALITY.value,
       examples_per_shard=_PER_SHARD.value)
   output_dir = os.path.expanduser(_OUTPUT_DIR.value)
-  manifest = run(parsed, output_dir, settings, dataset=_DATASET.value, workers=_WORKERS.value)
+  manifest = run(parsed, output_dir, settings, dataset=_DATASET.value, workers=_WORKERS.value,
+                 val_split=val_split)
   print(summary(manifest, output_dir))
 
 

@@ -9,10 +9,18 @@ os.environ['JAX_PLATFORMS'] = 'cpu'
 
 import pathlib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+import tempfile  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+
+# One compilation cache for the session: the many tiny runs (every config's `:tiny`, every method's
+# tests) compile the same programs again and again; XLA then compiles each one once.
+jax.config.update('jax_compilation_cache_dir', tempfile.mkdtemp(prefix='avssl-xla-cache-'))
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 
 def pytest_configure(config):
@@ -52,3 +60,22 @@ def avsynth_records(tmp_path_factory):
   make_records.run(annotations.parse('folder', root=str(root / 'videos')), str(root / 'records'),
                    settings, dataset='folder', workers=0)
   return str(root / 'records')
+
+
+@pytest.fixture(scope='session')
+def _selavi_tiny_run(avsynth_records, tmp_path_factory):
+  from avssl import train  # pylint: disable=g-import-not-at-top
+  config = load_config('selavi_vggsound', 'tiny')
+  config.data.dir = avsynth_records
+  workdir = tmp_path_factory.mktemp('selavi_tiny')
+  train.train_and_evaluate(config, str(workdir))
+  return workdir
+
+
+@pytest.fixture
+def selavi_workdir(_selavi_tiny_run, tmp_path):
+  """A copy (the test's own) of a trained 4-step `selavi_vggsound:tiny` run on `avsynth_records`."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / 'selavi'
+  shutil.copytree(_selavi_tiny_run, workdir)
+  return str(workdir)

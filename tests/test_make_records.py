@@ -1,5 +1,6 @@
 """data_prep.make_records: real files in, shards and a manifest out; bad files skipped and reported."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -130,3 +131,120 @@ def test_flags_that_do_not_apply_are_errors():
   from absl import app  # pylint: disable=g-import-not-at-top
   with pytest.raises(app.UsageError, match='--fold does not apply to --dataset=folder'):
     make_records.parse_inputs('folder', {'input': str(REPO), 'fold': 2})
+
+
+def _ucf_like(classes=4, clips=2):
+  """UCF-101's naming without files: groups 8-25 train, 1-7 test, `clips` clips per class and group."""
+  entries = [annotations.Entry(f'C{c}/v_C{c}_g{g:02d}_c{k:02d}', f'/nowhere/C{c}/{g}_{k}.avi',
+                               'train' if g >= 8 else 'test', c, f'C{c}', fold=1)
+             for c in range(classes) for g in range(1, 26) for k in range(clips)]
+  return annotations.Annotations(entries, [f'C{c}' for c in range(classes)], [])
+
+
+def _group(video_id):
+  return video_id.split('_g')[1][:2]
+
+
+def test_val_split_takes_whole_groups_of_train_stratified_by_class():
+  from absl import app  # pylint: disable=g-import-not-at-top
+  parsed = _ucf_like()
+  val_split = make_records.ValSplit(0.1, make_records.default_group_pattern('ucf101'))
+  carved = make_records.carve_val(parsed, val_split)
+  assert carved == make_records.carve_val(parsed, val_split)  # The same split on every run.
+  before = {e.video_id: e for e in parsed.entries}
+  assert sorted(before) == sorted(e.video_id for e in carved.entries)
+  by_split = {s: [e for e in carved.entries if e.split == s] for s in ('train', 'val', 'test')}
+  assert by_split['test'] == [e for e in parsed.entries if e.split == 'test']
+  assert all(before[e.video_id].split == 'train' for e in by_split['val'])
+  val_groups = {_group(e.video_id) for e in by_split['val']}
+  assert not val_groups & {_group(e.video_id) for e in by_split['train']}
+  # Each of the 18 train groups holds 2 videos per class; 10 % of a class's 36 is 3.6 videos, which
+  # two whole groups (4 per class) come closest to.
+  assert len(val_groups) == 2 and len(by_split['val']) == 16
+  assert all(sum(e.label_index == c for e in by_split['val']) == 4 for c in range(4))
+  assert [e.split for e in carved.entries] == sorted((e.split for e in carved.entries),
+                                                     key=annotations.SPLITS.index)
+  singles = make_records.carve_val(parsed, make_records.ValSplit(0.1, ''))
+  assert sum(e.split == 'val' for e in singles.entries) == 16  # round(3.6) = 4 per class.
+  assert make_records.default_group_pattern('folder') == ''
+  with pytest.raises(app.UsageError, match='has its own val split'):
+    make_records.carve_val(carved, val_split)
+  with pytest.raises(app.UsageError, match='does not match the group pattern.*--val_group_pattern'):
+    make_records.carve_val(parsed, make_records.ValSplit(0.1, r'_p(\d+)_'))
+  with pytest.raises(app.UsageError, match=r'--val_fraction must be in \(0, 1\)'):
+    make_records.carve_val(parsed, make_records.ValSplit(1.0, ''))
+
+
+_AVSYNTH_GROUP = r'avsynth_\d{5}(\d)'  # The last digit of the clip index: 10 groups across classes.
+
+
+def _avsynth_settings():
+  return make_records.Settings(fps=10.0, short_side=40, sample_rate=16000, min_duration=1.0,
+                               flow=False, audio_only=False, require_audio=True, jpeg_quality=90,
+                               examples_per_shard=8)
+
+
+def _table(path):
+  import csv  # pylint: disable=g-import-not-at-top
+  with open(path) as f:
+    return list(csv.DictReader(f))
+
+
+def test_val_split_records_resume_and_feed_the_eval_stream(avsynth_records, tmp_path):
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from avssl.data import audio, pipeline  # pylint: disable=g-import-not-at-top
+  from avssl.evaluation import probe  # pylint: disable=g-import-not-at-top
+  videos = os.path.join(os.path.dirname(avsynth_records), 'videos')
+  parsed = annotations.parse('folder', root=videos)
+  val_split = make_records.ValSplit(0.2, _AVSYNTH_GROUP)
+  out = str(tmp_path / 'records')
+  manifest = make_records.run(make_records.carve_val(parsed, val_split), out, _avsynth_settings(),
+                              dataset='folder', workers=0, val_split=val_split)
+  splits = manifest['splits']
+  assert sorted(splits) == ['test', 'train', 'val']
+  assert splits['train']['count'] + splits['val']['count'] == 58 and splits['test']['count'] == 6
+  assert 0.1 < splits['val']['count'] / 58 < 0.35
+  assert all(s['file'].startswith('val-') for s in splits['val']['shards'])
+  assert set(splits['val']['class_counts']) == set(splits['train']['class_counts'])
+  assert manifest['val_split'] == {'fraction': 0.2, 'group_pattern': _AVSYNTH_GROUP, 'seed': 0}
+  tables = {s: _table(os.path.join(out, f'{s}.csv')) for s in splits}
+  ids = {s: {r['video_id'] for r in rows} for s, rows in tables.items()}
+  assert not ids['train'] & ids['val'] and not ids['val'] & ids['test']
+  assert ids['train'] | ids['val'] == {e.video_id for e in parsed.entries if e.split == 'train'}
+  group = lambda video_id: probe.group_of(video_id, _AVSYNTH_GROUP)
+  assert not {group(i) for i in ids['train']} & {group(i) for i in ids['val']}
+  # Rerun: the same split, nothing converted again; another fraction is refused.
+  again = make_records.carve_val(annotations.parse('folder', root=videos), val_split)
+  assert make_records.run(again, out, _avsynth_settings(), dataset='folder', workers=0,
+                          val_split=val_split) == manifest
+  other = make_records.ValSplit(0.3, _AVSYNTH_GROUP)
+  with pytest.raises(app.UsageError, match='val split .* fresh --output_dir'):
+    make_records.run(make_records.carve_val(parsed, other), out, _avsynth_settings(),
+                     dataset='folder', workers=0, val_split=other)
+  # The input pipeline evaluates on it.
+  logmel = audio.default_config('logmel')
+  logmel.num_mel_bins, logmel.num_frames = 16, 8
+  config = pipeline.default_config(dir=out, eval_split='val', num_frames=4, min_resize=40,
+                                   max_resize=40, crop_size=32, eval_resize=40, audio_seconds=0.4,
+                                   volume_jitter=0.0, audio=logmel)
+  source = pipeline.RecordSource(config, batch_size=4, process_index=0, process_count=1, seed=0)
+  assert (source.num_train, source.num_eval) == (splits['train']['count'], splits['val']['count'])
+  seen = {int(i): int(label) for batch in source.eval_batches()
+          for i, label, m in zip(batch['index'], batch['label'], batch['mask']) if m}
+  assert seen == {int(r['index']): int(r['label_index']) for r in tables['val']}
+
+
+def test_val_split_flags_give_the_same_split_whatever_splits_are_written(avsynth_records, tmp_path):
+  videos = os.path.join(os.path.dirname(avsynth_records), 'videos')
+  val_split = make_records.ValSplit(0.2, _AVSYNTH_GROUP)
+  carved = make_records.carve_val(annotations.parse('folder', root=videos), val_split)
+  result = _run_tool('--dataset=folder', f'--input={videos}', f'--output_dir={tmp_path}',
+                     '--fps=10', '--short_side=40', '--sample_rate=16000', '--min_duration=1.0',
+                     '--workers=0', '--splits=val', '--val_fraction=0.2',
+                     f'--val_group_pattern={_AVSYNTH_GROUP}')
+  assert result.returncode == 0, result.stderr
+  manifest = json.loads((tmp_path / 'manifest.json').read_text())
+  assert list(manifest['splits']) == ['val']
+  assert manifest['val_split'] == dataclasses.asdict(val_split)
+  assert [r['video_id'] for r in _table(tmp_path / 'val.csv')] == [
+      e.video_id for e in carved.entries if e.split == 'val']

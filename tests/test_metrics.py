@@ -1,6 +1,7 @@
 """Clustering metrics (SeLaVi §4 "Evaluation"): hand-computed values, invariance to cluster renaming,
 agreement with sklearn, the per-head summaries, the Table 2 Markdown and the input checks."""
 
+import itertools
 import math
 
 import numpy as np
@@ -56,6 +57,27 @@ def test_unweighted_and_weighted_means_differ_as_in_the_closed_form():
   assert metrics.mean_entropy(true, pred, weighted=True) == pytest.approx(math.log(2) / 3)
   assert metrics.mean_max_purity(true, pred) == pytest.approx(3 / 4)
   assert metrics.mean_max_purity(true, pred, weighted=True) == pytest.approx(metrics.purity(true, pred))
+
+
+@pytest.mark.parametrize('classes,clusters', [(3, 3), (5, 7), (7, 4), (7, 7)])
+def test_hungarian_accuracy_equals_brute_force_over_permutations(classes, clusters):
+  true, pred = random_labels(classes * 10 + clusters, n=120, classes=classes, clusters=clusters)
+  counts = metrics.confusion_matrix(true, pred)  # [classes, clusters]
+  size = max(counts.shape)
+  square = np.zeros((size, size), np.int64)
+  square[:counts.shape[0], :counts.shape[1]] = counts
+  best = max(square[np.arange(size), list(perm)].sum()
+             for perm in itertools.permutations(range(size)))  # class c -> cluster perm[c]
+  assert metrics.accuracy(true, pred) == pytest.approx(best / len(true))
+
+
+def test_ari_and_fowlkes_mallows_from_pair_counts_by_hand():
+  # Pairs in the same class: C(4,2) + C(2,2) = 7; same cluster: C(4,2) = 6 (cluster 0); both: C(3,2) = 3.
+  pairs = math.comb(6, 2)
+  expected_index = 7 * 6 / pairs
+  ari = (3 - expected_index) / ((7 + 6) / 2 - expected_index)
+  assert metrics.ari(TRUE, PRED) == pytest.approx(ari)
+  assert metrics.fowlkes_mallows(TRUE, PRED) == pytest.approx(3 / math.sqrt(7 * 6))
 
 
 def test_fewer_clusters_than_classes():

@@ -1,5 +1,6 @@
 """Learning-rate schedules give the papers' values at the boundaries; optimisers are built by name."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -51,3 +52,45 @@ def test_unknown_names_are_named():
     optim.optimizer(optim.default_optimizer_config(name='rmsprop'), optim.optax.constant_schedule(1))
   with pytest.raises(ValueError, match="'poly'"):
     _lr(name='poly')
+
+
+def test_lr_multipliers_scale_each_named_group_and_zero_freezes_it_exactly():
+  config = optim.default_optimizer_config(name='sgd', momentum=0.9, weight_decay=0.5,
+                                          lr_multipliers={'backbone': 0.1, 'frozen': 0.0})
+  tx = optim.optimizer(config, optim.optax.constant_schedule(0.2))
+  params = {'backbone': {'w': jnp.ones(3)}, 'head': {'w': jnp.ones(3)},
+            'frozen': {'w': jnp.ones(3)}}
+  grads = {'backbone': {'w': jnp.full(3, 2.0)}, 'head': {'w': jnp.full(3, 2.0)},
+           'frozen': {'w': jnp.full(3, np.nan)}}  # Even a NaN gradient leaves a frozen group alone.
+  state = tx.init(params)
+  for step in range(2):  # Two steps, so momentum is in play.
+    updates, state = tx.update(grads, state, params)
+    # SGD with momentum 0.9 on (g + wd·p) = 2.5: the trace is 2.5, then 2.5·1.9; lr 0.2 × factor.
+    trace = 2.5 * (1.0, 1.9)[step]
+    np.testing.assert_allclose(updates['head']['w'], -0.2 * trace, rtol=1e-6)
+    np.testing.assert_allclose(updates['backbone']['w'], -0.02 * trace, rtol=1e-6)
+    np.testing.assert_array_equal(updates['frozen']['w'], 0.0)
+  new = optim.optax.apply_updates(params, updates)
+  np.testing.assert_array_equal(new['frozen']['w'], params['frozen']['w'])
+
+
+def test_lr_multipliers_for_adam_equal_a_smaller_learning_rate():
+  grads = {'a': jnp.asarray([0.3, -1.0]), 'b': jnp.asarray([2.0, 0.5])}
+  params = jax.tree.map(jnp.ones_like, grads)
+  scaled = optim.optimizer(optim.default_optimizer_config(name='adamw', weight_decay=0.1,
+                                                          lr_multipliers={'a': 0.25}),
+                           optim.optax.constant_schedule(0.1))
+  small = optim.optimizer(optim.default_optimizer_config(name='adamw', weight_decay=0.1),
+                          optim.optax.constant_schedule(0.025))
+  got, _ = scaled.update(grads, scaled.init(params), params)
+  want, _ = small.update(grads, small.init(params), params)
+  np.testing.assert_allclose(got['a'], want['a'], rtol=1e-6)
+  np.testing.assert_allclose(got['b'], 4 * want['b'], rtol=1e-6)
+
+
+def test_lr_multipliers_name_unknown_groups():
+  config = optim.default_optimizer_config(lr_multipliers={'bakbone': 0.1})
+  tx = optim.optimizer(config, optim.optax.constant_schedule(0.1))
+  with pytest.raises(ValueError, match=r"\['bakbone'\], which are not top-level parameters"):
+    tx.init({'backbone': jnp.ones(2), 'head': jnp.ones(2)})
+  assert not optim.default_optimizer_config().lr_multipliers  # Off unless a config sets it.

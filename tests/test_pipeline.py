@@ -1,5 +1,6 @@
 """The tf.data pipeline over real record shards: sync, host sharding, determinism, exact resume."""
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -61,6 +62,22 @@ def test_audio_window_holds_the_beep_exactly_when_the_frames_hold_the_flash(sync
     assert flash == beep
     seen[flash] += 1
   assert seen[True] >= 5 and seen[False] >= 5  # Both cases occurred.
+
+
+def test_audio_only_clips_spread_over_the_whole_sound(sync_records, tmp_path):
+  """ESC-50-style records hold no frames: clip starts come from the waveform's length, so the four
+  1 s evaluation windows of a 4 s sound are [0, 1), [1, 2), [2, 3), [3, 4) s and only the third holds
+  the beep at 2.3 s (before, every window started at 0)."""
+  parsed = annotations.parse('folder', root=str(sync_records.parent / 'videos'))
+  settings = dataclasses.replace(_settings(1), audio_only=True)
+  make_records.run(parsed, str(tmp_path / 'audio'), settings, dataset='folder', workers=0)
+  source = _source(tmp_path / 'audio', batch_size=1, with_video=False, audio_seconds=1.0,
+                   eval_clips=4)
+  spectra = next(source.eval_batches())['audio'][0]
+  assert 'video' not in next(source.eval_batches())
+  assert [bool(s.max() > 0.0) for s in spectra] == [False, False, True, False]
+  beeps = [bool(b['audio'][0].max() > 0.0) for b in itertools.islice(source.train_batches(0), 40)]
+  assert 5 <= sum(beeps) <= 35  # Random 1 s windows anywhere in the 4 s: some hold the beep.
 
 
 def _many_clips(root, n):

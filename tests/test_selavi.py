@@ -3,6 +3,7 @@
 import csv
 import glob
 import os
+import pathlib
 import shutil
 
 import jax
@@ -77,10 +78,10 @@ def test_alignment_raises_video_audio_agreement_on_random_weights(avsynth_record
   run.checkpointer.close()
 
 
-def test_labels_csv_matches_the_records_by_video_id(avsynth_records, tmp_path):
+def test_labels_csv_matches_the_records_by_video_id(avsynth_records, selavi_workdir):
+  tmp_path = pathlib.Path(selavi_workdir)
   config = _tiny(avsynth_records)
   config.label.save_probs = True
-  train.train_and_evaluate(config, str(tmp_path))
   train.label(config, str(tmp_path))
   probs = np.load(tmp_path / 'labels_video_audio_probs.npy')
   assert probs.shape == (58, config.selavi.num_heads, config.selavi.num_clusters)
@@ -102,9 +103,9 @@ def test_labels_csv_matches_the_records_by_video_id(avsynth_records, tmp_path):
   assert not glob.glob(os.path.join(tmp_path, '*.tmp'))
 
 
-def test_interrupted_label_run_leaves_no_partial_file(avsynth_records, tmp_path, monkeypatch):
+def test_interrupted_label_run_leaves_no_partial_file(avsynth_records, selavi_workdir, monkeypatch):
+  tmp_path = pathlib.Path(selavi_workdir)
   config = _tiny(avsynth_records)
-  train.train_and_evaluate(config, str(tmp_path))
   (tmp_path / 'labels.csv').write_text('previous labels\n')
   class Interrupted(Exception):
     pass

@@ -145,7 +145,7 @@ class RecordSource(datasets.DataSource):
     seeds = augment.split_seed(
         tf.stack([tf.cast(self.seed if seed is None else seed, tf.int64), position]), 4)
     features = records.parse(serialized, with_flow=self.config.with_flow)
-    start = _random_start(seeds[0], tf.shape(features['frames'])[0], self._span())
+    start = _random_start(seeds[0], self._timeline(features), self._span(features))
     example = self._clip(features, start, train=True, seed=seeds[1])
     if self.config.with_audio:
       example['audio'] = self._audio(features, start, seeds[2])
@@ -188,8 +188,8 @@ class RecordSource(datasets.DataSource):
   def _eval_example(self, index: tf.Tensor, serialized: tf.Tensor) -> dict[str, tf.Tensor]:
     """Deterministic views: `eval_clips` uniformly spaced windows × `eval_crops` crops (1 or 3)."""
     features = records.parse(serialized, with_flow=self.config.with_flow)
-    total = tf.shape(features['frames'])[0]
-    span = self._span()
+    total = self._timeline(features)
+    span = self._span(features)
     clips = self.config.eval_clips
     starts = tf.cast(tf.round(tf.linspace(0.0, tf.cast(tf.maximum(total - span, 0), tf.float32),
                                           clips)), tf.int32)
@@ -203,8 +203,22 @@ class RecordSource(datasets.DataSource):
 
   # Clip sampling.
 
-  def _span(self) -> int:
-    return (self.config.num_frames - 1) * self.config.frame_stride + 1
+  def _span(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
+    """A clip's length in ticks of the frame clock: its frames, or, for audio-only input, its audio
+    window (so the window's start is drawn where the whole window fits)."""
+    if self.config.with_video:
+      return tf.constant((self.config.num_frames - 1) * self.config.frame_stride + 1)
+    return tf.cast(tf.math.ceil(self.config.audio_seconds * features['fps']), tf.int32)
+
+  def _timeline(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
+    """Positions a clip can start at, in ticks of the frame clock (`fps`): the frames, or for audio-only
+    records (no frames, e.g. ESC-50) the ticks the waveform spans, so their clips spread over the
+    whole sound instead of all starting at 0."""
+    frames = tf.shape(features['frames'])[0]
+    rate = float(self.manifest['settings']['sample_rate'])
+    seconds = tf.cast(tf.shape(features['waveform'])[0], tf.float32) / rate
+    ticks = tf.cast(tf.math.floor(seconds * features['fps']), tf.int32)
+    return tf.where(frames > 0, frames, ticks)
 
   def _clip(self, features: dict[str, tf.Tensor], start: tf.Tensor, *, train: bool,
             seed: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
@@ -238,7 +252,8 @@ class RecordSource(datasets.DataSource):
     waveform = features['waveform']
     clip_start = tf.cast(start, tf.float32) / features['fps']
     if config.audio_align == 'center':
-      clip_start += (self._span() / features['fps'] - config.audio_seconds) / 2
+      clip_start += (tf.cast(self._span(features), tf.float32) / features['fps']
+                     - config.audio_seconds) / 2
     elif config.audio_align != 'start':
       raise ValueError(f"config.data.audio_align={config.audio_align!r}; use 'start' or 'center'")
     window = _audio_window(waveform, tf.cast(tf.round(clip_start * rate), tf.int32), length)
@@ -265,7 +280,7 @@ def _read(files: tf.Tensor, offsets: tf.Tensor, cycle_length: int) -> tf.data.Da
                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def _random_start(seed: tf.Tensor, total: tf.Tensor, span: int) -> tf.Tensor:
+def _random_start(seed: tf.Tensor, total: tf.Tensor, span: tf.Tensor) -> tf.Tensor:
   """Uniform start frame in [0, total − span] (0 for videos shorter than the clip)."""
   high = tf.maximum(total - span, 0) + 1
   return tf.random.stateless_uniform([], seed, 0, high, dtype=tf.int32)

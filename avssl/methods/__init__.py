@@ -9,6 +9,7 @@ import ml_collections
 from avssl.methods.base import Method
 
 _REGISTRY = {
+    'finetune': 'avssl.methods.finetune:Finetune',
     'selavi': 'avssl.methods.selavi:SeLaVi',
     'supervised': 'avssl.methods.supervised:Supervised',
 }

@@ -36,6 +36,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from avssl import files, sharding
 from avssl.clustering import alignment
 from avssl.clustering import sinkhorn as sk
+from avssl.evaluation import features
 from avssl.evaluation import metrics as metrics_lib
 from avssl.evaluation import report as report_lib
 from avssl.methods import base
@@ -200,7 +201,7 @@ class SeLaVi(base.Method):
                         s.sinkhorn_max_iters, float(error.max()), s.sinkhorn_tol)
     method_state = {**state.method_state, 'self_labels': table, 'marginal_error': errors,
                     'updates': jnp.asarray(update + 1, jnp.int32)}
-    return state.replace(method_state=_like(method_state, state.method_state))
+    return state.replace(method_state=sharding.placed_like(method_state, state.method_state))
 
   def _warm_up_batchnorm(self, state: TrainState, data, mesh) -> TrainState:
     """Train-mode forward passes without gradients, so eval-mode BN has sane statistics for the
@@ -216,7 +217,7 @@ class SeLaVi(base.Method):
                                                 self.settings.bn_warmup_batches)):
       batch_stats = forward(state.params, batch_stats, sharding.to_global(batch, mesh),
                             jax.random.fold_in(state.rng, 2**30 + i))
-    return state.replace(batch_stats=_like(batch_stats, state.batch_stats))
+    return state.replace(batch_stats=sharding.placed_like(batch_stats, state.batch_stats))
 
   def dataset_log_probs(self, state: TrainState, batches: Iterator[dict[str, np.ndarray]],
                         mesh: jax.sharding.Mesh, heads: tuple[int, ...]
@@ -258,7 +259,8 @@ class SeLaVi(base.Method):
       logging.info('Modality alignment, head %d: L1 cost %.1f -> %.1f', h, found.identity_cost,
                    found.cost)
     params = jax.tree.map(lambda x: x, state.params)
-    params['audio_heads']['heads']['out'] = _like(dense, state.params['audio_heads']['heads']['out'])
+    out = state.params['audio_heads']['heads']['out']
+    params['audio_heads']['heads']['out'] = sharding.placed_like(dense, out)
     return state.replace(params=params), {**log_probs, 'audio': audio}
 
   # Evaluation and label export.
@@ -308,7 +310,8 @@ class SeLaVi(base.Method):
     truth = pred['label'][keep]
     views = {name[:-len('/label')]: pred[name][:, keep].T for name in pred if name.endswith('/label')}
     if self.config.data.eval_split == self.config.data.train_split:
-      views['self-labels'] = _host(state.method_state['self_labels'])[pred['index'][keep]]
+      table = sharding.host_copy(state.method_state['self_labels'])
+      views['self-labels'] = table[pred['index'][keep]]
     results = {}
     for name, labels in views.items():
       per_head = metrics_lib.per_head(truth, labels)
@@ -336,7 +339,7 @@ class SeLaVi(base.Method):
     table = source.video_table(split)
     self_labels = None
     if source is data:
-      self_labels = _host(state.method_state['self_labels'])
+      self_labels = sharding.host_copy(state.method_state['self_labels'])
     views = [name[:-len('/label')] for name in pred if name.endswith('/label')]
     columns = lambda key: pred[key][:, keep][:, order].T  # [videos, heads], in index order.
     labels = np.concatenate([columns(f'{v}/label') for v in views], axis=1)
@@ -371,13 +374,8 @@ class SeLaVi(base.Method):
     """The training data, or the record set `config.label.dir` (videos never seen in training)."""
     if not self.config.label.dir:
       return data, self.config.data.train_split
-    from avssl.data import pipeline  # pylint: disable=g-import-not-at-top
-    config = self.config.data.copy_and_resolve_references()
-    with config.unlocked():
-      config.dir, config.train_split = self.config.label.dir, self.config.label.split
-    source = pipeline.RecordSource(config, batch_size=self.config.batch_size,
-                                   process_index=jax.process_index(),
-                                   process_count=jax.process_count(), seed=self.config.seed)
+    source = features.records(self.config, batch_size=self.config.batch_size,
+                              dir=self.config.label.dir, train_split=self.config.label.split)
     return source, self.config.label.split
 
 
@@ -414,13 +412,3 @@ def _rows_fn(mesh: jax.sharding.Mesh):
     spec = P(*([None] * (batch_axis - 1) + [sharding.DATA_AXIS]))
     return jax.lax.with_sharding_constraint(out, NamedSharding(mesh, spec))
   return rows
-
-
-def _host(x: jax.Array) -> np.ndarray:
-  """A replicated array as numpy on every process (each holds a full copy; nothing crosses hosts)."""
-  return np.asarray(x.addressable_data(0))
-
-
-def _like(tree, reference):
-  """`tree` placed with the shardings of `reference` (so the jitted step's shardings still hold)."""
-  return jax.tree.map(lambda x, ref: jax.device_put(x, ref.sharding), tree, reference)

@@ -1,0 +1,57 @@
+"""Post-hoc k-means baselines: cluster an encoder's features, score the clusters against ground truth.
+
+SeLaVi §4 "Baselines" (Table 5) runs k-means on the global-average-pooled features of pretrained
+encoders, with k equal to the number of clusters of its own method (which equals the number of classes
+in all its datasets). GOCA and IICL judge cluster quality the same way but average over **50** k-means
+runs with different seeds and report mean ± std (reference `xdc_goca_iicl.md` §3.4); `runs` chooses.
+
+Each video's feature is the mean over its views; by default it is then L2-normalised (GOCA, IICL) —
+`normalize=False` clusters the raw pooled features as SeLaVi's Faiss call did. The joint audio-visual
+feature is the concatenation of the separately normalised per-modality features (XDC's CDC), so neither
+modality dominates by scale.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+
+from avssl.clustering import kmeans as kmeans_lib
+from avssl.evaluation import metrics
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+  return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def video_features(views: Sequence[np.ndarray], normalize: bool = True) -> np.ndarray:
+  """`[N, D]` per-video features from one or more modalities' `[N, V, D]` view features: views
+  averaged, each modality normalised (when `normalize`), modalities concatenated."""
+  parts = [v.mean(axis=1) for v in views]
+  if normalize:
+    parts = [l2_normalize(p) for p in parts]
+  return np.concatenate(parts, axis=-1)
+
+
+def kmeans_quality(x: np.ndarray, labels: np.ndarray, k: int, *, runs: int = 50, iters: int = 50,
+                   seed: int = 0, mesh: jax.sharding.Mesh | None = None) -> dict[str, Any]:
+  """`metrics.METRICS` of `runs` k-means clusterings of `x [N, D]` (k-means++ from seeds
+  seed, seed+1, ...), each as {'mean', 'std', 'runs'} over the runs; plus the count of videos."""
+  if runs < 1:
+    raise ValueError(f'runs={runs}: at least one k-means run is needed')
+  known = labels >= 0
+  if not known.any():
+    raise ValueError('no video has a ground-truth label; k-means quality needs labels')
+  scores = []
+  for r in range(runs):
+    result = kmeans_lib.kmeans(x, k, iters=iters, seed=seed + r, mesh=mesh)
+    assigned = np.asarray(jax.device_get(result.labels))
+    scores.append(metrics.cluster_metrics(labels, assigned))
+  out: dict[str, Any] = {}
+  for name in metrics.METRICS:
+    values = np.array([s[name] for s in scores])
+    out[name] = {'mean': float(values.mean()), 'std': float(values.std()), 'runs': values.tolist()}
+  out.update(num_videos=int(known.sum()), k=k, num_runs=runs)
+  return out

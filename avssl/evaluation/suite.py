@@ -1,0 +1,287 @@
+"""`--mode=eval`: the evaluations a config lists (`config.evaluation.run`), for any method's checkpoint.
+
+- `method`: the method's own evaluation (SeLaVi: clustering metrics per view, Table 2), also written to
+  `eval.json` / `eval.md` as the end of training writes them;
+- `kmeans`: post-hoc k-means on the trained encoders' and on random encoders' features, beside the
+  method's own clusters (SeLaVi Table 5; GOCA Table 6 / IICL Table II cluster quality);
+- `retrieval`: nearest-neighbour video retrieval, test queries against the train split (SeLaVi Table 4,
+  GOCA Table 1), optionally cross-modal mAP (IICL Table III);
+- `probe`: a linear probe on frozen features, averaged over the folds given;
+- `robustness`: clustering NMI as the video is degraded (SeLaVi Fig. 2).
+
+Each writes `eval/<name>.json` and `eval/<name>.md` (a table laid out like the paper's, under a header
+with the config, checkpoint step and protocol switches) in the workdir, and all tables are collected in
+`eval/tables.md`. Evaluations never train or change the checkpoint; BatchNorm runs on its statistics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from avssl import files, sharding
+from avssl.data import datasets
+from avssl.evaluation import baselines, features, probe, retrieval, robustness, tables
+from avssl.methods.base import Method
+from avssl.train_state import TrainState
+
+
+@dataclasses.dataclass
+class Context:
+  """What every evaluation may read."""
+  config: ml_collections.ConfigDict
+  method: Method
+  state: TrainState
+  data: datasets.DataSource
+  mesh: jax.sharding.Mesh
+  workdir: str
+  step: int
+  config_name: str = ''
+  method_results: dict[str, float] = dataclasses.field(default_factory=dict)
+
+  @property
+  def host_mesh(self) -> jax.sharding.Mesh:
+    """This process's devices: host-side evaluations (k-means, kNN, probes) run on features every
+    process holds in full, so each computes the same result without crossing hosts."""
+    return sharding.make_mesh(jax.local_devices())
+
+  def meta(self, **protocol: Any) -> dict[str, Any]:
+    """The header lines of a table: what was measured, and how."""
+    return {'config': self.config_name or self.config.method, 'method': self.config.method,
+            'checkpoint step': self.step, **protocol}
+
+
+@dataclasses.dataclass
+class Result:
+  values: dict[str, Any]
+  table: str
+
+
+def method_evaluation(ctx: Context) -> Result:
+  """The method's own `evaluate` on the run's evaluation split, and its `report`."""
+  results = ctx.method.evaluate(ctx.state, ctx.data.eval_batches(), ctx.mesh)
+  ctx.method_results = results
+  report = ctx.method.report(results)
+  write_method_results(ctx.workdir, ctx.step, results, report)
+  title = ('Clustering of the evaluation split (SeLaVi Table 2 layout)' if report
+           else 'Method evaluation')
+  meta = ctx.meta(data=ctx.config.data.get('dir') or ctx.config.data.name,
+                  split=ctx.config.data.get('eval_split', 'eval'),
+                  heads='mean ± std over heads (the best head is in eval.json, best_head_optimistic)')
+  body = report or json.dumps(results, indent=1, sort_keys=True)
+  return Result(results, tables.header(title, meta) + '\n' + body)
+
+
+def write_method_results(workdir: str, step: int, results: dict[str, float],
+                         table: str | None) -> None:
+  """`eval.json` (flat scalars, read by `avssl.evaluation.report`) and `eval.md`, atomically."""
+  if jax.process_index() != 0 or not results:
+    return
+  with files.atomic_open(os.path.join(workdir, 'eval.json')) as f:
+    json.dump({'step': step, **results}, f, indent=1, sort_keys=True)
+  if table:
+    with files.atomic_open(os.path.join(workdir, 'eval.md')) as f:
+      f.write(table + '\n')
+
+
+def _num_classes(ctx: Context, labels: np.ndarray) -> int:
+  classes = getattr(ctx.data, 'classes', None) or ctx.config.data.get('num_classes', 0)
+  count = len(classes) if isinstance(classes, (list, tuple)) else int(classes)
+  return count or int(labels.max()) + 1
+
+
+def _example(modality: str, batches: Callable) -> np.ndarray:
+  """One input of `modality` (shapes only) from the first batch of a pass."""
+  x = next(iter(batches()))[modality]
+  return x[0, 0] if x.ndim == features.RANK[modality] + 2 else x[0]
+
+
+def _run_features(ctx: Context, encoder: str, modality: str, batches: Callable,
+                  pool: str | None = None, transform=None) -> features.Features:
+  module = features.encoder_module(ctx.config, modality, pool)
+  variables = features.encoder_variables(encoder, module, modality,
+                                         lambda: _example(modality, batches), state=ctx.state,
+                                         seed=ctx.config.seed + 1)
+  return features.extract(module, variables, batches(), ctx.mesh, modality, transform)
+
+
+def kmeans_evaluation(ctx: Context) -> Result:
+  """k-means on each configured encoder × modality (views averaged), beside the method's clusters."""
+  settings = ctx.config.evaluation.kmeans
+  singles = sorted({m for name in settings.modalities for m in name.split(' + ')},
+                   key=('video', 'audio', 'flow').index)
+  rows, values = {}, {}
+  for encoder in settings.encoders:
+    feats = {m: _run_features(ctx, encoder, m, ctx.data.eval_batches) for m in singles}
+    for name in settings.modalities:
+      parts = [feats[m] for m in name.split(' + ')]
+      labels = parts[0].labels
+      k = settings.k or _num_classes(ctx, labels)
+      x = baselines.video_features([p.views for p in parts], settings.normalize)
+      result = baselines.kmeans_quality(x, labels, k, runs=settings.runs, iters=settings.iters,
+                                        seed=settings.seed, mesh=ctx.host_mesh)
+      row = f'k-means, {encoder} encoder: {name}'
+      rows[row] = result
+      values[row] = result
+      logging.info('%s: NMI %.3f ± %.3f over %d runs', row, result['nmi']['mean'],
+                   result['nmi']['std'], settings.runs)
+  for view in ('video + audio', 'video', 'audio', 'concat'):
+    if f'{view}/nmi/mean' in ctx.method_results:
+      rows[f'{ctx.config.method}: {view}'] = {
+          m: {'mean': ctx.method_results[f'{view}/{m}/mean'],
+              'std': ctx.method_results[f'{view}/{m}/std']} for m in tables.SELAVI}
+  meta = ctx.meta(data=ctx.config.data.get('dir') or ctx.config.data.name,
+                  split=ctx.config.data.get('eval_split', 'eval'), k=settings.k or 'number of classes',
+                  runs=f'{settings.runs} k-means++ runs, mean ± std',
+                  features=('views averaged, L2-normalised per modality, concatenated'
+                            if settings.normalize else 'views averaged, raw'))
+  text = (tables.header('Unsupervised labelling (SeLaVi Table 5 layout)', meta) + '\n'
+          + tables.clustering(rows) + '\n\n'
+          + tables.header('Cluster quality (GOCA Table 6 / IICL Table II layout)', meta) + '\n'
+          + tables.clustering({k: v for k, v in rows.items() if k in values},
+                              tables.CLUSTER_QUALITY))
+  return Result(values, text)
+
+
+def robustness_evaluation(ctx: Context) -> Result:
+  """SeLaVi Fig. 2: the method's NMI per view at each down-sampling factor of the video."""
+  settings = ctx.config.evaluation.robustness
+
+  def baseline(factor: int) -> float:
+    feats = _run_features(ctx, 'trained', 'video', ctx.data.eval_batches,
+                          transform=robustness.degrade_fn(factor))
+    k = _num_classes(ctx, feats.labels)
+    return baselines.kmeans_quality(baselines.video_features([feats.views]), feats.labels, k,
+                                    runs=settings.baseline_runs, mesh=ctx.host_mesh)['nmi']['mean']
+
+  curve = robustness.curve(lambda b: ctx.method.evaluate(ctx.state, b, ctx.mesh),
+                           ctx.data.eval_batches, settings.factors, settings.views,
+                           baseline if settings.baseline_runs else None)
+  meta = ctx.meta(degradation=curve['protocol'], factors=settings.factors,
+                  nmi='mean over heads; k-means baseline: mean over '
+                      f'{settings.baseline_runs} runs')
+  return Result(curve, tables.header('Degraded video (SeLaVi Fig. 2 as a table)', meta) + '\n'
+                + tables.robustness(curve))
+
+
+def _records(ctx: Context, directory: str, train_split: str, test_split: str, clips: int,
+             crops: int, modalities: tuple[str, ...]) -> datasets.DataSource:
+  evaluation = ctx.config.evaluation
+  return features.records(
+      ctx.config, batch_size=evaluation.batch_size or 8 * jax.device_count(),
+      dir=directory or ctx.config.data.dir, train_split=train_split, eval_split=test_split,
+      eval_clips=clips, eval_crops=crops, with_audio='audio' in modalities,
+      with_video=bool({'video', 'flow'} & set(modalities)),
+      num_frames=evaluation.num_frames or ctx.config.data.num_frames)
+
+
+def retrieval_evaluation(ctx: Context) -> Result:
+  """Test-split queries against the train split, per modality; cross-modal mAP on request."""
+  s = ctx.config.evaluation.retrieval
+  modalities = tuple(s.modalities) + (('video', 'audio') if s.cross_modal else ())
+  source = _records(ctx, s.dir, s.train_split, s.test_split, s.clips, s.crops, modalities)
+  rows, values, test = {}, {}, {}
+  for modality in dict.fromkeys(modalities):
+    pool = s.pool if modality != 'audio' else None
+    ctx_data = dataclasses.replace(ctx, data=source)
+    gallery = _run_features(ctx_data, s.encoder, modality,
+                            lambda: source.dataset_batches(augment=False), pool)
+    test[modality] = _run_features(ctx_data, s.encoder, modality, source.eval_batches, pool)
+    if modality in s.modalities:
+      result = retrieval.retrieval(gallery.views, gallery.labels, test[modality].views,
+                                   test[modality].labels, ks=s.ks, center=s.center,
+                                   mesh=ctx.host_mesh)
+      rows[f'{s.encoder} encoder: {modality}'] = values[modality] = result
+  text_meta = ctx.meta(data=s.dir or ctx.config.data.dir,
+                       queries=f'{s.test_split} split', gallery=f'{s.train_split} split',
+                       views=f'{s.clips} clips × {s.crops} crops, L2-normalised, averaged per video',
+                       pooling=s.pool, centring='mean-centred' if s.center else 'not mean-centred')
+  text = tables.header('Video retrieval (SeLaVi Table 4 / GOCA Table 1 layout)', text_meta) + '\n'
+  text += tables.retrieval(rows, s.ks)
+  if s.cross_modal:
+    video, audio = (retrieval.video_embeddings(test[m].views) for m in ('video', 'audio'))
+    values['cross_modal'] = retrieval.cross_modal_map(video, audio, test['video'].labels,
+                                                      mesh=ctx.host_mesh)
+    text += '\n\n' + tables.header('Cross-modal retrieval (IICL Table III layout)', text_meta)
+    text += '\n' + tables.cross_modal({f'{s.encoder} encoder': values['cross_modal']})
+  return Result(values, text)
+
+
+def probe_evaluation(ctx: Context) -> Result:
+  """A linear probe on frozen features for each fold's records folder; mean ± std over folds."""
+  s = ctx.config.evaluation.probe
+  folds = []
+  for directory in s.dirs or (ctx.config.data.dir,):
+    source = _records(ctx, directory, s.train_split, s.test_split, s.clips, s.crops, (s.modality,))
+    ctx_data = dataclasses.replace(ctx, data=source)
+    pool = s.pool if s.modality != 'audio' else None
+    train = _run_features(ctx_data, s.encoder, s.modality,
+                          lambda: source.dataset_batches(augment=False), pool)
+    test = _run_features(ctx_data, s.encoder, s.modality, source.eval_batches, pool)
+    groups = None
+    if s.group_pattern:
+      table = source.video_table(s.train_split)
+      groups = np.array([probe.group_of(table[i]['video_id'], s.group_pattern)
+                         for i in train.index])
+    folds.append(probe.linear_probe(train.views, train.labels, test.views, test.labels,
+                                    val_fraction=s.val_fraction, groups=groups,
+                                    seed=ctx.config.seed, mesh=ctx.host_mesh))
+  summary = probe.average_over_folds(folds) if len(folds) > 1 else folds[0]
+  meta = ctx.meta(data=', '.join(s.dirs) or ctx.config.data.dir,
+                  views=f'{s.clips} clips × {s.crops} crops, logits averaged per video',
+                  features=f'{s.modality} encoder, {s.pool} pooled, frozen (BatchNorm in inference)',
+                  selection=f'weight decay chosen on {s.val_fraction:.0%} of train; test never used')
+  name = f'{s.encoder} encoder: {s.modality}'
+  return Result({'folds': folds, 'summary': summary},
+                tables.header('Linear probe', meta) + '\n' + tables.probe({name: summary}))
+
+
+EVALUATIONS: dict[str, Callable[[Context], Result]] = {
+    'method': method_evaluation, 'kmeans': kmeans_evaluation, 'retrieval': retrieval_evaluation,
+    'probe': probe_evaluation, 'robustness': robustness_evaluation}
+
+
+def check(names: tuple[str, ...]) -> None:
+  unknown = [n for n in names if n not in EVALUATIONS]
+  if unknown:
+    raise ValueError(f'config.evaluation.run names {unknown}: not among {sorted(EVALUATIONS)}')
+
+
+def run(ctx: Context, names: tuple[str, ...]) -> dict[str, Any]:
+  """Runs the evaluations `names` in order; writes each one's JSON and table, and `tables.md`."""
+  check(names)
+  out_dir = os.path.join(ctx.workdir, 'eval')
+  results, texts = {}, []
+  for name in names:
+    logging.info('Evaluation %r of step %d', name, ctx.step)
+    result = EVALUATIONS[name](ctx)
+    results[name] = result.values
+    texts.append(result.table)
+    if jax.process_index() == 0:
+      os.makedirs(out_dir, exist_ok=True)
+      with files.atomic_open(os.path.join(out_dir, f'{name}.json')) as f:
+        json.dump({'step': ctx.step, **_jsonable(result.values)}, f, indent=1)
+      with files.atomic_open(os.path.join(out_dir, f'{name}.md')) as f:
+        f.write(result.table + '\n')
+      logging.info('%s', result.table)
+  if jax.process_index() == 0 and texts:
+    with files.atomic_open(os.path.join(out_dir, 'tables.md')) as f:
+      f.write('\n\n'.join(texts) + '\n')
+  return results
+
+
+def _jsonable(value: Any) -> Any:
+  if isinstance(value, dict):
+    return {str(k): _jsonable(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_jsonable(v) for v in value]
+  if isinstance(value, (np.generic, np.ndarray)):
+    return value.tolist()
+  return value
