@@ -12,6 +12,7 @@ from avssl import config_lib, optim
 from avssl.data import audio, pipeline
 from avssl.methods import finetune as finetune_lib
 from avssl.methods import selavi as selavi_lib
+from avssl.methods import xdc as xdc_lib
 from avssl.models import encoders
 
 
@@ -183,4 +184,53 @@ def shrink_finetune(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
                           audio_seconds=0.4, shuffle_buffer=16, eval_split='test'))
   config.data.audio = audio.default_config('logmel')
   config.data.audio.num_mel_bins, config.data.audio.num_frames = 16, 16
+  return config
+
+
+def xdc(*, records: str, variant: str = 'xdc', num_clusters: int = 256, total_epochs: float = 120.0,
+        batch_size: int = 256) -> ml_collections.ConfigDict:
+  """XDC or one of its baselines (`variant`: sdc, mdc, cdc, xdc, xdc_same_video, xdc_same_audio) as
+  pretrained in the paper (§3, §4.1; reference `xdc_goca_iicl.md` §1). Records at 30 fps with 16 kHz
+  audio (`make_records --fps=30 --sample_rate=16000`). The optimiser, batch and epochs are in the
+  paper's supplement, which is not public: DeepCluster's SGD (lr 0.05 at batch 256, momentum 0.9,
+  weight decay 1e-5, constant), and 120 epochs, room for §4.2's "5 to 6 deep clustering iterations"
+  of up to 20 epochs each."""
+  config = loop_config(batch_size=batch_size, total_epochs=total_epochs, seed=0)
+  config.method = 'xdc'
+  config.data = pipeline.default_config(
+      dir=records,
+      num_frames=8,  # §4.1: clips of L = 8 frames (30 fps, a random start: temporal jittering).
+      min_resize=256, max_resize=256, crop_size=224,  # §4.1: short side 256, random 224² crop.
+      eval_resize=256,  # Feature passes: the centre 224² crop (§4.1's inference view).
+      flip=False,  # §4.1 names no flip.
+      audio_seconds=2.0,  # §4.1: 2 s of audio ...
+      audio=audio.default_config('logmel'),  # ... as Q = 40 mel filters × P = 100 frames.
+      volume_jitter=0.0)  # §4.1 names no audio augmentation.
+  config.model = ml_collections.ConfigDict(dict(
+      video=encoders.encoder_config('r2plus1d', depth=18),  # §4.1: R(2+1)D-18 ...
+      audio=encoders.encoder_config('audio_resnet', depth=18),  # ... and ResNet-18.
+      bn_momentum=0.9, bn_eps=1e-3,  # The released encoder's BN (reference §1.2).
+      dtype='float32'))
+  config.xdc = xdc_lib.default_config(variant=variant, num_clusters=num_clusters)
+  config.optimizer = optim.default_optimizer_config(name='sgd', momentum=0.9, weight_decay=1e-5)
+  config.schedule = optim.default_schedule_config(name='constant', base_lr=0.05)
+  config.label = ml_collections.ConfigDict(dict(file='labels.csv'))
+  config.evaluation.run = ('method', 'kmeans')  # Probes: add 'probe' and `evaluation.probe.dirs`.
+  return config
+
+
+def shrink_xdc(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`:tiny`: the same run at CPU-test size: small encoders, 4-frame 32² clips, 0.4 s of audio as a
+  16 × 16 log-mel, k <= 6, 6 steps in deep-clustering iterations of (at most) one epoch."""
+  config.batch_size = 16
+  by_steps(config, total=6, checkpoint_every=3)
+  config.log_every_steps = 1
+  config.model.video = encoders.encoder_config('small', widths=(8, 16))
+  config.model.audio = encoders.encoder_config('small', widths=(8, 16))
+  config.data.update(dict(num_frames=4, min_resize=36, max_resize=36, crop_size=32, eval_resize=36,
+                          audio_seconds=0.4, shuffle_buffer=16))
+  config.data.audio.num_mel_bins, config.data.audio.num_frames = 16, 16
+  config.xdc.update(dict(num_clusters=min(config.xdc.num_clusters, 6), epochs_per_iteration=1.0,
+                         holdout_fraction=0.25 if config.xdc.holdout_fraction else 0.0))
+  shrink_evaluation(config)
   return config

@@ -165,6 +165,8 @@ def _loop(run: Run, start: int, writer: metric_writers.MetricWriter,
   batches: Iterator = run.data.train_batches(start)
   history, pending = [], None
   for step in range(start, run.total_steps):
+    if step and step % run.steps_per_epoch == 0:
+      state = run.method.epoch_end(state, run.data, run.mesh)
     if step in label_steps:
       state = run.method.label_update(state, run.data, run.mesh)
     state, metrics = train_step(state, sharding.to_global(next(batches), run.mesh))

@@ -12,6 +12,7 @@ _REGISTRY = {
     'finetune': 'avssl.methods.finetune:Finetune',
     'selavi': 'avssl.methods.selavi:SeLaVi',
     'supervised': 'avssl.methods.supervised:Supervised',
+    'xdc': 'avssl.methods.xdc:XDC',
 }
 
 

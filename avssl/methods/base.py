@@ -71,6 +71,20 @@ class Method:
     del data, mesh
     return state
 
+  def epoch_end(self, state: TrainState, data: datasets.DataSource,
+                mesh: jax.sharding.Mesh) -> TrainState:
+    """Called by the loop after every full epoch but the last, before the next step (and before a
+    `label_update` scheduled for that step); returns `state` unchanged by default.
+
+    For decisions that depend on how training goes rather than on a fixed schedule: XDC starts a new
+    deep-clustering iteration (its `label_update`) when a held-out loss it sums in its method state
+    stops improving. The call comes at the top of the step that starts the epoch, where a run resumed
+    from that step's checkpoint starts too, so a decision made from `state` (and the data) alone is
+    the same in a resumed run as in an uninterrupted one.
+    """
+    del data, mesh
+    return state
+
   def report(self, results: dict[str, float]) -> str | None:
     """`evaluate`'s results as a Markdown table for `eval.md`, or None."""
     del results

@@ -1,0 +1,676 @@
+"""XDC: self-supervised learning by cross-modal audio-video clustering (Alwassel et al., NeurIPS 2020),
+with the paper's baselines SDC, MDC, CDC and same-modality XDC as configurations (§3, Table 1).
+
+Deep clustering (§3.1, after DeepCluster) alternates clustering and training. A deep-clustering
+iteration starts with a label update of the shared loop: the current encoders run in eval mode over
+every training clip; their pooled features are L2-normalised (optionally PCA-whitened as DeepCluster
+does, `pca_dim`) and clustered by the sharded k-means of `avssl/clustering/kmeans.py` (k-means++,
+empty clusters re-seeded), with the N × D features left on their devices' rows throughout; the cluster
+ids become the pseudo-labels in the method state (so a checkpoint holds them and a resumed run trains
+on the same ones); the linear classification heads and their optimiser state are re-initialised, as
+cluster ids are permuted between iterations; then the encoders and heads train on softmax
+cross-entropy until the iteration ends.
+
+The variants differ only in which features are clustered and which head predicts which clusters
+(`wiring`, §3.2):
+  - 'sdc': k-means on each encoder's own features; each encoder predicts its own clusters.
+  - 'mdc': the same two clusterings; each encoder has two heads, one per modality's clusters.
+  - 'cdc': one k-means on the concatenation of the separately L2-normalised features; both encoders
+    predict it.
+  - 'xdc': k-means on each modality; the video encoder predicts the audio clusters and the audio
+    encoder the video clusters.
+  - 'xdc_same_video', 'xdc_same_audio': XDC with two encoders of one modality (Table 1's last
+    columns), each predicting the other's clusters; both see the same clip.
+
+An iteration ends after `epochs_per_iteration` epochs (`stop='epochs'`), or (`stop='plateau'`) when the
+pseudo-label loss of a held-out `holdout_fraction` of the training clips has not improved for
+`patience` epochs, at the latest after `epochs_per_iteration`: the authors train "until the validation
+loss saturates" (reference `xdc_goca_iicl.md` §1.1). Held-out clips stay in the data stream and in
+the k-means but not in the loss: the training step only adds up their cross-entropy (no gradient), and
+`epoch_end` (the loop's hook after each epoch) decides from that sum, which lives in the checkpointed
+method state, so a resumed run decides as an uninterrupted one. Cluster-balanced sampling (DeepCluster
+samples uniformly over pseudo-classes) is done as loss re-weighting, so the data pipeline stays shared:
+a clip of cluster c weighs N / (K · n_c), which over a uniform stream has the expectation of
+class-uniform sampling.
+
+Evaluation: at each label update, the NMI, accuracy and purity of every k-means clustering against the
+ground truth (when the data has labels) go into the method state, so `evaluate` reports them per
+iteration and `report` as a table; `export_labels` (`--mode=label`) writes the pseudo-labels and the
+clusters ranked by purity (§5, Table 6).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import json
+import math
+import os
+import re
+import sys
+import zlib
+from typing import Any, Iterator
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from jax import lax
+from jax.sharding import PartitionSpec as P
+
+from avssl import config_lib, files, optim, sharding
+from avssl.clustering import kmeans as kmeans_lib
+from avssl.evaluation import metrics as metrics_lib
+from avssl.methods import base
+from avssl.models import encoders
+from avssl.models.common import Norm
+from avssl.models.heads import LinearHead
+from avssl.train_state import TrainState
+
+VARIANTS = ('sdc', 'mdc', 'cdc', 'xdc', 'xdc_same_video', 'xdc_same_audio')
+STOPS = ('epochs', 'plateau')
+QUALITY = ('nmi', 'accuracy', 'purity')
+_TITLES = {'nmi': 'NMI', 'accuracy': 'Acc.', 'purity': 'Purity'}
+_ORDER = {'video': 0, 'audio': 1, 'concat': 2}  # Row order of clusterings in tables.
+_INPUT_RANK = {'video': 5, 'audio': 4}  # [B, T, H, W, 3] and [B, mel, frames, 1]; one more: views.
+# Streams of random numbers, folded into the seed so that none of them repeats another's.
+_KMEANS_STREAM, _HEADS_STREAM, _HOLDOUT_STREAM = 0xC1, 0xC2, 0xC3
+
+
+def default_config(**overrides) -> ml_collections.ConfigDict:
+  """XDC's settings. The paper gives k (Table 2) and nothing else of the clustering loop; the rest
+  follows DeepCluster, which XDC adapts (§3.1), or the authors' answers (reference §1.1, §1.3)."""
+  config = ml_collections.ConfigDict(dict(
+      variant='xdc',
+      num_clusters=256,  # Table 2: the best k for UCF101 after Kinetics (74.2) and AudioSet (84.9).
+      pca_dim=0,  # 0: off. DeepCluster's PCA + whitening (256); the paper does not say (ref. §1.3).
+      kmeans_iters=20,  # DeepCluster's 20 Lloyd iterations, one k-means++ draw.
+      kmeans_restarts=1,
+      kmeans_tol=1e-4,
+      stop='plateau',  # "Until the validation loss saturates" (reference §1.1, issue #8).
+      epochs_per_iteration=20.0,  # The iteration length ('epochs'), or its cap ('plateau').
+      patience=2,  # Epochs without a lower held-out loss that end an iteration ('plateau').
+      holdout_fraction=0.05,  # Training clips kept out of the loss to measure it; 0 for none.
+      balanced=True,  # DeepCluster's uniform sampling over pseudo-classes, as loss weights.
+      monitor_encoders=True))  # CDC: also cluster each encoder's features alone, for evaluation.
+  config.update(overrides)
+  return config
+
+
+@dataclasses.dataclass(frozen=True)
+class Wiring:
+  """Which features each k-means clusters and which head learns which clusters.
+
+  Attributes:
+    encoders: encoder name -> modality, in model order (names are parameter names: `params['video']`).
+    clusterings: clustering name -> the encoders whose (separately L2-normalised, concatenated)
+      features it clusters.
+    heads: (encoder, clustering) pairs: that encoder has a linear head trained on those clusters.
+    monitored: clusterings made for evaluation only (CDC's per-modality k-means).
+  """
+  encoders: dict[str, str]
+  clusterings: dict[str, tuple[str, ...]]
+  heads: tuple[tuple[str, str], ...]
+  monitored: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+
+
+def wiring(variant: str) -> Wiring:
+  """The wiring of one variant of §3 / Table 1 (see the module docstring)."""
+  if variant in ('xdc_same_video', 'xdc_same_audio'):
+    modality = variant.rsplit('_', 1)[1]
+    first, second = modality, f'{modality}_2'
+    return Wiring({first: modality, second: modality}, {first: (first,), second: (second,)},
+                  ((first, second), (second, first)))
+  both = {'video': 'video', 'audio': 'audio'}
+  own = {'video': ('video',), 'audio': ('audio',)}
+  if variant == 'sdc':
+    return Wiring(both, own, (('video', 'video'), ('audio', 'audio')))
+  if variant == 'mdc':
+    return Wiring(both, own, (('video', 'video'), ('video', 'audio'), ('audio', 'video'),
+                              ('audio', 'audio')))
+  if variant == 'cdc':
+    return Wiring(both, {'concat': ('video', 'audio')}, (('video', 'concat'), ('audio', 'concat')),
+                  monitored=own)
+  if variant == 'xdc':
+    return Wiring(both, own, (('video', 'audio'), ('audio', 'video')))
+  raise ValueError(f'config.xdc.variant={variant!r} is not one of {VARIANTS}')
+
+
+def head_name(encoder: str, clustering: str) -> str:
+  """The parameter name of `encoder`'s head for `clustering`'s clusters: `params['heads'][name]`."""
+  return f'{encoder}_{clustering}'
+
+
+class Heads(nn.Module):
+  """One linear classifier (XDC's fc on the pooled feature) per (encoder, clustering) pair."""
+  pairs: tuple[tuple[str, str], ...]
+  num_clusters: int
+  norm: Norm = Norm()
+
+  @nn.compact
+  def __call__(self, features: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    return {head_name(e, c): LinearHead(self.num_clusters, self.norm,
+                                        name=head_name(e, c))(features[e]) for e, c in self.pairs}
+
+
+class XDCModel(nn.Module):
+  """The encoders, each under its wiring name, and the `heads`.
+
+  Returns `(features, logits)`: `{encoder: [B, D]}` pooled features and `{head: [B, K]}` logits
+  (empty without `with_heads`).
+  """
+  encoders: tuple[nn.Module, ...]
+  names: tuple[str, ...]
+  modalities: tuple[str, ...]
+  heads: tuple[tuple[str, str], ...]
+  num_clusters: int
+  norm: Norm = Norm()
+
+  @nn.compact
+  def __call__(self, inputs: dict[str, jax.Array], *, train: bool, with_heads: bool = True):
+    features = {name: encoder.copy(name=name)(inputs[modality], train)
+                for encoder, name, modality in zip(self.encoders, self.names, self.modalities)}
+    if not with_heads:
+      return features, {}
+    return features, Heads(self.heads, self.num_clusters, self.norm, name='heads')(features)
+
+
+class XDC(base.Method):
+  """Deep clustering across modalities; see the module docstring."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    s = self.settings = config.xdc
+    self.wiring = wiring(s.variant)
+    if s.stop not in STOPS:
+      raise ValueError(f'config.xdc.stop={s.stop!r} is not one of {STOPS}')
+    if not 0 <= s.holdout_fraction < 1:
+      raise ValueError(f'config.xdc.holdout_fraction={s.holdout_fraction} must be in [0, 1)')
+    if s.stop == 'plateau' and not s.holdout_fraction:
+      raise ValueError("config.xdc.stop='plateau' watches the held-out loss: set "
+                       'config.xdc.holdout_fraction > 0, or use stop=epochs')
+    if s.epochs_per_iteration <= 0:
+      raise ValueError(f'config.xdc.epochs_per_iteration={s.epochs_per_iteration} must be > 0')
+    self.norm = Norm.from_config(config.model)
+    self.inputs = tuple(m for m in ('video', 'audio') if m in self.wiring.encoders.values())
+    super().__init__(config)
+
+  def build_model(self) -> nn.Module:
+    build = {'video': lambda: encoders.video_encoder(self.config.model.video, self.norm),
+             'audio': lambda: encoders.audio_encoder(self.config.model.audio, self.norm)}
+    names = tuple(self.wiring.encoders)
+    modalities = tuple(self.wiring.encoders.values())
+    return XDCModel(tuple(build[m]() for m in modalities), names, modalities, self.wiring.heads,
+                    self.settings.num_clusters, self.norm)
+
+  def _apply(self, variables: dict[str, Any], batch: base.Batch, **kwargs):
+    return self.model.apply(variables, {m: batch[m] for m in self.inputs}, **kwargs)
+
+  def init_variables(self, rng: jax.Array, batch: base.Batch) -> dict[str, Any]:
+    return self.model.init({'params': rng}, {m: batch[m] for m in self.inputs}, train=False)
+
+  def _evaluated(self) -> dict[str, tuple[str, ...]]:
+    """Every clustering a label update makes: the trained ones, then the monitored ones."""
+    monitored = self.wiring.monitored if self.settings.monitor_encoders else {}
+    return {**self.wiring.clusterings, **monitored}
+
+  def init_method_state(self, num_examples: int) -> dict[str, Any]:
+    """The pseudo-labels of every clustering (`labels`, `[N]`), their cluster weights (`weights`,
+    `[K]`), the label updates done (`iteration`), each clustering's quality per iteration (`quality`,
+    `[iterations, len(QUALITY)]`, NaN where not measured) and the held-out loss bookkeeping."""
+    s = self.settings
+    capacity = self._max_iterations(num_examples)
+    zero, zero_i = jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32)
+    return {
+        'iteration': zero_i,
+        'labels': {c: jnp.zeros((num_examples,), jnp.int32) for c in self.wiring.clusterings},
+        'weights': {c: jnp.ones((s.num_clusters,), jnp.float32) for c in self.wiring.clusterings},
+        'quality': {c: jnp.full((capacity, len(QUALITY)), jnp.nan, jnp.float32)
+                    for c in self._evaluated()},
+        'holdout': {'sum': zero, 'count': zero, 'best': jnp.asarray(jnp.inf, jnp.float32),
+                    'last': jnp.asarray(jnp.nan, jnp.float32), 'stale': zero_i, 'epochs': zero_i},
+    }
+
+  def _max_iterations(self, num_examples: int) -> int:
+    """How many label updates the run can make (the size of the quality history)."""
+    steps_per_epoch = max(num_examples // self.config.batch_size, 1)  # drop_last, as the sources.
+    total = config_lib.steps(self.config, 'total', steps_per_epoch) or 0
+    if self.settings.stop == 'epochs':
+      return max(len(self.label_update_steps(total, steps_per_epoch)), 1)
+    return max(-(-total // steps_per_epoch), 1)  # Step 0, then at most once per later epoch.
+
+  # Training.
+
+  def loss(self, params, state: TrainState, batch, rng):
+    """Σ over heads of the (cluster-weighted) cross-entropy against the head's clustering's labels,
+    averaged over the batch's clips that are not held out; the held-out clips' plain cross-entropy is
+    added to `holdout.sum` (and their count to `holdout.count`) without gradient."""
+    del rng  # Linear heads: no dropout.
+    (_, logits), updates = self._apply({'params': params, 'batch_stats': state.batch_stats}, batch,
+                                       train=True, mutable=['batch_stats'])
+    method_state = state.method_state
+    held = self.held_out(batch['index'])
+    trained = 1.0 - held
+    count = jnp.maximum(trained.sum(), 1.0)
+    losses, metrics, held_sum = {}, {}, jnp.zeros((), jnp.float32)
+    for encoder, clustering in self.wiring.heads:
+      name = head_name(encoder, clustering)
+      target = method_state['labels'][clustering][batch['index']]
+      ce = optax.softmax_cross_entropy_with_integer_labels(logits[name], target)
+      weight = trained * method_state['weights'][clustering][target]
+      losses[name] = jnp.sum(weight * ce) / count
+      held_sum += jnp.sum(held * lax.stop_gradient(ce))
+      metrics[f'loss_{name}'] = losses[name]
+      metrics[f'accuracy_{name}'] = jnp.sum(trained * (logits[name].argmax(-1) == target)) / count
+    holdout = {**method_state['holdout'], 'sum': method_state['holdout']['sum'] + held_sum,
+               'count': method_state['holdout']['count'] + held.sum()}
+    return sum(losses.values()), base.StepOutput(updates['batch_stats'], metrics,
+                                                  {**method_state, 'holdout': holdout})
+
+  def held_out(self, index: jax.Array) -> jax.Array:
+    """1.0 for the clips (by dataset index) kept out of the loss, else 0.0: a fixed draw per clip."""
+    fraction = self.settings.holdout_fraction
+    if not fraction:
+      return jnp.zeros(index.shape, jnp.float32)
+    key = jax.random.fold_in(jax.random.PRNGKey(self.config.seed), _HOLDOUT_STREAM)
+    draw = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(key, i)))(index)
+    return (draw < fraction).astype(jnp.float32)
+
+  # Deep-clustering iterations.
+
+  def label_update_steps(self, total_steps: int, steps_per_epoch: int) -> list[int]:
+    """Every `epochs_per_iteration` epochs from step 0 ('epochs'); only step 0 ('plateau', where
+    `epoch_end` starts the later iterations)."""
+    if self.settings.stop == 'plateau':
+      return [0] if total_steps > 0 else []
+    every = self.settings.epochs_per_iteration * steps_per_epoch
+    return sorted({round(i * every) for i in range(math.ceil(total_steps / every))} - {total_steps})
+
+  def epoch_end(self, state: TrainState, data, mesh: jax.sharding.Mesh) -> TrainState:
+    """The held-out loss of the epoch; with `stop='plateau'`, a new iteration when it has not improved
+    for `patience` epochs or the iteration has lasted `epochs_per_iteration` epochs."""
+    s = self.settings
+    if not s.holdout_fraction:
+      return state
+    h = {k: np.asarray(v) for k, v in jax.device_get(state.method_state['holdout']).items()}
+    best, stale, epochs, last = float(h['best']), int(h['stale']), int(h['epochs']) + 1, np.nan
+    if h['count'] > 0:
+      last = float(h['sum'] / h['count'])
+      improved = last < best
+      best, stale = (last, 0) if improved else (best, stale + 1)
+      logging.info('Iteration %d, epoch %d: held-out pseudo-label loss %.4f over %d clips (best %.4f, '
+                   '%d epochs without improvement)', int(state.method_state['iteration']), epochs,
+                   last, int(h['count']), best, stale)
+    else:
+      logging.warning('No held-out clip in this epoch: raise config.xdc.holdout_fraction')
+    state = self._with_holdout(state, best=best, stale=stale, epochs=epochs, last=last)
+    if s.stop == 'plateau' and (stale >= s.patience or epochs >= math.ceil(s.epochs_per_iteration)):
+      logging.info('Iteration %d ends after %d epochs (%s)', int(state.method_state['iteration']),
+                   epochs, 'plateau' if stale >= s.patience else 'epoch cap')
+      state = self.label_update(state, data, mesh)
+    return state
+
+  def _with_holdout(self, state: TrainState, *, best: float, stale: int, epochs: int,
+                    last: float) -> TrainState:
+    """The state with the held-out sums reset and the given bookkeeping."""
+    method_state = {**state.method_state, 'holdout': {
+        'sum': jnp.zeros((), jnp.float32), 'count': jnp.zeros((), jnp.float32),
+        'best': jnp.asarray(best, jnp.float32), 'last': jnp.asarray(last, jnp.float32),
+        'stale': jnp.asarray(stale, jnp.int32), 'epochs': jnp.asarray(epochs, jnp.int32)}}
+    return state.replace(method_state=sharding.placed_like(method_state, state.method_state))
+
+  def label_update(self, state: TrainState, data, mesh: jax.sharding.Mesh) -> TrainState:
+    """One deep-clustering iteration's start: features → k-means → pseudo-labels, fresh heads."""
+    s = self.settings
+    iteration = int(state.method_state['iteration'])
+    n = data.num_train
+    rows = self.dataset_features(state, data.dataset_batches(augment=False), mesh, n)
+    truth = sharding.host_copy(_table(rows['index'], rows['label'], n, -1, mesh))
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(self.config.seed),
+                                                _KMEANS_STREAM), iteration)
+    labels, weights = {}, {}
+    quality = dict(state.method_state['quality'])
+    for name, sources in self._evaluated().items():
+      x = rows['features'][sources[0]] if len(sources) == 1 else _concat(
+          tuple(rows['features'][e] for e in sources))
+      result = kmeans_lib.kmeans(x, s.num_clusters, iters=s.kmeans_iters, n_init=s.kmeans_restarts,
+                                 pca_dim=s.pca_dim or None, seed=_fold_in_name(key, name),
+                                 mesh=mesh, tol=s.kmeans_tol)
+      table = _table(rows['index'], result.labels, n, 0, mesh)
+      scores = cluster_quality(truth, sharding.host_copy(table))
+      logging.info('Iteration %d, k-means on %s (%s): %d Lloyd iterations, inertia %.2f; %s',
+                   iteration, name, '+'.join(sources), result.iterations, result.inertia,
+                   ', '.join(f'{q} {v:.3f}' for q, v in zip(QUALITY, scores)))
+      if iteration < quality[name].shape[0]:
+        quality[name] = quality[name].at[iteration].set(jnp.asarray(scores, jnp.float32))
+      else:
+        logging.warning('Iteration %d is beyond the %d the quality history holds; not recorded',
+                        iteration, quality[name].shape[0])
+      if name in self.wiring.clusterings:
+        labels[name] = table
+        weights[name] = (_balance_weights(table, s.num_clusters) if s.balanced
+                         else jnp.ones((s.num_clusters,), jnp.float32))
+    state = self.reset_heads(state, iteration)
+    method_state = {**state.method_state, 'labels': labels, 'weights': weights, 'quality': quality,
+                    'iteration': jnp.asarray(iteration + 1, jnp.int32)}
+    state = state.replace(method_state=sharding.placed_like(method_state, state.method_state))
+    return self._with_holdout(state, best=np.inf, stale=0, epochs=0,
+                              last=float(state.method_state['holdout']['last']))
+
+  def dataset_features(self, state: TrainState, batches: Iterator[dict[str, np.ndarray]],
+                       mesh: jax.sharding.Mesh, n: int) -> dict[str, Any]:
+    """Eval-mode, L2-normalised pooled features of every encoder over one pass of the `n` training
+    clips (views averaged): `{'features': {encoder: [n, D]}, 'index': [n], 'label': [n]}`, rows in
+    pass order and sharded over the mesh; the pass's padding is dropped without a gather."""
+    forward = self._feature_fn()
+    chunks = []
+    for batch in batches:
+      batch = sharding.to_global({k: batch[k] for k in (*self.inputs, 'index', 'label', 'mask')},
+                                 mesh)
+      chunks.append({'features': forward(state.params, state.batch_stats, batch),
+                     'index': batch['index'], 'label': batch['label'], 'mask': batch['mask']})
+    return compact_rows(chunks, n, mesh)
+
+  @functools.lru_cache(maxsize=None)
+  def _feature_fn(self):
+    @jax.jit
+    def forward(params, batch_stats, batch):
+      inputs, views = {}, {}
+      for m in self.inputs:
+        x = batch[m]
+        views[m] = x.shape[1] if x.ndim > _INPUT_RANK[m] else 1
+        inputs[m] = x.reshape((-1,) + x.shape[-(_INPUT_RANK[m] - 1):])
+      features, _ = self._apply({'params': params, 'batch_stats': batch_stats}, inputs, train=False,
+                                with_heads=False)
+      out = {}
+      for encoder, f in features.items():
+        v = views[self.wiring.encoders[encoder]]
+        out[encoder] = _l2_normalize(f.reshape(-1, v, f.shape[-1]).mean(axis=1))
+      return out
+    return forward
+
+  def reset_heads(self, state: TrainState, iteration: int) -> TrainState:
+    """Fresh head weights (a new draw per iteration) and the optimiser's initial state for them; the
+    encoders' weights and optimiser state are kept."""
+    key = jax.random.fold_in(jax.random.fold_in(state.rng, _HEADS_STREAM), iteration)
+    dims = {e: state.params['heads'][head_name(e, c)]['fc']['kernel'].shape[0]
+            for e, c in self.wiring.heads}
+    heads = Heads(self.wiring.heads, self.settings.num_clusters, self.norm)
+    fresh = heads.init(key, {e: jnp.zeros((1, d), jnp.float32) for e, d in dims.items()})['params']
+    params = {**state.params, 'heads': fresh}
+    initial = optim.optimizer(self.config.optimizer, optax.constant_schedule(0.0)).init(params)
+    initial = {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_leaves_with_path(initial)}
+
+    def reset(path, x):
+      if any(isinstance(k, jax.tree_util.DictKey) and k.key == 'heads' for k in path):
+        return initial[jax.tree_util.keystr(path)]
+      return x
+
+    opt_state = jax.tree_util.tree_map_with_path(reset, state.opt_state)
+    return state.replace(params=sharding.placed_like(params, state.params),
+                         opt_state=sharding.placed_like(opt_state, state.opt_state))
+
+  # Evaluation and label export.
+
+  def evaluate(self, state: TrainState, batches: Iterator[dict[str, np.ndarray]],
+               mesh: jax.sharding.Mesh) -> dict[str, float]:
+    """The k-means clusterings' quality against the ground truth: `iteration<r>/<clustering>/<metric>`
+    for every iteration so far, `<clustering>/<metric>` for the current pseudo-labels; with the last
+    epoch's `holdout_loss`. Empty when the data has no labels and nothing was held out."""
+    del batches, mesh  # The pseudo-labels are of the training clips, scored when they were made.
+    method_state = state.method_state
+    done = int(method_state['iteration'])
+    results = {}
+    for name, history in method_state['quality'].items():
+      history = sharding.host_copy(history)
+      for r in range(min(done, history.shape[0])):
+        if np.isnan(history[r]).any():
+          continue
+        for metric, value in zip(QUALITY, history[r]):
+          results[f'iteration{r}/{name}/{metric}'] = float(value)
+          if r == done - 1:
+            results[f'{name}/{metric}'] = float(value)
+    last = float(method_state['holdout']['last'])
+    if np.isfinite(last):
+      results['holdout_loss'] = last
+    if results:
+      results['iterations'] = float(done)
+    return results
+
+  def report(self, results: dict[str, float]) -> str | None:
+    """The quality of each iteration's clusterings as a Markdown table (values in %)."""
+    return quality_table(results, tuple(self._evaluated().keys() - self.wiring.clusterings.keys()))
+
+  def export_labels(self, state: TrainState, data, mesh: jax.sharding.Mesh, workdir: str) -> str:
+    """Writes `labels.csv` (video id, source, ground truth, the pseudo-label of every clustering) and,
+    when the records have labels, `clusters.md` / `clusters.csv`: every clustering's clusters ranked by
+    purity against the ground truth (§5, Table 6). Atomic writes. Returns the labels' path."""
+    del mesh
+    if int(state.method_state['iteration']) == 0:
+      raise ValueError('this checkpoint has no k-means labels yet (no label update ran): train first')
+    if not hasattr(data, 'video_table'):
+      raise ValueError(f'--mode=label writes video ids from records; config.data.name='
+                       f'{self.config.data.name!r} has none')
+    videos = data.video_table(self.config.data.get('train_split', 'train'))
+    labels = {name: sharding.host_copy(table) for name, table in state.method_state['labels'].items()}
+    truth = np.array([int(v['label_index'] or -1) for v in videos], np.int64)
+    class_names = {int(t): v['label_name'] for t, v in zip(truth, videos) if t >= 0}
+    path = os.path.join(workdir, self.config.label.file)
+    if jax.process_index() != 0:
+      return path
+    with files.atomic_open(path, newline='') as f:
+      writer = csv.writer(f)
+      writer.writerow(['video_id', 'source', 'label'] + [f'{name}/cluster' for name in labels])
+      for i, video in enumerate(videos):
+        writer.writerow([video['video_id'], video['source'], video['label_name']]
+                        + [int(table[i]) for table in labels.values()])
+    logging.info('Wrote the pseudo-labels of %d videos to %s', len(videos), path)
+    if (truth >= 0).any():
+      ranked = {name: rank_clusters(truth, table, class_names) for name, table in labels.items()}
+      write_cluster_ranking(ranked, workdir)
+    return path
+
+
+def rank_clusters(truth: np.ndarray, clusters: np.ndarray, class_names: dict[int, str],
+                  top: int = 3) -> list[dict[str, Any]]:
+  """Clusters ranked by purity w.r.t. the ground truth (XDC §5): per cluster with labelled clips, its
+  size, labelled count, purity (share of its majority class) and `top` most frequent classes."""
+  known = truth >= 0
+  rows = []
+  for cluster in np.unique(clusters):
+    members = clusters == cluster
+    classes, counts = np.unique(truth[members & known], return_counts=True)
+    if not len(classes):
+      continue
+    order = np.argsort(-counts, kind='stable')
+    labelled = int(counts.sum())
+    rows.append({'cluster': int(cluster), 'size': int(members.sum()), 'labelled': labelled,
+                 'purity': float(counts[order[0]] / labelled),
+                 'classes': [(class_names.get(int(classes[i]), str(classes[i])),
+                              float(counts[i] / labelled)) for i in order[:top]]})
+  rows.sort(key=lambda r: (-r['purity'], -r['size'], r['cluster']))
+  return rows
+
+
+def write_cluster_ranking(ranked: dict[str, list[dict[str, Any]]], workdir: str) -> None:
+  """`clusters.md` (a table per clustering) and `clusters.csv` (one row per cluster) in `workdir`."""
+  lines = []
+  for name, rows in ranked.items():
+    lines += [f'## {name}: clusters ranked by purity', '',
+              '| Rank | Cluster | Size | Purity | Classes |', '|---:|---:|---:|---:|:---|']
+    for rank, r in enumerate(rows, start=1):
+      classes = ', '.join(f'{c} ({100 * p:.0f}%)' for c, p in r['classes'])
+      lines.append(f"| {rank} | {r['cluster']} | {r['size']} | {100 * r['purity']:.1f} | {classes} |")
+    lines.append('')
+  with files.atomic_open(os.path.join(workdir, 'clusters.md')) as f:
+    f.write('\n'.join(lines))
+  with files.atomic_open(os.path.join(workdir, 'clusters.csv'), newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(['clustering', 'rank', 'cluster', 'size', 'labelled', 'purity', 'majority_class'])
+    for name, rows in ranked.items():
+      for rank, r in enumerate(rows, start=1):
+        writer.writerow([name, rank, r['cluster'], r['size'], r['labelled'], f"{r['purity']:.4f}",
+                         r['classes'][0][0]])
+
+
+def cluster_quality(truth: np.ndarray, clusters: np.ndarray) -> np.ndarray:
+  """NMI, accuracy (Hungarian) and purity of `clusters` against `truth` (-1: unknown; NaN if all)."""
+  if not (truth >= 0).any():
+    return np.full(len(QUALITY), np.nan)
+  return np.array([metrics_lib.nmi(truth, clusters), metrics_lib.accuracy(truth, clusters),
+                   metrics_lib.purity(truth, clusters)])
+
+
+def quality_table(results: dict[str, float], eval_only: tuple[str, ...] = ()) -> str | None:
+  """One run's `evaluate` results as a Markdown table: a row per iteration, per clustering its NMI,
+  accuracy and purity in %. Clusterings in `eval_only` are marked so."""
+  names, iterations = {}, set()
+  for key in results:
+    match = re.fullmatch(r'iteration(\d+)/(.+)/(\w+)', key)
+    if match:
+      iterations.add(int(match[1]))
+      names.setdefault(match[2], None)
+  if not names:
+    return None
+  names = sorted(names, key=lambda c: (_ORDER.get(c, len(_ORDER)), c))
+  headers = [f"{name}{' (eval only)' if name in eval_only else ''} {_TITLES[q]}"
+             for name in names for q in QUALITY]
+  lines = ['| Iteration | ' + ' | '.join(headers) + ' |', '|---:|' + '---:|' * len(headers)]
+  for r in sorted(iterations):
+    cells = [_percent(results.get(f'iteration{r}/{name}/{q}')) for name in names for q in QUALITY]
+    lines.append(f'| {r} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def _percent(value: float | None) -> str:
+  return '' if value is None else f'{100 * value:.1f}'
+
+
+def compact_rows(chunks: list[dict[str, Any]], n: int, mesh: jax.sharding.Mesh) -> dict[str, Any]:
+  """The `n` real rows of a padded dataset pass, as row-sharded arrays, without gathering them.
+
+  `chunks` are the pass's batches, each a pytree of `[B, ...]` arrays sharded over the `data` axis with
+  a `'mask'` entry `[B]` (0 for padding). k-means counts every row it is given, so the padding (copies
+  of a real clip) must go: each device moves its real rows to the front of its block, and each output
+  block then takes its rows from the blocks of the next few devices (ring shifts, `ppermute`); only
+  the rows that change device move, and only the first `n` rows are kept. Returns the pytree without
+  `'mask'`, every leaf `[n, ...]`, real rows in device-then-pass order.
+  """
+  devices = mesh.shape[sharding.DATA_AXIS]
+  total = len(chunks) * chunks[0]['mask'].shape[0]
+  block = total // devices
+  hops = min(devices, -(-(total - n) // block) + 1)
+  out = _compact_fn(mesh, hops)(chunks)
+  return jax.tree.map(lambda x: x[:n], out)
+
+
+@functools.lru_cache(maxsize=None)
+def _compact_fn(mesh: jax.sharding.Mesh, hops: int):
+  axis = sharding.DATA_AXIS
+  devices = mesh.shape[axis]
+
+  def local(stacked):
+    mask = stacked.pop('mask').reshape(-1) > 0
+    rows = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), stacked)
+    block = mask.shape[0]
+    order = jnp.argsort(~mask, stable=True)  # Real rows first, in pass order.
+    rows = jax.tree.map(lambda x: x[order], rows)
+    counts = lax.all_gather(jnp.sum(mask, dtype=jnp.int32), axis)
+    starts = jnp.cumsum(counts) - counts
+    me = lax.axis_index(axis)
+    position = me * block + jnp.arange(block)  # The output rows this device holds.
+    out = jax.tree.map(jnp.zeros_like, rows)
+    for hop in range(hops):  # Output rows come from this device's block and the next ones'.
+      received = rows if not hop else jax.tree.map(
+          lambda x: lax.ppermute(x, axis, [((j + hop) % devices, j) for j in range(devices)]), rows)
+      source = jnp.minimum(me + hop, devices - 1)
+      offset = position - starts[source]
+      take = (me + hop < devices) & (offset >= 0) & (offset < counts[source])
+      offset = jnp.clip(offset, 0, block - 1)
+      out = jax.tree.map(
+          lambda o, x: jnp.where(take.reshape((-1,) + (1,) * (x.ndim - 1)), x[offset], o),
+          out, received)
+    return out
+
+  mapped = jax.shard_map(local, mesh=mesh, in_specs=P(None, axis), out_specs=P(axis))
+  return jax.jit(lambda chunks: mapped(jax.tree.map(lambda *xs: jnp.stack(xs), *chunks)))
+
+
+@jax.jit
+def _concat(features: tuple[jax.Array, ...]) -> jax.Array:
+  """CDC's input: the separately L2-normalised features side by side (rows stay where they are)."""
+  return jnp.concatenate(features, axis=1)
+
+
+def _table(index: jax.Array, values: jax.Array, size: int, fill: int,
+           mesh: jax.sharding.Mesh) -> jax.Array:
+  """`[size]` int32 with `values[i]` at `index[i]` (`fill` elsewhere), replicated on `mesh`."""
+  return _table_fn(mesh, size, fill)(index, values)
+
+
+@functools.lru_cache(maxsize=None)
+def _table_fn(mesh: jax.sharding.Mesh, size: int, fill: int):
+  return jax.jit(lambda index, values: jnp.full((size,), fill, jnp.int32).at[index].set(
+      values.astype(jnp.int32)), out_shardings=sharding.replicated(mesh))
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _balance_weights(labels: jax.Array, k: int) -> jax.Array:
+  """N / (K' · n_c) for each of the K' non-empty clusters (0 for empty ones): weighting every clip
+  by its cluster's value gives the loss of uniform sampling over pseudo-classes."""
+  counts = jnp.bincount(labels, length=k)
+  used = jnp.sum(counts > 0)
+  return jnp.where(counts > 0, labels.shape[0] / (used * jnp.maximum(counts, 1)), 0.0).astype(
+      jnp.float32)
+
+
+def _fold_in_name(key: jax.Array, name: str) -> jax.Array:
+  """A key per clustering name, so that one clustering draws the same in every variant."""
+  return jax.random.fold_in(key, zlib.crc32(name.encode()) & 0x7FFFFFFF)
+
+
+def _l2_normalize(x: jax.Array) -> jax.Array:
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+
+
+def comparison_table(runs: dict[str, dict[str, float]], metric: str = 'nmi') -> str:
+  """Several runs' `evaluate` results laid out like Table 1: a column per run (variant), a row per
+  iteration and clustering, `metric` in %; '–' where a run has no such clustering."""
+  rows = sorted({(int(m[1]), m[2]) for results in runs.values() for key in results
+                 if (m := re.fullmatch(r'iteration(\d+)/(.+)/' + metric, key))},
+                key=lambda r: (r[0], _ORDER.get(r[1], len(_ORDER)), r[1]))
+  lines = [f'| Iteration: clustering ({_TITLES[metric]}) | ' + ' | '.join(runs) + ' |',
+           '|:---|' + '---:|' * len(runs)]
+  for r, name in rows:
+    cells = [_percent(results.get(f'iteration{r}/{name}/{metric}')) or '–' for results in runs.values()]
+    lines.append(f'| {r}: {name} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def main(argv: list[str]) -> None:
+  """`python -m avssl.methods.xdc [metric=nmi] SDC=runs/demo/sdc XDC=runs/demo/xdc ...`: the runs'
+  per-iteration clustering quality (from their `eval.json`) side by side, as `comparison_table`."""
+  metric = 'nmi'
+  runs = {}
+  for arg in argv:
+    name, _, value = arg.partition('=')
+    if not value:
+      raise SystemExit('usage: python -m avssl.methods.xdc [metric=nmi|accuracy|purity] '
+                       'NAME=WORKDIR [NAME=WORKDIR ...]')
+    if name == 'metric':
+      metric = value
+      continue
+    with open(os.path.join(value, 'eval.json')) as f:
+      runs[name] = json.load(f)
+  if metric not in QUALITY or not runs:
+    raise SystemExit(f'metric must be one of {QUALITY}, and at least one NAME=WORKDIR is needed')
+  print(comparison_table(runs, metric))
+
+
+if __name__ == '__main__':
+  main(sys.argv[1:])

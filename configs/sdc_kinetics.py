@@ -1,0 +1,20 @@
+"""SDC, Table 1's single-modality baseline: DeepCluster on each encoder alone (each encoder predicts
+the k-means clusters of its own features), pretrained on Kinetics-400.
+
+XDC's encoders, inputs and k (§4.2 Study 1: "all models in this ablation study use the same visual
+and audio encoders and only differ in the way they use self-supervision").
+
+    python -m avssl.main --config=configs/sdc_kinetics.py --workdir=runs/sdc_kinetics
+
+Records as for `configs/xdc_kinetics.py`. `:tiny` is the same run at CPU-test size.
+"""
+
+import ml_collections
+
+from avssl import config_lib, presets
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = config_lib.parse_arg(arg, tiny=False)
+  config = presets.xdc(records='~/records/kinetics400', variant='sdc', num_clusters=256)
+  return presets.shrink_xdc(config) if arg.tiny else config
