@@ -70,6 +70,18 @@ def by_steps(config: ml_collections.ConfigDict, *, total: int, checkpoint_every:
     config.schedule.warmup_epochs, config.schedule.warmup_steps = None, warmup
 
 
+def demo_inputs(config: ml_collections.ConfigDict, *, max_resize: int = 64) -> None:
+  """The avsynth demo's encoders and inputs, shared by every method's demo config: small encoders
+  (widths 16-32-64), 8 frames cropped to 48² from a short side of 56 to `max_resize`, and 0.8 s of
+  audio as a 40 mel × 40 frame log-mel; sized to train in minutes on a laptop CPU."""
+  config.model.video = encoders.encoder_config('small', widths=(16, 32, 64))
+  config.model.audio = encoders.encoder_config('small', widths=(16, 32, 64))
+  config.data.update(dict(num_frames=8, min_resize=56, max_resize=max_resize, crop_size=48,
+                          eval_resize=56, audio_seconds=0.8, shuffle_buffer=512))
+  config.data.audio = audio.default_config('logmel')
+  config.data.audio.num_frames = 40
+
+
 def selavi(*, records: str, num_clusters: int, total_epochs: float = 200.0,
            batch_size: int = 1024) -> ml_collections.ConfigDict:
   """SeLaVi as trained on VGG-Sound (paper §4, reference `selavi.md` §4): R(2+1)D-18 and ResNet-9,

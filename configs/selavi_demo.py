@@ -12,8 +12,6 @@ encoders and clips sized for a laptop CPU. `bash scripts/demo.sh` makes the data
 import ml_collections
 
 from avssl import config_lib, presets
-from avssl.data import audio
-from avssl.models import encoders
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -21,12 +19,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = presets.selavi(records=arg.records, num_clusters=10, total_epochs=10.0, batch_size=64)
   config.log_every_steps = 20
   config.checkpoint_every_epochs = 5.0
-  config.model.video = encoders.encoder_config('small', widths=(16, 32, 64))
-  config.model.audio = encoders.encoder_config('small', widths=(16, 32, 64))
-  config.data.update(dict(num_frames=8, min_resize=56, max_resize=64, crop_size=48,
-                          eval_resize=56, audio_seconds=0.8, shuffle_buffer=512))
-  config.data.audio = audio.default_config('logmel')
-  config.data.audio.num_frames = 40
+  presets.demo_inputs(config)
   config.selavi.update(dict(num_heads=4, num_groups=2, num_label_updates=20,
                             bn_warmup_batches=5, head_hidden=128))
   config.schedule.update(dict(base_lr=0.1, multiplier=1.0, warmup_epochs=1.0))

@@ -17,7 +17,6 @@ last command puts the four runs side by side. `variant` is any of `avssl.methods
 import ml_collections
 
 from avssl import config_lib, presets
-from avssl.models import encoders
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -27,11 +26,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                        total_epochs=8.0, batch_size=64)
   config.log_every_steps = 20
   config.checkpoint_every_epochs = 2.0
-  config.model.video = encoders.encoder_config('small', widths=(16, 32, 64))
-  config.model.audio = encoders.encoder_config('small', widths=(16, 32, 64))
-  config.data.update(dict(num_frames=8, min_resize=56, max_resize=56, crop_size=48,
-                          eval_resize=56, audio_seconds=0.8, shuffle_buffer=512))
-  config.data.audio.num_frames = 40  # 40 mel × 40 frames for 0.8 s.
+  presets.demo_inputs(config, max_resize=56)  # No scale jitter: §4.1 names only a random crop.
   # Iterations of a fixed length, so that the variants' iterations line up in one table.
   config.xdc.update(dict(stop='epochs', epochs_per_iteration=2.0, holdout_fraction=0.0))
   config.schedule.base_lr = 0.1

@@ -41,15 +41,25 @@ def test_extract_equals_the_encoder_applied_view_by_view():
   module = features.encoder_module(_small_config(), 'video')
   variables = features.encoder_variables('random', module, 'video', lambda: x[0, 0], seed=3)
   mesh = sharding.make_mesh()
-  got = features.extract(module, variables, _batches(x, labels), mesh, 'video')
+  encoder = features.Encoder(module, variables, 'video')
+  got = features.extract({'v': encoder}, _batches(x, labels), mesh)['v']
   assert got.views.shape == (11, 3, 8)
   np.testing.assert_array_equal(got.index, np.arange(11))
   np.testing.assert_array_equal(got.labels, labels)
   for v in range(3):
     want = module.apply(variables, jnp.asarray(x[:, v]), False)
     np.testing.assert_allclose(got.views[:, v], want, rtol=1e-5, atol=1e-6)
-  single = features.extract(module, variables, _batches(x[:, 0], labels), mesh, 'video')
+  other = features.Encoder(module, features.encoder_variables('random', module, 'video',
+                                                              lambda: x[0, 0], seed=4), 'video')
+  both = features.extract({'one': encoder, 'other': other}, _batches(x[:, 0], labels), mesh)
+  single = both['one']
+  np.testing.assert_allclose(both['other'].views[:, 0], module.apply(other.variables, x[:, 0], False),
+                             rtol=1e-5, atol=1e-6)  # Two encoders, one pass, each its own result.
+  degraded = features.extract({'v': encoder}, _batches(x[:, 0], labels), mesh,
+                              transform=lambda v: v * 0.0)['v']
   np.testing.assert_allclose(single.views[:, 0], got.views[:, 0], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(degraded.views[:, 0],  # The transform reaches the video input.
+                             module.apply(variables, jnp.zeros_like(x[:, 0]), False), atol=1e-6)
 
 
 def test_encoder_choices_fail_clearly():

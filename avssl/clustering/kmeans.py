@@ -138,19 +138,20 @@ def _covariance(x: jax.Array, mean: jax.Array, n: jax.Array) -> jax.Array:
   return jnp.dot(centered.T, centered, precision=_HIGHEST) / n
 
 
-def _l2_normalize(x: jax.Array) -> jax.Array:
+def l2_normalize(x: jax.Array) -> jax.Array:
+  """Unit rows along the last axis; an all-zero (padding) row stays zero."""
   return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 @jax.jit
 def _project(x: jax.Array, mean: jax.Array, projection: jax.Array, n: jax.Array) -> jax.Array:
   y = jnp.dot(x - mean, projection, precision=_HIGHEST)
-  return jnp.where(_valid(x, n), _l2_normalize(y), 0.0)
+  return jnp.where(_valid(x, n), l2_normalize(y), 0.0)
 
 
 @jax.jit
 def _normalize_rows(x: jax.Array) -> jax.Array:
-  return _l2_normalize(x)  # Zero (padded) rows stay zero.
+  return l2_normalize(x)  # Zero (padded) rows stay zero.
 
 
 def _pca_whiten_padded(x: jax.Array, n: int, dim: int) -> jax.Array:
@@ -306,7 +307,7 @@ def _lloyd(x: jax.Array, centroids: jax.Array, n: jax.Array, iters: jax.Array, t
 
     def update(c, s):
       new = lax.cond(jnp.any(s.counts == 0), reseed, lambda c, s: means(c, s.sums, s.counts), c, s)
-      return _l2_normalize(new) if cosine else new
+      return l2_normalize(new) if cosine else new
 
     def keep_going(state):
       _, s, it, shift = state
@@ -393,7 +394,7 @@ def kmeans(x: np.ndarray | jax.Array, k: int, *, iters: int = 20, n_init: int = 
     if offset is not None:
       start = start - offset
     elif metric == 'cosine':
-      start = _l2_normalize(start)
+      start = l2_normalize(start)
   key = jax.random.PRNGKey(seed) if isinstance(seed, int) else seed
   sample_size = init_sample_size or max(10_000, 40 * k)
   best = None

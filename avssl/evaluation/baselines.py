@@ -22,16 +22,12 @@ from avssl.clustering import kmeans as kmeans_lib
 from avssl.evaluation import metrics
 
 
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-  return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 def video_features(views: Sequence[np.ndarray], normalize: bool = True) -> np.ndarray:
   """`[N, D]` per-video features from one or more modalities' `[N, V, D]` view features: views
   averaged, each modality normalised (when `normalize`), modalities concatenated."""
   parts = [v.mean(axis=1) for v in views]
   if normalize:
-    parts = [l2_normalize(p) for p in parts]
+    parts = [np.asarray(kmeans_lib.l2_normalize(p)) for p in parts]
   return np.concatenate(parts, axis=-1)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -112,30 +112,46 @@ def encoder_variables(source: str, module: nn.Module, modality: str,
   return variables
 
 
-def extract(module: nn.Module, variables: dict[str, Any], batches: Iterator[datasets.Batch],
-            mesh: jax.sharding.Mesh, modality: str,
-            transform: Callable[[jax.Array], jax.Array] | None = None) -> Features:
-  """The encoder's pooled features of every view of every (unmasked) video in `batches`.
+class Encoder(NamedTuple):
+  """One encoder to run: its module, its variables and the modality (batch key) it reads."""
+  module: nn.Module
+  variables: dict[str, Any]
+  modality: str
 
-  Batches hold `[B, V, ...]` (several views) or `[B, ...]` (one) inputs under the modality's key;
-  `transform` is applied to the global input batch first (e.g. the robustness test's degradation).
+
+def extract(encoders: Mapping[str, Encoder], batches: Iterator[datasets.Batch],
+            mesh: jax.sharding.Mesh,
+            transform: Callable[[jax.Array], jax.Array] | None = None) -> dict[str, Features]:
+  """Each encoder's pooled features of every view of every (unmasked) video, from ONE pass over
+  `batches`: decoding dominates evaluation, so all encoders and modalities share it.
+
+  Batches hold `[B, V, ...]` (several views) or `[B, ...]` (one) inputs under each modality's key;
+  `transform` is applied to the global `video` input first (the robustness test's degradation).
   """
-  forward = _forward_fn(module, RANK[modality], transform)
-  views, labels, index = [], [], []
+  forwards = {name: _forward_fn(e.module, RANK[e.modality],
+                                transform if e.modality == 'video' else None)
+              for name, e in encoders.items()}
+  keys = {e.modality for e in encoders.values()} | {'mask', 'label', 'index'}
+  views: dict[str, list[np.ndarray]] = {name: [] for name in encoders}
+  labels, index = [], []
   for batch in batches:
-    inputs = sharding.to_global({k: batch[k] for k in (modality, 'mask', 'label', 'index')}, mesh)
-    out = forward(variables, inputs[modality])
-    out = multihost_utils.process_allgather({'f': out, **{k: inputs[k] for k in
-                                                            ('mask', 'label', 'index')}}, tiled=True)
+    inputs = sharding.to_global({k: batch[k] for k in keys}, mesh)
+    out = {'features': {name: forwards[name](e.variables, inputs[e.modality])
+                        for name, e in encoders.items()},
+           **{k: inputs[k] for k in ('mask', 'label', 'index')}}
+    out = multihost_utils.process_allgather(out, tiled=True)
     keep = np.asarray(out['mask']) > 0
-    views.append(np.asarray(out['f'], np.float32)[keep])
+    for name in encoders:
+      views[name].append(np.asarray(out['features'][name], np.float32)[keep])
     labels.append(np.asarray(out['label'])[keep])
     index.append(np.asarray(out['index'])[keep])
-  if not views:
+  if not labels:
     raise ValueError('no batches to extract features from')
   index = np.concatenate(index)
   order = np.argsort(index, kind='stable')
-  return Features(np.concatenate(views)[order], np.concatenate(labels)[order], index[order])
+  labels = np.concatenate(labels)[order]
+  return {name: Features(np.concatenate(v)[order], labels, index[order])
+          for name, v in views.items()}
 
 
 @functools.lru_cache(maxsize=None)

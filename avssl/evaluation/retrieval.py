@@ -47,18 +47,11 @@ from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
 
 from avssl import sharding
-from avssl.clustering.kmeans import pad_rows, row_blocks
+from avssl.clustering.kmeans import l2_normalize, pad_rows, row_blocks
 from avssl.sharding import DATA_AXIS
 
 RECALL_KS = (1, 5, 10, 20, 50)
 _HIGHEST = lax.Precision.HIGHEST
-_EPS = 1e-12
-
-
-def _l2_normalize(x: jax.Array) -> jax.Array:
-  """Unit rows along the last axis; an all-zero row stays zero."""
-  norm = jnp.linalg.norm(x, axis=-1, keepdims=True)
-  return x / jnp.maximum(norm, _EPS)
 
 
 def _check_views(views: Any, name: str) -> jax.Array:
@@ -75,7 +68,7 @@ def view_average(views: Any, *, normalize_views: bool = True) -> jax.Array:
   This is the vector `video_embeddings` centres and normalises; `gallery_mean` averages it.
   """
   views = _check_views(views, 'views')
-  return jnp.mean(_l2_normalize(views) if normalize_views else views, axis=1)
+  return jnp.mean(l2_normalize(views) if normalize_views else views, axis=1)
 
 
 def gallery_mean(views: Any, *, normalize_views: bool = True) -> jax.Array:
@@ -108,7 +101,7 @@ def video_embeddings(views: Any, *, center_mean: Any | None = None,
     if center_mean.shape != average.shape[1:]:
       raise ValueError(f'center_mean must have shape {average.shape[1:]}, got {center_mean.shape}')
     average = average - center_mean
-  return _l2_normalize(average)
+  return l2_normalize(average)
 
 
 @functools.partial(jax.jit, static_argnames=('k', 'mesh'))
@@ -339,8 +332,8 @@ def cross_modal_map(video: Any, audio: Any, labels: Any, *, include_own_pair: bo
   blocks, block = row_blocks(size, devices, block_size)
   replicated = sharding.replicated(mesh)
   labels = jax.device_put(labels, replicated)
-  video = _l2_normalize(jnp.asarray(video, jnp.float32))
-  audio = _l2_normalize(jnp.asarray(audio, jnp.float32))
+  video = l2_normalize(jnp.asarray(video, jnp.float32))
+  audio = l2_normalize(jnp.asarray(audio, jnp.float32))
 
   def mean_ap(queries, items):
     padded = pad_rows(queries, devices * blocks * block, mesh)

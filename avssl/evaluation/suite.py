@@ -17,6 +17,7 @@ with the config, checkpoint step and protocol switches) in the workdir, and all 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from typing import Any, Callable
@@ -97,19 +98,24 @@ def _num_classes(ctx: Context, labels: np.ndarray) -> int:
   return count or int(labels.max()) + 1
 
 
-def _example(modality: str, batches: Callable) -> np.ndarray:
-  """One input of `modality` (shapes only) from the first batch of a pass."""
-  x = next(iter(batches()))[modality]
-  return x[0, 0] if x.ndim == features.RANK[modality] + 2 else x[0]
+def _features(ctx: Context, encoders: dict[str, tuple[str, str]], batches: Callable,
+              pool: str | None = None, transform=None) -> dict[str, features.Features]:
+  """Features of `{name: (encoder source, modality)}` from one pass of `batches()`; `pool` applies to
+  the video encoders. Random and imported encoders are initialised on the pass's first batch."""
+  first = functools.cache(lambda: next(iter(batches())))
 
+  def example(modality: str) -> np.ndarray:
+    x = first()[modality]
+    return x[0, 0] if x.ndim == features.RANK[modality] + 2 else x[0]
 
-def _run_features(ctx: Context, encoder: str, modality: str, batches: Callable,
-                  pool: str | None = None, transform=None) -> features.Features:
-  module = features.encoder_module(ctx.config, modality, pool)
-  variables = features.encoder_variables(encoder, module, modality,
-                                         lambda: _example(modality, batches), state=ctx.state,
-                                         seed=ctx.config.seed + 1)
-  return features.extract(module, variables, batches(), ctx.mesh, modality, transform)
+  built = {}
+  for name, (source, modality) in encoders.items():
+    module = features.encoder_module(ctx.config, modality, None if modality == 'audio' else pool)
+    variables = features.encoder_variables(source, module, modality,
+                                           functools.partial(example, modality), state=ctx.state,
+                                           seed=ctx.config.seed + 1)
+    built[name] = features.Encoder(module, variables, modality)
+  return features.extract(built, batches(), ctx.mesh, transform)
 
 
 def kmeans_evaluation(ctx: Context) -> Result:
@@ -118,10 +124,11 @@ def kmeans_evaluation(ctx: Context) -> Result:
   singles = sorted({m for name in settings.modalities for m in name.split(' + ')},
                    key=('video', 'audio', 'flow').index)
   rows, values = {}, {}
+  feats = _features(ctx, {f'{e}/{m}': (e, m) for e in settings.encoders for m in singles},
+                    ctx.data.eval_batches)
   for encoder in settings.encoders:
-    feats = {m: _run_features(ctx, encoder, m, ctx.data.eval_batches) for m in singles}
     for name in settings.modalities:
-      parts = [feats[m] for m in name.split(' + ')]
+      parts = [feats[f'{encoder}/{m}'] for m in name.split(' + ')]
       labels = parts[0].labels
       k = settings.k or _num_classes(ctx, labels)
       x = baselines.video_features([p.views for p in parts], settings.normalize)
@@ -155,8 +162,8 @@ def robustness_evaluation(ctx: Context) -> Result:
   settings = ctx.config.evaluation.robustness
 
   def baseline(factor: int) -> float:
-    feats = _run_features(ctx, 'trained', 'video', ctx.data.eval_batches,
-                          transform=robustness.degrade_fn(factor))
+    feats = _features(ctx, {'video': ('trained', 'video')}, ctx.data.eval_batches,
+                      transform=robustness.degrade_fn(factor))['video']
     k = _num_classes(ctx, feats.labels)
     return baselines.kmeans_quality(baselines.video_features([feats.views]), feats.labels, k,
                                     runs=settings.baseline_runs, mesh=ctx.host_mesh)['nmi']['mean']
@@ -187,18 +194,16 @@ def retrieval_evaluation(ctx: Context) -> Result:
   s = ctx.config.evaluation.retrieval
   modalities = tuple(s.modalities) + (('video', 'audio') if s.cross_modal else ())
   source = _records(ctx, s.dir, s.train_split, s.test_split, s.clips, s.crops, modalities)
-  rows, values, test = {}, {}, {}
-  for modality in dict.fromkeys(modalities):
-    pool = s.pool if modality != 'audio' else None
-    ctx_data = dataclasses.replace(ctx, data=source)
-    gallery = _run_features(ctx_data, s.encoder, modality,
-                            lambda: source.dataset_batches(augment=False), pool)
-    test[modality] = _run_features(ctx_data, s.encoder, modality, source.eval_batches, pool)
-    if modality in s.modalities:
-      result = retrieval.retrieval(gallery.views, gallery.labels, test[modality].views,
-                                   test[modality].labels, ks=s.ks, center=s.center,
-                                   mesh=ctx.host_mesh)
-      rows[f'{s.encoder} encoder: {modality}'] = values[modality] = result
+  gallery = _features(ctx, {m: (s.encoder, m) for m in s.modalities},
+                      lambda: source.dataset_batches(augment=False), s.pool)
+  test = _features(ctx, {m: (s.encoder, m) for m in dict.fromkeys(modalities)},
+                   source.eval_batches, s.pool)
+  rows, values = {}, {}
+  for modality in s.modalities:
+    result = retrieval.retrieval(gallery[modality].views, gallery[modality].labels,
+                                 test[modality].views, test[modality].labels, ks=s.ks,
+                                 center=s.center, mesh=ctx.host_mesh)
+    rows[f'{s.encoder} encoder: {modality}'] = values[modality] = result
   text_meta = ctx.meta(data=s.dir or ctx.config.data.dir,
                        queries=f'{s.test_split} split', gallery=f'{s.train_split} split',
                        views=f'{s.clips} clips × {s.crops} crops, L2-normalised, averaged per video',
@@ -220,11 +225,10 @@ def probe_evaluation(ctx: Context) -> Result:
   folds = []
   for directory in s.dirs or (ctx.config.data.dir,):
     source = _records(ctx, directory, s.train_split, s.test_split, s.clips, s.crops, (s.modality,))
-    ctx_data = dataclasses.replace(ctx, data=source)
-    pool = s.pool if s.modality != 'audio' else None
-    train = _run_features(ctx_data, s.encoder, s.modality,
-                          lambda: source.dataset_batches(augment=False), pool)
-    test = _run_features(ctx_data, s.encoder, s.modality, source.eval_batches, pool)
+    wanted = {s.modality: (s.encoder, s.modality)}
+    train = _features(ctx, wanted, lambda: source.dataset_batches(augment=False),
+                      s.pool)[s.modality]
+    test = _features(ctx, wanted, source.eval_batches, s.pool)[s.modality]
     groups = None
     if s.group_pattern:
       table = source.video_table(s.train_split)

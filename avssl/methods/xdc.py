@@ -388,7 +388,7 @@ class XDC(base.Method):
       out = {}
       for encoder, f in features.items():
         v = views[self.wiring.encoders[encoder]]
-        out[encoder] = _l2_normalize(f.reshape(-1, v, f.shape[-1]).mean(axis=1))
+        out[encoder] = kmeans_lib.l2_normalize(f.reshape(-1, v, f.shape[-1]).mean(axis=1))
       return out
     return forward
 
@@ -630,10 +630,6 @@ def _balance_weights(labels: jax.Array, k: int) -> jax.Array:
 def _fold_in_name(key: jax.Array, name: str) -> jax.Array:
   """A key per clustering name, so that one clustering draws the same in every variant."""
   return jax.random.fold_in(key, zlib.crc32(name.encode()) & 0x7FFFFFFF)
-
-
-def _l2_normalize(x: jax.Array) -> jax.Array:
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 
