@@ -21,7 +21,7 @@ from clu import metric_writers, periodic_actions
 
 from avssl import checkpointing, config_lib, methods, optim, sharding, train_state
 from avssl.data import datasets
-from avssl.evaluation import suite
+from avssl.evaluation import browser, plots, suite
 from avssl.methods.base import Method
 from avssl.train_state import TrainState
 
@@ -57,6 +57,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
                         seed=config.seed)
   method = methods.build(config)
   steps_per_epoch = data.steps_per_epoch
+  method.mesh, method.steps_per_epoch = mesh, steps_per_epoch
   total_steps = config_lib.steps(config, 'total', steps_per_epoch)
   if total_steps is None:
     raise ValueError('config sets neither total_steps nor total_epochs; set one of them')
@@ -169,6 +170,9 @@ def _loop(run: Run, start: int, writer: metric_writers.MetricWriter,
       state = run.method.epoch_end(state, run.data, run.mesh)
     if step in label_steps:
       state = run.method.label_update(state, run.data, run.mesh)
+      summary = run.method.label_update_summary(state, run.data)
+      if summary:
+        writer.write_scalars(step, summary)
     state, metrics = train_step(state, sharding.to_global(next(batches), run.mesh))
     if pending is not None:
       history.append(_check_finite(*pending, run.checkpointer))
@@ -239,11 +243,27 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
 
 
 def label(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """`--mode=label`: the method writes its cluster labels for the dataset."""
+  """`--mode=label`: `write_labels` of the latest checkpoint in `workdir`."""
   run = setup(config, workdir)
+  try:
+    write_labels(run)
+  finally:
+    run.checkpointer.close()
+
+
+def write_labels(run: Run) -> str:
+  """The method's cluster labels of `run.state` (`labels.csv`, see the method's `export_labels`), and
+  beside them the cluster browser (`browser/index.html`, see `avssl/evaluation/browser.py`) and the
+  run's training plots (`plots/*.png`, also as TensorBoard images). Returns the labels' path."""
   export = getattr(run.method, 'export_labels', None)
   if export is None:
-    raise ValueError(f'method {config.method!r} produces no cluster labels; --mode=label needs a '
+    raise ValueError(f'method {run.config.method!r} produces no cluster labels; --mode=label needs a '
                      'clustering method such as selavi')
-  export(run.state, run.data, run.mesh, workdir)
-  run.checkpointer.close()
+  path = export(run.state, run.data, run.mesh, run.workdir)
+  if jax.process_index() == 0:
+    labels = browser.read_labels(path)
+    browser.write(labels, run.config.label.get('dir') or run.config.data.dir,
+                  os.path.join(run.workdir, 'browser'),
+                  title=os.path.basename(os.path.abspath(run.workdir)))
+    plots.write(run.workdir, labels, run.method.cluster_prior(run.state), int(run.state.step))
+  return path

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
-# The test suite: installs what it needs, then runs pytest on 8 simulated CPU devices (tests/conftest.py).
+# The test suite: installs what it needs, then runs pytest on 8 simulated CPU devices (tests/conftest.py),
+# in two worker processes (the CI machine's two cores; compiling dominates and is single-threaded), each
+# test file in one worker so that a file's fixtures are made once.
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
-exec python -m pytest -q tests "$@"
+exec python -m pytest -q -n 2 --dist loadfile tests "$@"

@@ -33,6 +33,15 @@ class Method:
 
   #: Names of the batch entries the method reads (checked against the data at start).
   inputs: tuple[str, ...] = ()
+  #: The loop's device mesh and steps per epoch, set by `train.setup` before the first step: for a loss
+  #: that runs collectives over the mesh itself (GOCA's Sinkhorn over the global batch) or switches
+  #: behaviour at a configured epoch. None outside a run (a method built on its own).
+  mesh: jax.sharding.Mesh | None = None
+  steps_per_epoch: int | None = None
+  #: The title and protocol notes of `report`'s table in `eval/tables.md`.
+  report_title: str = 'Clustering of the evaluation split (SeLaVi Table 2 layout)'
+  report_notes: dict[str, str] = {
+      'heads': 'mean ± std over heads (the best head is in eval.json, best_head_optimistic)'}
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
@@ -70,6 +79,18 @@ class Method:
     """
     del data, mesh
     return state
+
+  def label_update_summary(self, state: TrainState, data: datasets.DataSource) -> dict[str, float]:
+    """Scalars the loop logs after each `label_update`, so a run's record shows how its labels evolved
+    (the plots of `--mode=label` draw them); none by default."""
+    del state, data
+    return {}
+
+  def cluster_prior(self, state: TrainState) -> np.ndarray | None:
+    """Each head's target cluster sizes `[heads, K]`, for methods whose labels follow a prior (drawn
+    against the actual sizes at `--mode=label`); None by default."""
+    del state
+    return None
 
   def epoch_end(self, state: TrainState, data: datasets.DataSource,
                 mesh: jax.sharding.Mesh) -> TrainState:

@@ -203,6 +203,25 @@ class SeLaVi(base.Method):
                     'updates': jnp.asarray(update + 1, jnp.int32)}
     return state.replace(method_state=sharding.placed_like(method_state, state.method_state))
 
+  def label_update_summary(self, state: TrainState, data) -> dict[str, float]:
+    """The self-labels just made, for the training log: the agreement between heads (mean pairwise
+    NMI, §4.1) and, when the records have labels, NMI and ARI against them; each as mean and std over
+    heads (`label_update/<name>/{mean,std}`)."""
+    table = sharding.host_copy(state.method_state['self_labels'])
+    summary = {}
+    if table.shape[1] > 1:
+      summary.update(_mean_std('head_agreement', metrics_lib.pairwise_nmi(table)))
+    truth = _ground_truth(data, self.config.data.train_split)
+    if truth is not None:
+      for name, metric in (('nmi', metrics_lib.nmi), ('ari', metrics_lib.ari)):
+        values = [metric(truth, table[:, h]) for h in range(table.shape[1])]
+        summary.update(_mean_std(name, (np.mean(values), np.std(values))))
+    return summary
+
+  def cluster_prior(self, state: TrainState) -> np.ndarray:
+    """Each head's Gaussian (or uniform) target cluster sizes `[heads, K]`, drawn once per run."""
+    return sharding.host_copy(state.method_state['prior'])
+
   def _warm_up_batchnorm(self, state: TrainState, data, mesh) -> TrainState:
     """Train-mode forward passes without gradients, so eval-mode BN has sane statistics for the
     first label update (reference `warmup_batchnorm`)."""
@@ -377,6 +396,19 @@ class SeLaVi(base.Method):
     source = features.records(self.config, batch_size=self.config.batch_size,
                               dir=self.config.label.dir, train_split=self.config.label.split)
     return source, self.config.label.split
+
+
+def _mean_std(name: str, values: tuple[float, float]) -> dict[str, float]:
+  return {f'label_update/{name}/mean': float(values[0]), f'label_update/{name}/std': float(values[1])}
+
+
+def _ground_truth(data, split: str) -> np.ndarray | None:
+  """The classes of the training videos in dataset-index order (-1: unknown), or None where the data
+  has no video table or no labels."""
+  if not hasattr(data, 'video_table'):
+    return None
+  truth = np.array([int(v['label_index'] or -1) for v in data.video_table(split)], np.int64)
+  return truth if (truth >= 0).any() else None
 
 
 def _average(log_probs: list[jax.Array]) -> jax.Array:

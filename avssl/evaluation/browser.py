@@ -1,0 +1,373 @@
+"""The cluster browser: a static site for checking by eye what each cluster holds.
+
+SeLaVi's point is labels a person can check; its authors published a browser of their clusters, sorted
+by entropy, with a chart of each cluster's ground-truth classes and its YouTube videos (reference
+`selavi.md` §7). This one shows the user's own videos, offline. `--mode=label` writes it beside
+`labels.csv` as plain files that open from disk (file://) in any browser, with no server or network:
+
+- `index.html`, `browser.js`, `browser.css`: the page (from `browser_site/`). The script builds every
+  element with `textContent`, so video ids, paths and class names show as text whatever they contain.
+- `data/*.js`: the data, as scripts handing one JSON object each to the page (`AVSSL.receive`), since a
+  page opened from disk may not fetch() files. `site.js` lists the clusterings (every head of every view
+  in labels.csv) and the class names; `<clustering>/index.js` lists one clustering's clusters with their
+  size, entropy, purity and mean confidence; `<clustering>/cluster-<k>.js` holds one cluster's label
+  distribution and member sample and is loaded only when the cluster is opened, so the page stays small
+  with 400 clusters of 200,000 videos.
+- `media/`: for each sampled video, a strip of frames (JPEG) and an audio snippet (WAV), written once
+  however many clusterings show the video.
+
+The site is built in a temporary folder and swapped in whole, so a reader never sees half of one.
+"""
+
+from __future__ import annotations
+
+import array
+import csv
+import dataclasses
+import hashlib
+import io
+import itertools
+import json
+import math
+import os
+import re
+import shutil
+import wave
+from typing import Any, Iterator
+
+import numpy as np
+import scipy.signal
+import tensorflow as tf
+from absl import logging
+
+from avssl.data import pipeline, records
+from avssl.evaluation import metrics as metrics_lib
+
+#: The view listed first in the head selector: SeLaVi's labels from both modalities (Eq. 6).
+PREFERRED_VIEW = 'video + audio'
+STRIP_FRAMES = 4
+STRIP_HEIGHT = 72
+SNIPPET_SECONDS = 3.0
+SNIPPET_MAX_RATE = 16000
+TOP_CLASSES = 10
+SITE_FILES = ('index.html', 'browser.js', 'browser.css')
+SITE_DIR = os.path.join(os.path.dirname(__file__), 'browser_site')
+
+_CLUSTERING = re.compile(r'^(?P<view>.+)/(?:head(?P<head>\d+)|cluster)$')
+_CONFIDENCE = re.compile(r'^(?P<view>.+)/confidence(?P<head>\d+)$')
+
+
+@dataclasses.dataclass
+class Labels:
+  """`labels.csv` as arrays, one entry per video (row).
+
+  Attributes:
+    video_ids, sources: each video's id and source file.
+    truth: `[N]` index into `classes`, -1 where the video has no ground-truth label.
+    classes: the ground-truth class names present, sorted.
+    clusterings: column name (`<view>/head<h>` or `<name>/cluster`) -> `[N]` cluster ids.
+    confidences: clustering name -> `[N]` confidence, for the clusterings that have one.
+  """
+  video_ids: list[str]
+  sources: list[str]
+  truth: np.ndarray
+  classes: list[str]
+  clusterings: dict[str, np.ndarray]
+  confidences: dict[str, np.ndarray]
+
+
+def read_labels(path: str) -> Labels:
+  """Reads a `labels.csv` of any method: `video_id`, `source`, optional `label`, and cluster columns
+  (`<view>/head<h>` with optional `<view>/confidence<h>`, or `<name>/cluster`); other columns are
+  ignored. Rows stream into typed arrays, so 200,000 videos × 40 columns stay small in memory."""
+  with open(path, newline='') as f:
+    reader = csv.reader(f)
+    header = next(reader)
+    missing = {'video_id', 'source'} - set(header)
+    if missing:
+      raise ValueError(f'{path}: no {sorted(missing)} column; expected the labels.csv of --mode=label')
+    clusters = {i: array.array('q') for i, name in enumerate(header) if _CLUSTERING.match(name)}
+    confidences = {i: array.array('d') for i, name in enumerate(header) if _CONFIDENCE.match(name)}
+    id_at, source_at = header.index('video_id'), header.index('source')
+    label_at = header.index('label') if 'label' in header else None
+    ids, sources, names = [], [], []
+    for row in reader:
+      ids.append(row[id_at])
+      sources.append(row[source_at])
+      names.append(row[label_at] if label_at is not None else '')
+      for i, values in clusters.items():
+        values.append(int(row[i]))
+      for i, values in confidences.items():
+        values.append(float(row[i]))
+  classes = sorted(set(names) - {''})
+  lookup = {name: i for i, name in enumerate(classes)}
+  truth = np.array([lookup.get(name, -1) for name in names], np.int64)
+  by_name = {header[i]: np.asarray(v, np.int64) for i, v in clusters.items()}
+  order = sorted(by_name, key=lambda name: not name.startswith(f'{PREFERRED_VIEW}/'))
+  confidence = {_clustering_of(header[i]): np.asarray(v) for i, v in confidences.items()}
+  return Labels(ids, sources, truth, classes, {name: by_name[name] for name in order},
+                {name: c for name, c in confidence.items() if name in by_name})
+
+
+def _clustering_of(confidence_column: str) -> str:
+  match = _CONFIDENCE.match(confidence_column)
+  return f"{match['view']}/head{match['head']}"
+
+
+def write(labels: Labels, records_dir: str | None, output_dir: str, *, title: str = '',
+          members_per_cluster: int = 8) -> str:
+  """Writes the site for `labels` to `output_dir` (replacing any earlier one); returns its index.html.
+
+  Args:
+    labels: the clusterings to browse (`read_labels`).
+    records_dir: the records the labelled videos come from (any split; matched by video id), for the
+      frames and sounds; None for a site without media.
+    output_dir: the site's folder.
+    title: shown in the page's heading (e.g. the run's name).
+    members_per_cluster: how many members each cluster shows: half the most confident, half the least
+      (a seeded random sample for clusterings without confidences, such as the self-labels).
+  """
+  tmp = f'{output_dir}.tmp'
+  shutil.rmtree(tmp, ignore_errors=True)
+  try:
+    num_media = _build(labels, records_dir, tmp, title, members_per_cluster)
+    _swap(tmp, output_dir)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  logging.info('Wrote the cluster browser of %d clusterings (media of %d videos) to %s',
+               len(labels.clusterings), num_media, output_dir)
+  return os.path.join(output_dir, 'index.html')
+
+
+def _build(labels: Labels, records_dir: str | None, site: str, title: str,
+           members_per_cluster: int) -> int:
+  """Writes the whole site into the new folder `site`; returns how many videos got media."""
+  os.makedirs(os.path.join(site, 'data'))
+  for name in SITE_FILES:
+    shutil.copy(os.path.join(SITE_DIR, name), os.path.join(site, name))
+  samples = {name: _sample(labels.clusterings[name], labels.confidences.get(name),
+                           members_per_cluster) for name in labels.clusterings}
+  rows = sorted({r for sample in samples.values() for members in sample.values() for r, _ in members})
+  media = _write_media([labels.video_ids[r] for r in rows], records_dir, site) if records_dir else {}
+  _write_data(site, 'site', _site(labels, title, members_per_cluster, len(media)))
+  for i, name in enumerate(labels.clusterings):
+    _write_clustering(site, f'h{i}', labels, name, samples[name], media)
+  return len(media)
+
+
+def _swap(tmp: str, output_dir: str) -> None:
+  """Puts the finished site `tmp` in place of `output_dir`."""
+  old = f'{output_dir}.old'
+  shutil.rmtree(old, ignore_errors=True)
+  if os.path.exists(output_dir):
+    os.replace(output_dir, old)
+  os.replace(tmp, output_dir)
+  shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_data(site: str, key: str, value: Any) -> None:
+  """`data/<key>.js`: the value as JSON handed to the page. JSON is a JavaScript expression whose
+  strings are all escaped, so nothing in the data can run as code."""
+  path = os.path.join(site, 'data', f'{key}.js')
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, 'w') as f:
+    f.write(f'AVSSL.receive({json.dumps(key)}, '
+            f'{json.dumps(value, separators=(",", ":"), allow_nan=False)});\n')
+
+
+# What the site shows.
+
+
+def _site(labels: Labels, title: str, members_per_cluster: int, num_media: int) -> dict[str, Any]:
+  """The site's header data: the clusterings (with their agreement with the ground truth) and classes."""
+  has_truth = bool((labels.truth >= 0).any())
+  clusterings = []
+  for i, (name, clusters) in enumerate(labels.clusterings.items()):
+    match = _CLUSTERING.match(name)
+    entry = {'id': f'h{i}', 'name': name, 'view': match['view'], 'head': match['head'],
+             'clusters': int(np.unique(clusters).size), 'confidence': name in labels.confidences}
+    if has_truth:
+      entry.update(nmi=_round(metrics_lib.nmi(labels.truth, clusters)),
+                   ari=_round(metrics_lib.ari(labels.truth, clusters)),
+                   purity=_round(metrics_lib.purity(labels.truth, clusters)))
+    clusterings.append(entry)
+  return {'title': title, 'videos': len(labels.video_ids), 'truth': has_truth,
+          'labelled': int((labels.truth >= 0).sum()), 'classes': labels.classes,
+          'clusterings': clusterings, 'members_per_cluster': members_per_cluster,
+          'media': num_media}
+
+
+def _write_clustering(site: str, key: str, labels: Labels, name: str,
+                      sample: dict[int, list[tuple[int, str]]], media: dict[str, dict[str, str]]
+                      ) -> None:
+  """`data/<key>/index.js` (a table of the clusters, column by column) and one file per cluster."""
+  clusters = labels.clusterings[name]
+  confidence = labels.confidences.get(name)
+  stats = _cluster_stats(clusters, labels.truth, len(labels.classes), confidence)
+  _write_data(site, f'{key}/index', {
+      'cluster': stats['cluster'].tolist(), 'size': stats['size'].tolist(),
+      'entropy': _rounded(stats['entropy']), 'purity': _rounded(stats['purity']),
+      'confidence': _rounded(stats['confidence']), 'top': stats['top'].tolist()})
+  for row, cluster in enumerate(stats['cluster']):
+    members = [_member(labels, r, kind, confidence, media) for r, kind in sample[int(cluster)]]
+    _write_data(site, f'{key}/cluster-{cluster}', {
+        'cluster': int(cluster), 'size': int(stats['size'][row]),
+        'entropy': _round(stats['entropy'][row]), 'purity': _round(stats['purity'][row]),
+        'confidence': _round(stats['confidence'][row]),
+        'labelled': int(stats['counts'][row].sum()),
+        'classes': _distribution(stats['counts'][row]), 'members': members})
+
+
+def _cluster_stats(clusters: np.ndarray, truth: np.ndarray, num_classes: int,
+                   confidence: np.ndarray | None) -> dict[str, np.ndarray]:
+  """Per non-empty cluster: id, size, class counts `[K, C]`, entropy of its classes in bits (as the
+  authors' browser), purity (share of its majority class), majority class and mean confidence; NaN (-1
+  for the class) where a cluster has no labelled member or the clustering no confidence."""
+  ids, inverse, sizes = np.unique(clusters, return_inverse=True, return_counts=True)
+  known = truth >= 0
+  counts = np.bincount(inverse[known] * num_classes + truth[known],
+                       minlength=len(ids) * num_classes).reshape(len(ids), num_classes)
+  labelled = counts.sum(axis=1)
+  with np.errstate(invalid='ignore', divide='ignore'):
+    share = counts / labelled[:, None]
+    entropy = np.where(share > 0, -share * np.log2(np.where(share > 0, share, 1)), 0.0).sum(axis=1)
+    purity = counts.max(axis=1, initial=0) / labelled
+  has_labels = labelled > 0
+  mean_confidence = (np.bincount(inverse, weights=confidence) / sizes if confidence is not None
+                     else np.full(len(ids), np.nan))
+  return {'cluster': ids, 'size': sizes, 'counts': counts,
+          'entropy': np.where(has_labels, entropy, np.nan),
+          'purity': np.where(has_labels, purity, np.nan),
+          'top': np.where(has_labels, counts.argmax(axis=1) if num_classes else -1, -1),
+          'confidence': mean_confidence}
+
+
+def _distribution(counts: np.ndarray) -> list[list[int]]:
+  """The cluster's `TOP_CLASSES` most frequent classes as [class, count], then [-1, the rest]."""
+  order = np.argsort(-counts, kind='stable')
+  top = [[int(c), int(counts[c])] for c in order[:TOP_CLASSES] if counts[c]]
+  rest = int(counts.sum()) - sum(n for _, n in top)
+  return top + ([[-1, rest]] if rest else [])
+
+
+def _sample(clusters: np.ndarray, confidence: np.ndarray | None,
+            per_cluster: int) -> dict[int, list[tuple[int, str]]]:
+  """Each cluster's shown members as (row, kind): the `per_cluster // 2` most confident ('most') and
+  as many least confident ('least', lowest first), or a seeded random sample ('sample')."""
+  if confidence is not None:
+    order = np.lexsort((-confidence, clusters))
+  else:
+    order = np.lexsort((np.random.default_rng(0).random(len(clusters)), clusters))
+  ids, starts = np.unique(clusters[order], return_index=True)
+  half = per_cluster // 2
+  sample = {}
+  for cluster, members in zip(ids.tolist(), np.split(order, starts[1:])):
+    if confidence is None:
+      sample[cluster] = [(int(r), 'sample') for r in members[:per_cluster]]
+      continue
+    least = members[max(half, len(members) - half):][::-1]
+    sample[cluster] = [(int(r), 'most') for r in members[:half]] + [(int(r), 'least') for r in least]
+  return sample
+
+
+def _member(labels: Labels, row: int, kind: str, confidence: np.ndarray | None,
+            media: dict[str, dict[str, str]]) -> dict[str, Any]:
+  video_id = labels.video_ids[row]
+  return {'video': video_id, 'source': labels.sources[row], 'truth': int(labels.truth[row]),
+          'confidence': None if confidence is None else _round(confidence[row]), 'kind': kind,
+          **media.get(video_id, {})}
+
+
+def _round(value: float, digits: int = 4) -> float | None:
+  value = float(value)
+  return None if math.isnan(value) else round(value, digits)
+
+
+def _rounded(values: np.ndarray) -> list[float | None]:
+  return [_round(v) for v in values]
+
+
+# Media: frames and sound from the records.
+
+
+def _write_media(video_ids: list[str], records_dir: str, site: str) -> dict[str, dict[str, str]]:
+  """Writes a frame strip and an audio snippet of each video found in the records; returns, per video,
+  the site-relative paths of what it has ('strip', 'audio'). Videos not in the records get none
+  (counted in the log), so labels of records that moved still browse."""
+  wanted = set(video_ids)
+  media = {}
+  for video_id, features in _read_records(os.path.expanduser(records_dir), wanted):
+    stem = hashlib.sha1(video_id.encode()).hexdigest()[:20]
+    files = {'strip': (_strip(features['frames']), 'jpg'),
+             'audio': (_snippet(features['waveform'].numpy(), int(features['sample_rate'])), 'wav')}
+    media[video_id] = {}
+    for kind, (data, extension) in files.items():
+      if data is not None:
+        media[video_id][kind] = _write_file(site, f'media/{stem[:2]}/{stem}.{extension}', data)
+  if len(media) < len(wanted):
+    logging.warning('Cluster browser: %d of %d sampled videos are not in %s; they show no media',
+                    len(wanted) - len(media), len(wanted), records_dir)
+  return media
+
+
+def _write_file(site: str, relative: str, data: bytes) -> str:
+  path = os.path.join(site, relative)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, 'wb') as f:
+    f.write(data)
+  return relative
+
+
+def _read_records(directory: str, wanted: set[str]) -> Iterator[tuple[str, dict[str, tf.Tensor]]]:
+  """(video id, parsed record) of the `wanted` videos, in any split: each split's `{split}.csv` gives
+  their dataset indices, and only the shards holding them are read, up to the last one needed."""
+  manifest = pipeline.read_manifest(directory)
+  for split, info in manifest['splits'].items():
+    with open(os.path.join(directory, f'{split}.csv'), newline='') as f:
+      indices = {int(r['index']): r['video_id'] for r in csv.DictReader(f) if r['video_id'] in wanted}
+    for shard in info['shards']:
+      local = sorted(i - shard['offset'] for i in indices
+                     if 0 <= i - shard['offset'] < shard['count'])
+      if not local:
+        continue
+      keep = set(local)
+      stream = tf.data.TFRecordDataset(os.path.join(directory, shard['file']))
+      for position, serialized in enumerate(itertools.islice(stream, local[-1] + 1)):
+        if position in keep:
+          yield indices[shard['offset'] + position], records.parse(serialized)
+
+
+def _strip(encoded: tf.Tensor) -> bytes | None:
+  """`STRIP_FRAMES` frames spread over the video, side by side at `STRIP_HEIGHT`, as one JPEG."""
+  count = int(tf.shape(encoded)[0])
+  if not count:
+    return None
+  picks = sorted({int((i + 0.5) * count / STRIP_FRAMES) for i in range(STRIP_FRAMES)})
+  frames = []
+  for i in picks:
+    frame = tf.io.decode_jpeg(encoded[i], channels=3)
+    width = max(1, round(int(frame.shape[1]) * STRIP_HEIGHT / int(frame.shape[0])))
+    frames.append(tf.image.resize(frame, (STRIP_HEIGHT, width), antialias=True))
+  strip = tf.cast(tf.clip_by_value(tf.round(tf.concat(frames, axis=1)), 0, 255), tf.uint8)
+  return tf.io.encode_jpeg(strip, quality=85).numpy()
+
+
+def _snippet(waveform: np.ndarray, rate: int) -> bytes | None:
+  """Up to `SNIPPET_SECONDS` from the middle of the sound as 16-bit mono WAV, at most
+  `SNIPPET_MAX_RATE` Hz (enough to hear what a cluster sounds like, at a third of 48 kHz's size)."""
+  if not waveform.size or rate <= 0:
+    return None
+  length = min(waveform.size, int(SNIPPET_SECONDS * rate))
+  start = (waveform.size - length) // 2
+  clip = waveform[start:start + length]
+  if rate > SNIPPET_MAX_RATE:
+    divisor = math.gcd(SNIPPET_MAX_RATE, rate)
+    clip = scipy.signal.resample_poly(clip, SNIPPET_MAX_RATE // divisor, rate // divisor)
+    rate = SNIPPET_MAX_RATE
+  buffer = io.BytesIO()
+  with wave.open(buffer, 'wb') as f:
+    f.setnchannels(1)
+    f.setsampwidth(2)
+    f.setframerate(rate)
+    f.writeframes((np.clip(clip, -1.0, 1.0) * 32767).astype('<i2').tobytes())
+  return buffer.getvalue()

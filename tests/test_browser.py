@@ -1,0 +1,242 @@
+"""The exploration notebook and the cluster browser, on a trained `:tiny` SeLaVi run.
+
+The notebook runs end to end in its own kernel (nbclient) on a copy of the run: it loads the config and
+checkpoint, writes the labels, plots and browser as `--mode=label` does, and labels eight videos the run
+never saw. The browser tests then drive the site it wrote in headless Chromium (Debian's, through
+playwright), from disk (file://) as a user opens it.
+"""
+
+import csv
+import json
+import os
+import pathlib
+import re
+import shutil
+import time
+
+import jax
+import nbclient
+import nbformat
+import numpy as np
+import pytest
+from playwright.sync_api import sync_playwright
+
+from avssl.evaluation import browser, plots
+from conftest import REPO
+
+CHROMIUM = '/usr/bin/chromium'
+CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+                 '--disable-background-networking', '--disable-component-update', '--disable-sync']
+NOTES = pathlib.Path('/tmp/notes')
+SCRIPT = '<script>alert(1)</script>'
+
+
+@pytest.fixture(scope='module')
+def new_records(tmp_path_factory):
+  """Eight avsynth videos made with another seed than the run's: new to the model."""
+  from data_prep import annotations, make_records, make_synthetic  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp('new_videos')
+  make_synthetic.main([f'--output_dir={root / "videos"}', '--num_videos=8', '--num_classes=6',
+                       '--size=40', '--fps=10', '--duration=1.2', '--sample_rate=16000',
+                       '--test_fraction=0', '--seed=7', '--workers=1'])
+  settings = make_records.Settings(fps=10.0, short_side=40, sample_rate=16000, min_duration=1.0,
+                                   flow=False, audio_only=False, require_audio=True,
+                                   jpeg_quality=90, examples_per_shard=8)
+  make_records.run(annotations.parse('folder', root=str(root / 'videos')), str(root / 'records'),
+                   settings, dataset='folder', workers=0)
+  return str(root / 'records')
+
+
+@pytest.fixture(scope='module')
+def explored(_selavi_tiny_run, avsynth_records, new_records, tmp_path_factory):
+  """(workdir, executed notebook): `notebooks/explore.ipynb` run on a copy of the trained tiny run.
+
+  The kernel gets the tests' 8 devices and their compilation cache, so it compiles little."""
+  workdir = tmp_path_factory.mktemp('explored') / 'selavi'
+  shutil.copytree(_selavi_tiny_run, workdir)
+  notebook = nbformat.read(REPO / 'notebooks' / 'explore.ipynb', as_version=4)
+  env = dict(os.environ, AVSSL_WORKDIR=str(workdir), AVSSL_CONFIG='configs/selavi_vggsound.py:tiny',
+             AVSSL_RECORDS=avsynth_records, AVSSL_NEW=new_records,
+             JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
+  client = nbclient.NotebookClient(notebook, timeout=300, kernel_name='python3',
+                                   resources={'metadata': {'path': str(REPO / 'notebooks')}})
+  client.execute(env=env)
+  nbformat.write(notebook, workdir / 'explore.executed.ipynb')
+  return workdir, notebook
+
+
+@pytest.fixture(scope='module')
+def chromium():
+  with sync_playwright() as playwright:
+    instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    yield instance
+    instance.close()
+
+
+class Page:
+  """A page that records console errors, uncaught exceptions and dialogs (none may happen)."""
+
+  def __init__(self, chromium, site: pathlib.Path, viewport=(1280, 860)):
+    self.page = chromium.new_page(viewport={'width': viewport[0], 'height': viewport[1]})
+    self.errors, self.dialogs = [], []
+    self.page.on('console', lambda m: self.errors.append(m.text) if m.type == 'error' else None)
+    self.page.on('pageerror', lambda e: self.errors.append(str(e)))
+    self.page.on('dialog', lambda d: (self.dialogs.append(d.message), d.dismiss()))
+    self.index = (site / 'index.html').as_uri()
+
+  def open(self, fragment: str = '') -> None:
+    self.page.goto(self.index + fragment)
+    self.page.wait_for_selector('body[data-ready="true"]')
+
+  def open_cluster(self, cluster: int) -> None:
+    self.page.wait_for_selector(f'#cluster[data-cluster="{cluster}"] .member')
+
+  def column(self, position: int) -> list[str]:
+    return self.page.locator(f'#clusters tbody td:nth-child({position})').all_text_contents()
+
+  def close(self) -> None:
+    assert not self.errors, self.errors
+    assert not self.dialogs, self.dialogs
+    self.page.close()
+
+
+def _data(site: pathlib.Path, key: str):
+  """The value a data file hands to the page."""
+  text = (site / 'data' / f'{key}.js').read_text()
+  return json.loads(re.fullmatch(r'AVSSL\.receive\("[^"]+", (.*)\);\n', text, re.S).group(1))
+
+
+def _key(site: pathlib.Path, name: str) -> str:
+  """The data key of the clustering `name` (a column of labels.csv)."""
+  return next(c['id'] for c in _data(site, 'site')['clusterings'] if c['name'] == name)
+
+
+def test_notebook_labels_plots_browses_and_labels_new_videos(explored):
+  workdir, notebook = explored
+  outputs = [o for cell in notebook.cells if cell.cell_type == 'code' for o in cell.outputs]
+  assert not [o for o in outputs if o.output_type == 'error']
+  images = [o for o in outputs if 'image/png' in o.get('data', {})]
+  assert len(images) == 4  # loss, label quality, cluster sizes, head agreement.
+  assert any('<iframe' in o.get('data', {}).get('text/html', '') for o in outputs)
+  printed = ''.join(o.get('text', '') for o in outputs if o.output_type == 'stream')
+  assert len(re.findall(r'^train/c\d\d_\S+ ', printed, re.M)) == 8  # The eight new videos, labelled.
+  assert (workdir / 'labels.csv').exists() and (workdir / 'browser' / 'index.html').exists()
+  assert sorted(p.name for p in (workdir / 'plots').glob('*.png')) == [
+      'cluster_sizes.png', 'head_agreement.png', 'label_quality.png', 'loss.png']
+  # The loop logged every label update's summary (steps 0 and 1 of this run) for the plots.
+  scalars = plots.read_scalars(str(workdir))
+  for name in ('nmi', 'ari', 'head_agreement'):
+    assert sorted(scalars[f'label_update/{name}/mean']) == [0, 1]
+  assert any(b'plots/loss' in p.read_bytes() for p in workdir.glob('events.out.tfevents.*'))
+
+
+def test_browser_sorts_opens_clusters_plays_sound_and_deep_links(explored, chromium, tmp_path):
+  site = explored[0] / 'browser'
+  page = Page(chromium, site)
+  page.open()
+  index = _data(site, 'h0/index')
+  assert len(page.column(1)) == len(index['cluster'])
+  entropy = [float(x) for x in page.column(3)]
+  assert entropy == sorted(entropy)  # Purest first, as the authors' browser.
+
+  page.page.click('th button[data-key="size"]')
+  sizes = [int(x) for x in page.column(2)]
+  assert sizes == sorted(sizes, reverse=True)
+  page.page.click('th button[data-key="size"]')
+  assert [int(x) for x in page.column(2)] == sorted(sizes)
+  assert page.page.get_attribute('th[aria-sort]', 'aria-sort') == 'ascending'
+
+  key = _key(site, 'self_label/head0')
+  page.page.select_option('#clustering', label='self_label · head 0')
+  page.page.wait_for_function(f'location.hash === "#{key}"')
+  assert page.page.locator('#summary').text_content().startswith('58 videos · 6 clusters in self_label')
+  page.page.locator('#clusters tbody tr').first.click()
+  cluster = int(page.column(1)[0])
+  page.open_cluster(cluster)
+  data = _data(site, f'{key}/cluster-{cluster}')
+  members = page.page.locator('.member')
+  assert members.count() == len(data['members']) == min(8, data['size'])
+  assert members.locator('.id').all_text_contents() == [m['video'] for m in data['members']]
+  assert page.page.locator('svg.chart rect').count() == len(data['classes'])
+  # Every member's frames decode and its sound is a WAV the browser reads to its duration.
+  page.page.evaluate('Promise.all([...document.images].map((i) => { i.loading = "eager"; '
+                     'return i.decode(); }))')
+  page.page.wait_for_function('[...document.querySelectorAll("audio")].every('
+                              '(a) => a.readyState >= 1 && a.duration > 0.5)', timeout=10_000)
+  sounds = page.page.eval_on_selector_all('audio', '(all) => all.map((a) => [a.canPlayType('
+                                          '"audio/wav"), a.getAttribute("src")])')
+  assert len(sounds) == len(data['members'])
+  assert all(playable and (site / src).stat().st_size > 1000 for playable, src in sounds)
+  page.page.screenshot(path=str(tmp_path / 'browser.png'))
+  NOTES.mkdir(exist_ok=True)
+  shutil.copy(tmp_path / 'browser.png', NOTES / 'issue11-browser-tiny.png')
+  page.close()
+
+  page = Page(chromium, site)  # A deep link opens its cluster straight away.
+  page.open(f'#cluster-{index["cluster"][-1]}')
+  page.open_cluster(index['cluster'][-1])
+  assert page.page.locator('tr.selected td').first.text_content() == str(index['cluster'][-1])
+  page.close()
+
+
+def test_a_label_with_a_script_tag_shows_as_text(explored, avsynth_records, chromium, tmp_path):
+  with open(explored[0] / 'labels.csv', newline='') as f:
+    rows = list(csv.DictReader(f))
+  hostile = min(r['label'] for r in rows)
+  for row in rows:
+    if row['label'] == hostile:
+      row.update(label=SCRIPT, source=f'/videos/<img src=x onerror=alert(2)>/{row["video_id"]}.mp4')
+  with open(tmp_path / 'labels.csv', 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+  labels = browser.read_labels(str(tmp_path / 'labels.csv'))
+  assert labels.classes[0] == SCRIPT
+  site = tmp_path / 'site'
+  browser.write(labels, avsynth_records, str(site))
+  key = _key(site, 'self_label/head0')
+  cluster = next(k for k in _data(site, f'{key}/index')['cluster']
+                 if any(m['truth'] == 0 for m in _data(site, f'{key}/cluster-{k}')['members']))
+  page = Page(chromium, site)
+  page.open(f'#{key}/cluster-{cluster}')
+  page.open_cluster(cluster)
+  assert SCRIPT in page.page.locator('svg.chart text').all_text_contents()
+  assert f'label: {SCRIPT}' in page.page.locator('.member .truth').all_text_contents()
+  assert any(s.startswith('/videos/<img src=x onerror=alert(2)>/')
+             for s in page.page.locator('.member .source').all_text_contents())
+  assert page.page.evaluate('document.querySelectorAll("script").length') == 1  # browser.js only.
+  assert page.page.evaluate('document.querySelectorAll("img[src=x]").length') == 0
+  page.close()  # No dialog opened and no console error.
+
+
+def test_400_clusters_of_200000_videos_stay_light(chromium, tmp_path):
+  rng = np.random.default_rng(0)
+  n, k = 200_000, 400
+  clusters = rng.integers(0, k, n)
+  labels = browser.Labels(
+      video_ids=[f'v{i:06d}' for i in range(n)], sources=[f'/videos/v{i:06d}.mp4' for i in range(n)],
+      truth=(clusters + rng.integers(0, 3, n)) % 309, classes=[f'class {c}' for c in range(309)],
+      clusterings={'video + audio/head0': clusters, 'self_label/head0': rng.integers(0, k, n)},
+      confidences={'video + audio/head0': rng.random(n)})
+  start = time.perf_counter()
+  browser.write(labels, None, str(tmp_path / 'site'))
+  assert time.perf_counter() - start < 20
+  data = tmp_path / 'site' / 'data'
+  assert (data / 'site.js').stat().st_size < 20_000
+  assert (data / 'h0' / 'index.js').stat().st_size < 40_000
+  assert max(p.stat().st_size for p in data.glob('h0/cluster-*.js')) < 4_000
+  assert len(list(data.glob('h*/cluster-*.js'))) == 2 * k
+
+  page = Page(chromium, tmp_path / 'site')
+  page.open()
+  assert len(page.column(1)) == 50
+  assert page.page.locator('#page').text_content() == 'page 1 of 8'
+  page.page.click('#next')
+  assert page.page.locator('#page').text_content() == 'page 2 of 8'
+  page.page.goto(page.index + '#cluster-399')
+  page.open_cluster(399)
+  assert page.page.locator('.member').count() == 8
+  assert page.page.locator('.member .missing').count() == 16  # No frames, no sound: no records.
+  page.close()
