@@ -11,6 +11,7 @@ import ml_collections
 from avssl import config_lib, optim
 from avssl.data import audio, pipeline
 from avssl.methods import finetune as finetune_lib
+from avssl.methods import goca as goca_lib
 from avssl.methods import selavi as selavi_lib
 from avssl.methods import xdc as xdc_lib
 from avssl.models import encoders
@@ -42,12 +43,14 @@ def evaluation_config(**overrides) -> ml_collections.ConfigDict:
   (`avssl/evaluation/suite.py`). 'method' is the method's own evaluation (SeLaVi: Table 2); the others
   measure any method's encoders with one shared protocol. Views and pooling follow SeLaVi §4 and its
   reference (`selavi.md` §5): retrieval 10 clips × 1 centre crop of the max-pooled 9216-d R(2+1)D map;
-  probes 10 clips × 3 crops of the 512-d average; k-means k = number of classes (0), 50 runs (GOCA).
+  probes 10 clips × 3 crops of the 512-d average; k-means k = number of classes (0), 50 runs (GOCA);
+  a joint "a + b" feature concatenates the normalised features (`joint='concat'`) or averages them
+  (`'average'`, GOCA's "+" rows). Retrieval's "a + b" rows average the streams' normalised views.
   `batch_size` 0 means 8 videos per device; `num_frames` 0 keeps the training clip length."""
   config = ml_collections.ConfigDict(dict(
       run=('method',), batch_size=0, num_frames=0,
       kmeans=dict(encoders=('trained', 'random'), modalities=('video', 'audio', 'video + audio'),
-                  k=0, runs=50, iters=50, normalize=True, seed=0),
+                  k=0, runs=50, iters=50, normalize=True, joint='concat', seed=0),
       retrieval=dict(dir='', train_split='train', test_split='test', modalities=('video',),
                      encoder='trained', clips=10, crops=1, pool='max222', center=False,
                      ks=(1, 5, 10, 20, 50), cross_modal=False),
@@ -199,6 +202,67 @@ def shrink_finetune(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   return config
 
 
+def goca(*, records: str, backbone: str = 'r2plus1d', variant: str = 'goca',
+         total_epochs: float = 500.0, batch_size: int = 640) -> ml_collections.ConfigDict:
+  """GOCA as pretrained in the paper (§4 "Backbones and Training details"; reference
+  `xdc_goca_iicl.md` §2.1-2.6), or one of its Table 1 baselines (`variant`: sview, avg, sep).
+
+  R(2+1)D-18 (1×2×2-pooled, 2048-d, 112² crops from a short side in [128, 160]) or S3D (1024-d,
+  128² crops from [136, 190]); RGB and flow (records made with `make_records --flow --fps=30`)
+  share frame indices, crop and flip. Views: 2 clips of 32 consecutive frames (the codes' clips) +
+  4 of 16 (the multi-temporal-resolution crops); colour jitter (0.4, 0.4, 0.2, 0.1) at p = 0.8,
+  grayscale p = 0.2 and Gaussian blur p = 0.5 on RGB only. SGD + LARS (trust 0.001), momentum 0.9,
+  weight decay 1e-4, lr 4.8 warmed up over 10 epochs then cosine to 0.0048, 64 GPUs × 10 clips,
+  500 epochs. Tests: 10 clips × 3 crops of 32 frames, features averaged per video, streams
+  averaged for the "+" rows. Both streams are normalised with one scalar mean/std (0.45/0.225,
+  ImageNet's statistics rounded), as the pipeline feeds flow like an image.
+  """
+  if backbone not in ('r2plus1d', 's3d'):
+    raise ValueError(f"backbone={backbone!r}; GOCA uses 'r2plus1d' or 's3d'")
+  r2plus1d = backbone == 'r2plus1d'
+  config = loop_config(batch_size=batch_size, total_epochs=total_epochs, seed=0)
+  config.method = 'goca'
+  short_side = (128, 160) if r2plus1d else (136, 190)
+  config.data = pipeline.default_config(
+      dir=records, eval_split='test', num_frames=32, multi_crop=((2, 32), (4, 16)),
+      min_resize=short_side[0], max_resize=short_side[1], crop_size=112 if r2plus1d else 128,
+      eval_resize=short_side[0], eval_clips=10, eval_crops=3, antialias=True,
+      color_jitter=(0.4, 0.4, 0.2, 0.1), color_jitter_prob=0.8, grayscale_prob=0.2, blur_prob=0.5,
+      with_flow=True, with_audio=False)
+  pool = 'avg122' if r2plus1d else 'avg'
+  config.model = ml_collections.ConfigDict(dict(
+      video=encoders.encoder_config(backbone, depth=18, pool=pool),
+      bn_momentum=0.9, bn_eps=1e-5, dtype='float32'))  # fp32 only (reference §2.6).
+  config.goca = goca_lib.default_config(variant=variant)
+  config.optimizer = optim.default_optimizer_config(name='lars', momentum=0.9, weight_decay=1e-4,
+                                                    trust_coefficient=0.001)
+  config.schedule = optim.default_schedule_config(name='warmup_cosine', base_lr=4.8,
+                                                  warmup_epochs=10.0, end_lr_fraction=0.001)
+  streams = ('video', 'flow', 'video + flow')
+  config.evaluation.run = ('method', 'kmeans', 'retrieval')
+  config.evaluation.kmeans.update(dict(encoders=('trained',), modalities=streams, joint='average'))
+  config.evaluation.retrieval.update(dict(modalities=streams, clips=10, crops=3, pool=pool))
+  config.evaluation.probe.update(dict(pool=pool))
+  return config
+
+
+def shrink_goca(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`:tiny`: the same run at CPU-test size: small encoders, clips of 4 + 2 frames at 32², 16
+  prototypes separated in 100 steps, a few steps of 8 clips."""
+  config.batch_size = 8
+  by_steps(config, total=4, checkpoint_every=2, warmup=2)
+  config.log_every_steps = 1
+  config.model.video = encoders.encoder_config('small', widths=(8, 16))
+  config.data.update(dict(num_frames=4, multi_crop=((2, 4), (2, 2)), min_resize=36, max_resize=40,
+                          crop_size=32, eval_resize=36, eval_clips=2, eval_crops=1,
+                          shuffle_buffer=16))
+  config.goca.update(dict(num_prototypes=16, projection_hidden=32, projection_dim=16,
+                          separation_steps=100))
+  config.schedule.base_lr = 0.1
+  shrink_evaluation(config)
+  return config
+
+
 def xdc(*, records: str, variant: str = 'xdc', num_clusters: int = 256, total_epochs: float = 120.0,
         batch_size: int = 256) -> ml_collections.ConfigDict:
   """XDC or one of its baselines (`variant`: sdc, mdc, cdc, xdc, xdc_same_video, xdc_same_audio) as
@@ -246,3 +310,4 @@ def shrink_xdc(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                          holdout_fraction=0.25 if config.xdc.holdout_fraction else 0.0))
   shrink_evaluation(config)
   return config
+

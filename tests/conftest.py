@@ -45,21 +45,33 @@ def tiny_config():
   return config
 
 
-@pytest.fixture(scope='session')
-def avsynth_records(tmp_path_factory):
-  """A tiny avsynth record set (6 classes, 58 train + 6 test clips of 1.2 s at 40², 10 fps, 16 kHz),
-  made through the real path: mp4 files written by make_synthetic, converted by make_records."""
+def _avsynth(root: pathlib.Path, *, num_videos: int, flow: bool, test_fraction: float = 0.1) -> str:
+  """avsynth clips (6 classes, 1.2 s at 40², 10 fps, 16 kHz) made through the real path: mp4 files
+  written by make_synthetic, converted by make_records (with TV-L1 flow when `flow`)."""
   from data_prep import annotations, make_records, make_synthetic  # pylint: disable=g-import-not-at-top
-  root = tmp_path_factory.mktemp('avsynth')
-  make_synthetic.main([f'--output_dir={root / "videos"}', '--num_videos=64', '--num_classes=6',
-                       '--size=40', '--fps=10', '--duration=1.2', '--sample_rate=16000',
-                       '--workers=1'])
+  make_synthetic.main([f'--output_dir={root / "videos"}', f'--num_videos={num_videos}',
+                       '--num_classes=6', '--size=40', '--fps=10', '--duration=1.2',
+                       '--sample_rate=16000', f'--test_fraction={test_fraction}', '--workers=1']
+                      + (['--flow_friendly'] if flow else []))
   settings = make_records.Settings(fps=10.0, short_side=40, sample_rate=16000, min_duration=1.0,
-                                   flow=False, audio_only=False, require_audio=True,
+                                   flow=flow, audio_only=False, require_audio=True,
                                    jpeg_quality=90, examples_per_shard=16)
   make_records.run(annotations.parse('folder', root=str(root / 'videos')), str(root / 'records'),
                    settings, dataset='folder', workers=0)
   return str(root / 'records')
+
+
+@pytest.fixture(scope='session')
+def avsynth_records(tmp_path_factory):
+  """A tiny avsynth record set: 58 train + 6 test clips (see `_avsynth`)."""
+  return _avsynth(tmp_path_factory.mktemp('avsynth'), num_videos=64, flow=False)
+
+
+@pytest.fixture(scope='session')
+def avsynth_flow_records(tmp_path_factory):
+  """Tiny flow-friendly avsynth records with TV-L1 flow: 18 train + 6 test clips."""
+  return _avsynth(tmp_path_factory.mktemp('avsynth_flow'), num_videos=24, flow=True,
+                  test_fraction=0.25)
 
 
 @pytest.fixture(scope='session')

@@ -22,7 +22,8 @@ def test_config_loads_and_tiny_trains_one_step(name, tmp_path, request):
   tiny = load_config(name, 'tiny')
   tiny.total_epochs, tiny.total_steps = None, 1
   if tiny.data.name == 'records':  # Record-based configs train on the tiny avsynth records.
-    tiny.data.dir = request.getfixturevalue('avsynth_records')
+    fixture = 'avsynth_flow_records' if tiny.data.with_flow else 'avsynth_records'
+    tiny.data.dir = request.getfixturevalue(fixture)
   state = train.train_and_evaluate(tiny, str(tmp_path))
   assert int(state.step) == 1
 

@@ -7,6 +7,7 @@ pair per pixel is 8x smaller than float32 and, stored losslessly, costs at most 
 back as +0.078 px.
 
 The numpy functions serve `data_prep` (worker processes that never import TensorFlow); `dequantize_tf`
+(with `normalize_tf`, the network input)
 is the same map for the tf.data pipeline.
 """
 
@@ -43,3 +44,11 @@ def dequantize_tf(levels: tf.Tensor) -> tf.Tensor:
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top,redefined-outer-name
   return tf.cast(levels, tf.float32) * QUANT_STEP - FLOW_BOUND
+
+
+def normalize_tf(flow: tf.Tensor, mean: float, std: float) -> tf.Tensor:
+  """Flow in pixels -> the network's input: GOCA's loader reads the stored levels as an image in [0, 1]
+  (`(f + FLOW_BOUND) / (2 FLOW_BOUND)`) and normalises it like RGB with `mean` and `std`; this is that
+  map on the dequantised flow (zero motion -> (0.5 - mean) / std)."""
+  unit = (flow + FLOW_BOUND) / (2 * FLOW_BOUND)
+  return (unit - mean) / std

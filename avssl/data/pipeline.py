@@ -8,6 +8,13 @@ Choices that matter for audio-visual learning and for exact runs:
 - **One window for every modality.** The clip's start frame fixes its start time t; frames, flow and
   the audio window (starting at t, SeLaVi's choice, or centred on the clip) all come from it, and one
   draw of resize, crop and flip is applied to frames and flow alike (flip negates flow's u).
+- **Multi-temporal-resolution views** (GOCA §4, SwAV's multi-crop in time): with `multi_crop`, a
+  training example holds several clips of each length, every clip with its own start and its own
+  augmentation draw, frames and flow of a clip sharing both. Group g's clips of `(count, frames)` are
+  `video`/`flow` `[count, frames, H, W, C]` for g = 0 (the clips codes are computed on) and
+  `video_g`/`flow_g` after it.
+- **Flow is fed as the reference feeds it**: the stored ±20 px quantisation read as an image in [0, 1]
+  and normalised with the frames' `mean`/`std` (GOCA's loader), so flow and frames share one scale.
 - **Hosts read disjoint shards**: shard i goes to process i mod process_count.
 - **Every example carries its dataset index** (0..N−1 within the split): the shard's offset in the
   manifest plus the position in the shard, the same on every run and host, so a method can look up
@@ -41,13 +48,15 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   Resizing is plain bilinear, as the reference's; `antialias` filters downscaling as PIL does (GOCA).
   `color_jitter` is empty (off, as in SeLaVi's release) or the (brightness, contrast, saturation, hue)
   strengths, applied with probability `color_jitter_prob`; GOCA sets (0.4, 0.4, 0.2, 0.1) and 0.8.
+  `multi_crop` is empty (one clip of `num_frames` per example) or `((count, frames), ...)` training
+  clips per example (GOCA: ((2, 32), (4, 16))); evaluation views are unaffected.
   """
   config = ml_collections.ConfigDict(dict(
       name='records', dir='', train_split='train', eval_split='test',
       num_frames=30, frame_stride=1, min_resize=128, max_resize=160, crop_size=112,
       eval_resize=128, eval_clips=1, eval_crops=1, flip=True, antialias=False,
       color_jitter=(), color_jitter_prob=0.8, grayscale_prob=0.0, blur_prob=0.0,
-      mean=0.45, std=0.225,
+      mean=0.45, std=0.225, multi_crop=(),
       audio_seconds=1.0, audio_align='start', volume_jitter=0.1,
       audio=audio.default_config('logfbank'),
       with_flow=False, shuffle_buffer=256, cycle_length=8, num_threads=0, with_video=True,
@@ -145,12 +154,38 @@ class RecordSource(datasets.DataSource):
     seeds = augment.split_seed(
         tf.stack([tf.cast(self.seed if seed is None else seed, tf.int64), position]), 4)
     features = records.parse(serialized, with_flow=self.config.with_flow)
-    start = _random_start(seeds[0], self._timeline(features), self._span(features))
-    example = self._clip(features, start, train=True, seed=seeds[1])
-    if self.config.with_audio:
-      example['audio'] = self._audio(features, start, seeds[2])
+    if self.config.multi_crop:
+      example = self._multi_crop(features, seeds[3])
+    else:
+      start = _random_start(seeds[0], self._timeline(features), self._span(features))
+      example = self._clip(features, start, train=True, seed=seeds[1])
+      if self.config.with_audio:
+        example['audio'] = self._audio(features, start, seeds[2])
     example.update(index=tf.cast(index, tf.int32),
                    label=tf.cast(features['label/index'], tf.int32))
+    return example
+
+  def _multi_crop(self, features: dict[str, tf.Tensor], seed: tf.Tensor) -> dict[str, tf.Tensor]:
+    """`multi_crop`'s groups of clips: each clip its own start and augmentation draw."""
+    if self.config.with_audio or not self.config.with_video:
+      raise ValueError('config.data.multi_crop takes clips of frames (and flow); set '
+                       'config.data.with_audio=False and with_video=True')
+    config = self.config
+    example = {}
+    for g, (count, num_frames) in enumerate(config.multi_crop):
+      seeds = augment.split_seed(augment.split_seed(seed, len(config.multi_crop))[g], 2 * count)
+
+      def clip(pair, num_frames=num_frames):
+        start = _random_start(pair[0], self._timeline(features), self._span(features, num_frames))
+        return self._clip(features, start, train=True, seed=pair[1], num_frames=num_frames)
+
+      size = (num_frames, config.crop_size, config.crop_size)
+      spec = {'video': tf.TensorSpec((*size, 3), tf.float32)}
+      if config.with_flow:
+        spec['flow'] = tf.TensorSpec((*size, 2), tf.float32)
+      # One traced clip per group, mapped over its clips: unrolling them multiplies the graph.
+      clips = tf.map_fn(clip, tf.reshape(seeds, [count, 2, -1]), fn_output_signature=spec)
+      example.update({k + (f'_{g}' if g else ''): v for k, v in clips.items()})
     return example
 
   # Ordered passes.
@@ -203,11 +238,13 @@ class RecordSource(datasets.DataSource):
 
   # Clip sampling.
 
-  def _span(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
-    """A clip's length in ticks of the frame clock: its frames, or, for audio-only input, its audio
-    window (so the window's start is drawn where the whole window fits)."""
+  def _span(self, features: dict[str, tf.Tensor], num_frames: int | None = None) -> tf.Tensor:
+    """A clip's length in ticks of the frame clock: its frames (`num_frames`, default the config's),
+    or, for audio-only input, its audio window (so the window's start is drawn where the whole window
+    fits)."""
     if self.config.with_video:
-      return tf.constant((self.config.num_frames - 1) * self.config.frame_stride + 1)
+      frames = num_frames or self.config.num_frames
+      return tf.constant((frames - 1) * self.config.frame_stride + 1)
     return tf.cast(tf.math.ceil(self.config.audio_seconds * features['fps']), tf.int32)
 
   def _timeline(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
@@ -221,14 +258,16 @@ class RecordSource(datasets.DataSource):
     return tf.where(frames > 0, frames, ticks)
 
   def _clip(self, features: dict[str, tf.Tensor], start: tf.Tensor, *, train: bool,
-            seed: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
-    """Frames (and flow) of the window starting at `start`: decoded, augmented or cropped."""
+            seed: tf.Tensor | None = None, num_frames: int | None = None) -> dict[str, tf.Tensor]:
+    """Frames (and flow) of the window of `num_frames` (default the config's) starting at `start`:
+    decoded, augmented or cropped."""
     config = self.config
     out = {}
     if not config.with_video:
       return out
     total = tf.shape(features['frames'])[0]
-    indices = tf.minimum(start + tf.range(config.num_frames) * config.frame_stride, total - 1)
+    indices = tf.minimum(start + tf.range(num_frames or config.num_frames) * config.frame_stride,
+                         total - 1)
     frames = _decode(tf.gather(features['frames'], indices), channels=3)
     flow = None
     if config.with_flow:
@@ -240,7 +279,7 @@ class RecordSource(datasets.DataSource):
       frames, flow = _eval_crops(frames, flow, config)
     out['video'] = augment.normalize(frames, config.mean, config.std)
     if flow is not None:
-      out['flow'] = flow
+      out['flow'] = flow_lib.normalize_tf(flow, config.mean, config.std)
     return out
 
   def _audio(self, features: dict[str, tf.Tensor], start: tf.Tensor,
@@ -287,8 +326,13 @@ def _random_start(seed: tf.Tensor, total: tf.Tensor, span: tf.Tensor) -> tf.Tens
 
 
 def _decode(encoded: tf.Tensor, channels: int) -> tf.Tensor:
-  decode = tf.io.decode_jpeg if channels == 3 else tf.io.decode_png
-  return tf.map_fn(lambda b: decode(b, channels=channels), encoded,
+  """JPEG frames (3 channels) or flow PNGs (2: grey + alpha, which the PNG kernel only decodes as
+  the file's own channel count, `channels=0`)."""
+  if channels == 3:
+    decode = lambda b: tf.io.decode_jpeg(b, channels=3)
+  else:
+    decode = lambda b: tf.ensure_shape(tf.io.decode_png(b, channels=0), [None, None, channels])
+  return tf.map_fn(decode, encoded,
                    fn_output_signature=tf.TensorSpec([None, None, channels], tf.uint8))
 
 

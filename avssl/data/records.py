@@ -157,7 +157,7 @@ def read(serialized: bytes) -> VideoRecord:
   frames = [tf.io.decode_jpeg(f.bytes_list.value[0]).numpy() for f in lists[IMAGE_KEY].feature]
   flow = None
   if FLOW_KEY in lists:
-    flow = np.stack([tf.io.decode_png(f.bytes_list.value[0], channels=2).numpy()
+    flow = np.stack([tf.io.decode_png(f.bytes_list.value[0], channels=0).numpy()  # Grey + alpha.
                      for f in lists[FLOW_KEY].feature])
   start, end = one('segment/start'), one('segment/end')
   return VideoRecord(

@@ -22,12 +22,18 @@ from avssl.clustering import kmeans as kmeans_lib
 from avssl.evaluation import metrics
 
 
-def video_features(views: Sequence[np.ndarray], normalize: bool = True) -> np.ndarray:
+def video_features(views: Sequence[np.ndarray], normalize: bool = True,
+                   joint: str = 'concat') -> np.ndarray:
   """`[N, D]` per-video features from one or more modalities' `[N, V, D]` view features: views
-  averaged, each modality normalised (when `normalize`), modalities concatenated."""
+  averaged, each modality normalised (when `normalize`), modalities concatenated (`joint='concat'`)
+  or averaged (`'average'`, GOCA's "+": both streams' features have one size)."""
   parts = [v.mean(axis=1) for v in views]
   if normalize:
     parts = [np.asarray(kmeans_lib.l2_normalize(p)) for p in parts]
+  if joint == 'average':
+    return np.mean(parts, axis=0)
+  if joint != 'concat':
+    raise ValueError(f"joint={joint!r}; use 'concat' or 'average'")
   return np.concatenate(parts, axis=-1)
 
 

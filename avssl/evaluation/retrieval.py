@@ -62,6 +62,14 @@ def _check_views(views: Any, name: str) -> jax.Array:
   return views
 
 
+def joint_views(parts: Sequence[np.ndarray]) -> np.ndarray:
+  """GOCA's "+" rows (§4.1: "we simply take the average of the two"): the streams' `[N, V, D]` view
+  features, each view L2-normalised, averaged view by view; one stream is returned as it is."""
+  if len(parts) == 1:
+    return parts[0]
+  return np.mean([np.asarray(l2_normalize(jnp.asarray(p))) for p in parts], axis=0)
+
+
 def view_average(views: Any, *, normalize_views: bool = True) -> jax.Array:
   """`[N, D]` mean over the V views of each video, each view first L2-normalised if `normalize_views`.
 

@@ -71,11 +71,9 @@ def method_evaluation(ctx: Context) -> Result:
   ctx.method_results = results
   report = ctx.method.report(results)
   write_method_results(ctx.workdir, ctx.step, results, report)
-  title = ('Clustering of the evaluation split (SeLaVi Table 2 layout)' if report
-           else 'Method evaluation')
+  title = ctx.method.report_title if report else 'Method evaluation'
   meta = ctx.meta(data=ctx.config.data.get('dir') or ctx.config.data.name,
-                  split=ctx.config.data.get('eval_split', 'eval'),
-                  heads='mean ± std over heads (the best head is in eval.json, best_head_optimistic)')
+                  split=ctx.config.data.get('eval_split', 'eval'), **ctx.method.report_notes)
   body = report or json.dumps(results, indent=1, sort_keys=True)
   return Result(results, tables.header(title, meta) + '\n' + body)
 
@@ -131,7 +129,7 @@ def kmeans_evaluation(ctx: Context) -> Result:
       parts = [feats[f'{encoder}/{m}'] for m in name.split(' + ')]
       labels = parts[0].labels
       k = settings.k or _num_classes(ctx, labels)
-      x = baselines.video_features([p.views for p in parts], settings.normalize)
+      x = baselines.video_features([p.views for p in parts], settings.normalize, settings.joint)
       result = baselines.kmeans_quality(x, labels, k, runs=settings.runs, iters=settings.iters,
                                         seed=settings.seed, mesh=ctx.host_mesh)
       row = f'k-means, {encoder} encoder: {name}'
@@ -147,8 +145,8 @@ def kmeans_evaluation(ctx: Context) -> Result:
   meta = ctx.meta(data=ctx.config.data.get('dir') or ctx.config.data.name,
                   split=ctx.config.data.get('eval_split', 'eval'), k=settings.k or 'number of classes',
                   runs=f'{settings.runs} k-means++ runs, mean ± std',
-                  features=('views averaged, L2-normalised per modality, concatenated'
-                            if settings.normalize else 'views averaged, raw'))
+                  features=(f'views averaged, L2-normalised per modality, joint: {settings.joint}'
+                            if settings.normalize else f'views averaged, raw, joint: {settings.joint}'))
   text = (tables.header('Unsupervised labelling (SeLaVi Table 5 layout)', meta) + '\n'
           + tables.clustering(rows) + '\n\n'
           + tables.header('Cluster quality (GOCA Table 6 / IICL Table II layout)', meta) + '\n'
@@ -192,18 +190,21 @@ def _records(ctx: Context, directory: str, train_split: str, test_split: str, cl
 def retrieval_evaluation(ctx: Context) -> Result:
   """Test-split queries against the train split, per modality; cross-modal mAP on request."""
   s = ctx.config.evaluation.retrieval
-  modalities = tuple(s.modalities) + (('video', 'audio') if s.cross_modal else ())
+  singles = tuple(dict.fromkeys(m for name in s.modalities for m in name.split(' + ')))
+  modalities = singles + (('video', 'audio') if s.cross_modal else ())
   source = _records(ctx, s.dir, s.train_split, s.test_split, s.clips, s.crops, modalities)
-  gallery = _features(ctx, {m: (s.encoder, m) for m in s.modalities},
+  gallery = _features(ctx, {m: (s.encoder, m) for m in singles},
                       lambda: source.dataset_batches(augment=False), s.pool)
   test = _features(ctx, {m: (s.encoder, m) for m in dict.fromkeys(modalities)},
                    source.eval_batches, s.pool)
   rows, values = {}, {}
-  for modality in s.modalities:
-    result = retrieval.retrieval(gallery[modality].views, gallery[modality].labels,
-                                 test[modality].views, test[modality].labels, ks=s.ks,
-                                 center=s.center, mesh=ctx.host_mesh)
-    rows[f'{s.encoder} encoder: {modality}'] = values[modality] = result
+  for name in s.modalities:
+    parts = name.split(' + ')
+    views = lambda feats: retrieval.joint_views([feats[m].views for m in parts])
+    result = retrieval.retrieval(views(gallery), gallery[parts[0]].labels, views(test),
+                                 test[parts[0]].labels, ks=s.ks, center=s.center,
+                                 mesh=ctx.host_mesh)
+    rows[f'{s.encoder} encoder: {name}'] = values[name] = result
   text_meta = ctx.meta(data=s.dir or ctx.config.data.dir,
                        queries=f'{s.test_split} split', gallery=f'{s.train_split} split',
                        views=f'{s.clips} clips × {s.crops} crops, L2-normalised, averaged per video',

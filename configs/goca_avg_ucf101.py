@@ -1,0 +1,19 @@
+"""Avg, Table 1's naive merge: the RGB and flow backbones' features averaged before one projection
+head and one SwAV problem.
+
+Pretrained on UCF101 with S3D, as Table 1 (records as for `goca_ucf101.py`):
+
+    python -m avssl.main --config=configs/goca_avg_ucf101.py --workdir=runs/goca_avg_ucf101
+
+`:backbone=r2plus1d` for R(2+1)D-18; `:tiny` is CPU-test size.
+"""
+
+import ml_collections
+
+from avssl import config_lib, presets
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = config_lib.parse_arg(arg, tiny=False, backbone='s3d')
+  config = presets.goca(records='~/records/ucf101_1', backbone=arg.backbone, variant='avg')
+  return presets.shrink_goca(config) if arg.tiny else config
