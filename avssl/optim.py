@@ -17,7 +17,7 @@ updates are zeros whatever the gradient, momentum or weight decay. Unlisted name
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Collection, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +25,8 @@ import ml_collections
 import optax
 
 from avssl import config_lib
+
+PyTree = Any
 
 
 def learning_rate(config: ml_collections.ConfigDict, steps_per_epoch: int,
@@ -148,3 +150,23 @@ def default_schedule_config(**overrides) -> ml_collections.ConfigDict:
       end_lr_fraction=0.0, decay_epochs=(), decay_rate=0.1))
   config.update(overrides)
   return config
+
+
+def reinitialised_state(config: ml_collections.ConfigDict, opt_state: optax.OptState, params: PyTree,
+                        names: Collection[str]) -> optax.OptState:
+  """`opt_state` with the entries of the top-level parameter groups `names` back at the optimiser's
+  initial values (zero moments), the others kept.
+
+  For parameters a method re-initialises during a run (IICL's cluster heads at the switch to
+  co-training): stale moments from before would steer their first updates. Counters shared by all
+  parameters (Adam's step count, hence its bias correction) are kept.
+  """
+  initial = optimizer(config, optax.constant_schedule(0.0)).init(params)
+  initial = {jax.tree_util.keystr(path): x for path, x in jax.tree_util.tree_leaves_with_path(initial)}
+
+  def reset(path, x):
+    if any(isinstance(k, jax.tree_util.DictKey) and k.key in names for k in path):
+      return initial[jax.tree_util.keystr(path)]
+    return x
+
+  return jax.tree_util.tree_map_with_path(reset, opt_state)

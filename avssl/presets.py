@@ -12,6 +12,7 @@ from avssl import config_lib, optim
 from avssl.data import audio, pipeline
 from avssl.methods import finetune as finetune_lib
 from avssl.methods import goca as goca_lib
+from avssl.methods import iicl as iicl_lib
 from avssl.methods import selavi as selavi_lib
 from avssl.methods import xdc as xdc_lib
 from avssl.models import encoders
@@ -295,19 +296,69 @@ def xdc(*, records: str, variant: str = 'xdc', num_clusters: int = 256, total_ep
   return config
 
 
+def tiny_inputs(config: ml_collections.ConfigDict) -> None:
+  """CPU-test encoders and inputs shared by the audio-visual `:tiny` variants: small encoders
+  (widths 8-16), 4-frame 32² clips from a short side of 36, 0.4 s of audio as a 16 × 16 log-mel."""
+  config.model.video = encoders.encoder_config('small', widths=(8, 16))
+  config.model.audio = encoders.encoder_config('small', widths=(8, 16))
+  config.data.update(dict(num_frames=4, min_resize=36, max_resize=36, crop_size=32, eval_resize=36,
+                          audio_seconds=0.4, shuffle_buffer=16))
+  config.data.audio.num_mel_bins, config.data.audio.num_frames = 16, 16
+
+
 def shrink_xdc(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """`:tiny`: the same run at CPU-test size: small encoders, 4-frame 32² clips, 0.4 s of audio as a
   16 × 16 log-mel, k <= 6, 6 steps in deep-clustering iterations of (at most) one epoch."""
   config.batch_size = 16
   by_steps(config, total=6, checkpoint_every=3)
   config.log_every_steps = 1
-  config.model.video = encoders.encoder_config('small', widths=(8, 16))
-  config.model.audio = encoders.encoder_config('small', widths=(8, 16))
-  config.data.update(dict(num_frames=4, min_resize=36, max_resize=36, crop_size=32, eval_resize=36,
-                          audio_seconds=0.4, shuffle_buffer=16))
-  config.data.audio.num_mel_bins, config.data.audio.num_frames = 16, 16
+  tiny_inputs(config)
   config.xdc.update(dict(num_clusters=min(config.xdc.num_clusters, 6), epochs_per_iteration=1.0,
                          holdout_fraction=0.25 if config.xdc.holdout_fraction else 0.0))
   shrink_evaluation(config)
   return config
 
+
+def iicl(*, records: str, num_clusters: int = 400, init_epochs: float = 300.0,
+         total_epochs: float = 600.0, batch_size: int = 256) -> ml_collections.ConfigDict:
+  """IICL as pretrained in the paper (§III, §IV-B; reference `xdc_goca_iicl.md` §3.0): R(2+1)D-18 on
+  32 frames at 30 fps resized to 128², audio ResNet-18 on 2 s as 40 mel × 100 frames (records made
+  with `make_records --fps=30 --sample_rate=16000`), one co-attention block, g_ins to 1024-d and g_clu
+  to C clusters; L_ins alone for `init_epochs` (300), then L_ins + 0.5·L_clu to `total_epochs` (300
+  more); Adam, lr 5e-4, weight decay 1e-6, batch 256. The paper names no augmentation: a random
+  128² crop of the 128-short-side frames, no flip, no volume jitter."""
+  config = loop_config(batch_size=batch_size, total_epochs=total_epochs, seed=0)
+  config.method = 'iicl'
+  config.data = pipeline.default_config(
+      dir=records, num_frames=32, min_resize=128, max_resize=128, crop_size=128, eval_resize=128,
+      flip=False, audio_seconds=2.0, audio=audio.default_config('logmel'), volume_jitter=0.0)
+  config.model = ml_collections.ConfigDict(dict(
+      video=encoders.encoder_config('r2plus1d', depth=18),
+      audio=encoders.encoder_config('audio_resnet', depth=18),
+      bn_momentum=0.9, bn_eps=1e-5, dtype='float32'))  # PyTorch's BN defaults (no code released).
+  config.iicl = iicl_lib.default_config(num_clusters=num_clusters, init_epochs=init_epochs)
+  config.optimizer = optim.default_optimizer_config(name='adam', weight_decay=1e-6)
+  config.schedule = optim.default_schedule_config(name='constant', base_lr=5e-4)
+  config.label = ml_collections.ConfigDict(dict(dir='', split='train', file='labels.csv'))
+  # Table II / III (method) and encoder k-means; retrieval (§IV-C1: R@1-20 of the video encoder's
+  # pooled feature, 10 clips) and probes need UCF101/HMDB51 records: `evaluation.retrieval.dir`.
+  config.evaluation.run = ('method', 'kmeans')
+  config.evaluation.retrieval.update(dict(pool='avg', ks=(1, 5, 10, 20)))
+  return config
+
+
+def shrink_iicl(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`:tiny`: the same run at CPU-test size: small encoders, 4-frame 32² clips, 0.4 s of audio as a
+  16 × 16 log-mel, a 16-wide co-attention, C <= 6, 4 steps with co-training from step 2 (when both
+  levels train)."""
+  config.batch_size = 16
+  by_steps(config, total=4, checkpoint_every=2)
+  config.log_every_steps = 1
+  tiny_inputs(config)
+  s = config.iicl
+  s.update(dict(num_clusters=min(s.num_clusters, 6), instance_dim=16, kmeans_runs=2))
+  s.co_attention.update(dict(width=16, num_heads=2, mlp_ratio=2.0))
+  if len(s.losses) == 2:
+    s.init_epochs, s.init_steps = None, 2
+  shrink_evaluation(config)
+  return config

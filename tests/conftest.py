@@ -91,3 +91,20 @@ def selavi_workdir(_selavi_tiny_run, tmp_path):
   workdir = tmp_path / 'selavi'
   shutil.copytree(_selavi_tiny_run, workdir)
   return str(workdir)
+
+
+def random_like(variables):
+  """Random weights of the shapes of `variables` (BN and LayerNorm scales 1, offsets and means 0)
+  without compiling the initialisers: XLA takes seconds on the threefry draws of even a small model."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+
+  def fill(path, x):
+    name = jax.tree_util.keystr(path)
+    if "'var'" in name or "'scale'" in name:
+      return np.ones(x.shape, x.dtype)
+    if "'mean'" in name or "'bias'" in name:
+      return np.zeros(x.shape, x.dtype)
+    return (rng.standard_normal(x.shape) / np.sqrt(np.prod(x.shape[:-1]))).astype(x.dtype)
+
+  return jax.tree_util.tree_map_with_path(fill, variables)

@@ -18,7 +18,7 @@ from avssl.data import datasets, synthetic
 from avssl.evaluation import metrics
 from avssl.methods import xdc
 from avssl.train_state import TrainState
-from conftest import load_config
+from conftest import load_config, random_like
 
 # §3.2 / Table 1, written out: (encoder, clustering) pairs where the encoder's loss reads the labels.
 LEARNS_FROM = {
@@ -61,7 +61,7 @@ def _toy(variant, num_clusters=2):
   method = xdc.XDC(config)
   data = datasets.build(config.data, batch_size=config.batch_size, process_index=0,
                         process_count=1, seed=0)
-  variables = _random_like(jax.eval_shape(method.init_variables, jax.random.PRNGKey(0),
+  variables = random_like(jax.eval_shape(method.init_variables, jax.random.PRNGKey(0),
                                           next(data.train_batches(0))))
   tx = optim.optimizer(config.optimizer, optax.constant_schedule(0.1))
   state = TrainState(jnp.zeros((), jnp.int32), variables['params'], variables['batch_stats'],
@@ -69,22 +69,6 @@ def _toy(variant, num_clusters=2):
                      method.init_method_state(data.num_train))
   mesh = sharding.make_mesh()
   return method, data, mesh, tx, jax.device_put(state, sharding.replicated(mesh))
-
-
-def _random_like(variables):
-  """Random weights of the shapes of `variables` (BN statistics 0 and 1), without compiling the
-  initialisers: XLA takes seconds on the threefry draws of even a small model."""
-  rng = np.random.default_rng(0)
-
-  def fill(path, x):
-    name = jax.tree_util.keystr(path)
-    if "'var'" in name or "'scale'" in name:
-      return np.ones(x.shape, x.dtype)
-    if "'mean'" in name or "'bias'" in name:
-      return np.zeros(x.shape, x.dtype)
-    return (rng.standard_normal(x.shape) / np.sqrt(np.prod(x.shape[:-1]))).astype(x.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, variables)
 
 
 def _labels(state, **values):

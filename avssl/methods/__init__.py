@@ -11,6 +11,7 @@ from avssl.methods.base import Method
 _REGISTRY = {
     'finetune': 'avssl.methods.finetune:Finetune',
     'goca': 'avssl.methods.goca:GOCA',
+    'iicl': 'avssl.methods.iicl:IICL',
     'selavi': 'avssl.methods.selavi:SeLaVi',
     'supervised': 'avssl.methods.supervised:Supervised',
     'xdc': 'avssl.methods.xdc:XDC',

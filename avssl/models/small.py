@@ -4,7 +4,8 @@
 classifier on the concatenated features. It exercises everything the real encoders need from the loop
 (BatchNorm statistics, dropout RNG, sharded batches) at a size that compiles in seconds.
 `SmallVideoEncoder`, `SmallAudioEncoder`: encoders with the interface of R(2+1)D and the audio ResNets
-(input → pooled feature), small enough for the SeLaVi demo to train on a laptop CPU.
+(input → pooled feature, and with `return_map=True` also the last feature map, which IICL's
+co-attention reads as tokens), small enough for the demos to train on a laptop CPU.
 """
 
 from __future__ import annotations
@@ -49,14 +50,15 @@ class SmallVideoEncoder(nn.Module):
   norm: common.Norm = common.Norm()
 
   @nn.compact
-  def __call__(self, video: jax.Array, train: bool) -> jax.Array:
+  def __call__(self, video: jax.Array, train: bool, return_map: bool = False):
     x = video.astype(self.norm.dtype)
     for i, width in enumerate(self.widths):
       x = common.conv(width, (1, 3, 3), (1, 2, 2), norm=self.norm, name=f'spatial{i}')(x)
       x = nn.relu(self.norm(train, name=f'spatial{i}_bn')(x))
       x = common.conv(width, (3, 1, 1), 1, norm=self.norm, name=f'temporal{i}')(x)
       x = nn.relu(self.norm(train, name=f'temporal{i}_bn')(x))
-    return x.mean(axis=(1, 2, 3)).astype(jnp.float32)
+    feature = x.mean(axis=(1, 2, 3)).astype(jnp.float32)
+    return (feature, x) if return_map else feature
 
 
 class SmallAudioEncoder(nn.Module):
@@ -65,9 +67,10 @@ class SmallAudioEncoder(nn.Module):
   norm: common.Norm = common.Norm()
 
   @nn.compact
-  def __call__(self, spectrogram: jax.Array, train: bool) -> jax.Array:
+  def __call__(self, spectrogram: jax.Array, train: bool, return_map: bool = False):
     x = spectrogram.astype(self.norm.dtype)
     for i, width in enumerate(self.widths):
       x = common.conv(width, (3, 3), 2, norm=self.norm, name=f'conv{i}')(x)
       x = nn.relu(self.norm(train, name=f'conv{i}_bn')(x))
-    return x.mean(axis=(1, 2)).astype(jnp.float32)
+    feature = x.mean(axis=(1, 2)).astype(jnp.float32)
+    return (feature, x) if return_map else feature

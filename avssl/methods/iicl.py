@@ -1,0 +1,414 @@
+"""IICL: inter- and intra-level cross-modal contrastive clustering (Wei, Luo, Li, Hu, 2022).
+
+Online and end-to-end: no pass over the dataset, no offline clustering. Each step, the video and audio
+encoders' last feature maps go through one co-attention block (§III-B, Eq. 1: the visual stream is
+attended with audio queries and the audio stream with visual ones) and then through two heads per
+modality (§III-C, D): g_ins to a 1024-d instance space (L2-normalised) and g_clu to C cluster
+probabilities (softmax). The losses, all over the **global** batch (under `jax.jit` on the batch sharded
+over the mesh, plain `jnp` over the batch axis is the global computation; XLA inserts the gathers):
+
+  - inter-level (Eq. 3-4): InfoNCE from each clip's video embedding to its own audio embedding
+    against the other clips' audio embeddings (and the reverse), cosine / τ_ins, L_ins = L_v + L_a;
+  - intra-level (Eq. 5-6): the same contrast between the *columns* of the two modalities' N × C
+    cluster matrices (cluster k of the video head against cluster k of the audio head), cosine / τ_clu,
+    minus H(Y), the entropies of the two modalities' cluster marginals (log clamped, so an empty
+    cluster gives no NaN): L_clu = L_v_clu + L_a_clu − H(Y);
+  - L = L_ins + λ·L_clu (Eq. 7).
+
+The paper's denominators hold only cross-modal pairs; `intra_negatives` adds the other clips of the
+anchor's own modality, as the Contrastive Clustering code does (reference `xdc_goca_iicl.md` §3.3).
+
+Two stages (§III-E, §IV-B): L_ins alone for `init_epochs` (or `init_steps`), then L_ins + λ·L_clu.
+The switch is `state.step >= switch_step` inside the jitted loss, with `switch_step` in the method
+state (so the checkpoint carries the schedule a run started with); at the switch, the `label_update`
+hook of the loop gives the cluster heads a fresh initialisation and fresh optimiser moments (see
+`label_update` for why). `losses` selects Table II's ablations: ('ins',) trains the instance level
+alone (its clusters come from k-means in the instance space), ('clu',) the cluster level alone.
+
+A clip's cluster is the argmax of the cluster head of the video, of the audio, or of their averaged
+probabilities (`--mode=label` writes all three to `labels.csv`). `evaluate` gives Table II (NMI and
+accuracy of those clusters and of k-means in the instance space) and Table III (cross-modal retrieval
+mAP in the instance space, where both modalities share one embedding space).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import os
+from typing import Any, Iterator
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from jax import lax
+from jax.experimental import multihost_utils
+
+from avssl import config_lib, files, optim, sharding
+from avssl.clustering.kmeans import l2_normalize
+from avssl.evaluation import baselines, features, retrieval, tables
+from avssl.evaluation import metrics as metrics_lib
+from avssl.evaluation import report as report_lib
+from avssl.methods import base
+from avssl.models import encoders
+from avssl.models.co_attention import CoAttention, tokens_from_map
+from avssl.models.common import Norm
+from avssl.models.heads import ClusterHead, InstanceHead
+from avssl.train_state import TrainState
+
+MODALITIES = ('video', 'audio')
+LEVELS = ('ins', 'clu')
+VIEWS = ('video + audio', 'video', 'audio')
+TABLE_METRICS = ('nmi', 'accuracy', 'purity')  # Table II's NMI and ACC (Hungarian, majority-mapped).
+_RANK = {'video': 5, 'audio': 4}  # [B, T, H, W, 3] and [B, mel, frames, 1]; one more: views.
+_CLUSTER_HEADS_STREAM = 0x11C1
+_KMEANS = 'instance k-means: '  # The prefix of the instance-space k-means results.
+
+
+def default_config(**overrides) -> ml_collections.ConfigDict:
+  """IICL's constants (paper §III, §IV-B); what the paper leaves open is marked."""
+  config = ml_collections.ConfigDict(dict(
+      losses=LEVELS,  # Eq. 7; ('ins',) and ('clu',) are Table II's ablations.
+      num_clusters=400,  # C, §IV-D1 (Table I: best of 100/200/400/800).
+      instance_dim=1024,  # §IV-B: the row space of g_ins.
+      tau_ins=0.5,  # §IV-B.
+      tau_clu=0.5,  # §IV-B (Contrastive Clustering's code: 1.0).
+      lam=0.5,  # λ of Eq. 7, §IV-B.
+      intra_negatives=False,  # Eq. 3, 5: cross-modal pairs only; True: CC's 2N - 1 terms.
+      # Co-attention (§III-B): depth 1 (§IV-B); width and heads are not in the paper. Depth 0: none,
+      # the heads read the pooled encoder features (an ablation).
+      co_attention=dict(depth=1, width=512, num_heads=8, mlp_ratio=4.0),
+      # Table II's k-means in the instance space: k = number of classes (0), 50 runs (reference §3.4).
+      kmeans_k=0, kmeans_runs=50, kmeans_iters=50))
+  config.init_epochs = config_lib.optional(float)  # §III-E / §IV-B: 300 epochs of L_ins alone.
+  config.init_steps = config_lib.optional(int)
+  config.init_epochs = 300.0
+  config.update(overrides)
+  return config
+
+
+# The losses (pure functions of the heads' outputs over the global batch).
+
+
+def _similarity(a: jax.Array, b: jax.Array) -> jax.Array:
+  return jnp.matmul(a, b.T, precision=lax.Precision.HIGHEST)
+
+
+def _without_diagonal(s: jax.Array) -> jax.Array:
+  return jnp.where(jnp.eye(s.shape[0], dtype=bool), -jnp.inf, s)
+
+
+def cross_modal_nce(a: jax.Array, b: jax.Array, temperature: float,
+                    intra_negatives: bool = False) -> tuple[jax.Array, jax.Array]:
+  """Eq. 3 (rows: clips' embeddings) or Eq. 5 (rows: clusters' columns) in both directions.
+
+  Row i of `a` and row i of `b` are a positive pair; similarity is cosine / `temperature` (§III-C
+  calls it cosine; its formula's ‖·‖₁ norms would not give one, so we read them as L2). Returns
+  (mean over the rows of `a` of −log softmax of its positive among all rows of `b`, the same from `b`
+  to `a`). With `intra_negatives`, the other rows of the anchor's own side join the denominator.
+  """
+  a, b = l2_normalize(a.astype(jnp.float32)), l2_normalize(b.astype(jnp.float32))
+  cross = _similarity(a, b) / temperature
+  # Row by row, not `diagonal(cross)`: on a batch-sharded matrix the partitioner lowers that gather to
+  # per-device branches with collectives, which deadlocked on the simulated CPU devices.
+  positive = jnp.sum(a * b, axis=-1) / temperature
+  from_a, from_b = cross, cross.T
+  if intra_negatives:
+    from_a = jnp.concatenate([cross, _without_diagonal(_similarity(a, a) / temperature)], axis=1)
+    from_b = jnp.concatenate([cross.T, _without_diagonal(_similarity(b, b) / temperature)], axis=1)
+  return (jnp.mean(jax.nn.logsumexp(from_a, axis=1) - positive),
+          jnp.mean(jax.nn.logsumexp(from_b, axis=1) - positive))
+
+
+def marginal_entropy(y: jax.Array) -> jax.Array:
+  """The entropy of P(ỹ_i) = Σ_j Y_ji / ‖Y‖₁ (Eq. 6's H for one modality); the log is clamped at the
+  smallest normal float so that an empty cluster contributes 0, not NaN (CC's code has log 0)."""
+  p = jnp.sum(y, axis=0) / jnp.sum(y)
+  return -jnp.sum(p * jnp.log(jnp.maximum(p, jnp.finfo(p.dtype).tiny)))
+
+
+def losses(outputs: dict[str, jax.Array], *, tau_ins: float, tau_clu: float,
+           intra_negatives: bool = False) -> dict[str, jax.Array]:
+  """Eq. 3-6 for the heads present in `outputs` (`z_video`, `z_audio`: [N, D]; `y_video`, `y_audio`:
+  [N, C] probabilities): `loss_ins` (Eq. 4) with its two directions, `loss_clu` (Eq. 6) with its two
+  directions and `entropy` (H(Y), already subtracted in `loss_clu`)."""
+  terms = {}
+  if 'z_video' in outputs:
+    v, a = cross_modal_nce(outputs['z_video'], outputs['z_audio'], tau_ins, intra_negatives)
+    terms.update(loss_ins=v + a, loss_ins_video=v, loss_ins_audio=a)
+  if 'y_video' in outputs:
+    y_v, y_a = outputs['y_video'].astype(jnp.float32), outputs['y_audio'].astype(jnp.float32)
+    v, a = cross_modal_nce(y_v.T, y_a.T, tau_clu, intra_negatives)  # Columns: one row per cluster.
+    entropy = marginal_entropy(y_v) + marginal_entropy(y_a)
+    terms.update(loss_clu=v + a - entropy, loss_clu_video=v, loss_clu_audio=a, entropy=entropy)
+  return terms
+
+
+# The model.
+
+
+class IICLModel(nn.Module):
+  """Encoders (`video`, `audio`: the names the evaluation suite reads), co-attention, and per modality
+  the instance head `instance_<modality>` and/or the cluster head `cluster_<modality>`.
+
+  Returns `{'z_video', 'z_audio'}` (unit rows) and/or `{'y_video', 'y_audio'}` (probabilities).
+  """
+  video: nn.Module
+  audio: nn.Module
+  co_attention: nn.Module | None
+  levels: tuple[str, ...]
+  num_clusters: int
+  instance_dim: int
+  norm: Norm = Norm()
+
+  @nn.compact
+  def __call__(self, video: jax.Array, audio: jax.Array, *, train: bool) -> dict[str, jax.Array]:
+    f_v, map_v = self.video(video, train, return_map=True)
+    f_a, map_a = self.audio(audio, train, return_map=True)
+    if self.co_attention is None:
+      hidden = {'video': f_v, 'audio': f_a}
+    else:
+      h_v, h_a = self.co_attention(tokens_from_map(map_v), tokens_from_map(map_a))
+      hidden = {'video': h_v, 'audio': h_a}
+    out = {}
+    for m, h in hidden.items():
+      if 'ins' in self.levels:
+        out[f'z_{m}'] = InstanceHead(self.instance_dim, self.norm, name=f'instance_{m}')(h)
+      if 'clu' in self.levels:
+        out[f'y_{m}'] = ClusterHead(self.num_clusters, self.norm, name=f'cluster_{m}')(h)
+    return out
+
+
+class IICL(base.Method):
+  """Inter- and intra-level cross-modal contrast; see the module docstring."""
+
+  inputs = MODALITIES
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    s = self.settings = config.iicl
+    self.levels = tuple(level for level in LEVELS if level in s.losses)
+    if not self.levels or len(self.levels) != len(s.losses):
+      raise ValueError(f'config.iicl.losses={tuple(s.losses)}: name one or both of {LEVELS}')
+    if self.levels == ('clu',) and (s.init_epochs or s.init_steps):
+      raise ValueError("config.iicl.losses=('clu',) has no instance loss to train alone first: set "
+                       'config.iicl.init_epochs (or init_steps) to 0')
+    self.norm = Norm.from_config(config.model)
+    super().__init__(config)
+
+  def build_model(self) -> nn.Module:
+    s = self.settings
+    attention = s.co_attention
+    co_attention = (CoAttention(attention.width, attention.num_heads, attention.depth,
+                                attention.mlp_ratio, dtype=self.norm.dtype)
+                    if attention.depth else None)
+    return IICLModel(video=encoders.video_encoder(self.config.model.video, self.norm),
+                     audio=encoders.audio_encoder(self.config.model.audio, self.norm),
+                     co_attention=co_attention, levels=self.levels, num_clusters=s.num_clusters,
+                     instance_dim=s.instance_dim, norm=self.norm)
+
+  # Training.
+
+  def switch_step(self, steps_per_epoch: int) -> int:
+    """The first step of co-training (L_ins + λ·L_clu); 0 when only one level is trained."""
+    if self.levels != LEVELS:
+      return 0
+    return config_lib.steps(self.settings, 'init', steps_per_epoch, default=0)
+
+  def init_method_state(self, num_examples: int) -> dict[str, jax.Array]:
+    """`switch_step`, from the config and the data's steps per epoch (full batches only, as the
+    loop's)."""
+    steps_per_epoch = max(num_examples // self.config.batch_size, 1)
+    return {'switch_step': jnp.asarray(self.switch_step(steps_per_epoch), jnp.int32)}
+
+  def loss(self, params, state: TrainState, batch, rng):
+    """L_ins before `switch_step`, L_ins + λ·L_clu from it on (Eq. 7); either level alone if
+    `losses` names one. Every term is logged, the inactive one too."""
+    del rng  # Nothing random in the model.
+    outputs, updates = self.model.apply({'params': params, 'batch_stats': state.batch_stats},
+                                        batch['video'], batch['audio'], train=True,
+                                        mutable=['batch_stats'])
+    s = self.settings
+    terms = losses(outputs, tau_ins=s.tau_ins, tau_clu=s.tau_clu,
+                   intra_negatives=s.intra_negatives)
+    co_training = (state.step >= state.method_state['switch_step']).astype(jnp.float32)
+    loss = terms.get('loss_ins', 0.0) + co_training * s.lam * terms.get('loss_clu', 0.0)
+    metrics = {**terms, 'co_training': co_training}
+    return loss, base.StepOutput(updates['batch_stats'], metrics, state.method_state)
+
+  def label_update_steps(self, total_steps: int, steps_per_epoch: int) -> list[int]:
+    """The switch to co-training, where the cluster heads restart (`label_update`)."""
+    switch = self.switch_step(steps_per_epoch)
+    return [switch] if 0 < switch < total_steps else []
+
+  def label_update(self, state: TrainState, data, mesh: jax.sharding.Mesh) -> TrainState:
+    """At the switch: the cluster heads get a fresh initialisation and fresh optimiser moments.
+
+    In the initialisation stage they receive no loss gradient, only the (coupled) weight decay, which
+    Adam normalises into steps of about the learning rate: within a few hundred steps they would decay
+    to about zero. In PyTorch, parameters without a gradient are skipped, weight decay included, so in
+    the paper they start co-training at their initial values; a fresh draw of the same initialisation
+    is that, in distribution. Adam's shared step count (its bias correction) is kept.
+    """
+    del data, mesh
+    params, opt_state = self._restart_fn()(state.params, state.opt_state, state.rng)
+    logging.info('Step %d: co-training starts (L_ins + %g·L_clu); cluster heads re-initialised',
+                 int(state.step), self.settings.lam)
+    return state.replace(params=sharding.placed_like(params, state.params),
+                         opt_state=sharding.placed_like(opt_state, state.opt_state))
+
+  @functools.lru_cache(maxsize=None)
+  def _restart_fn(self):
+    names = tuple(f'cluster_{m}' for m in MODALITIES)
+    head = ClusterHead(self.settings.num_clusters, self.norm)
+
+    @jax.jit
+    def restart(params, opt_state, rng):
+      key = jax.random.fold_in(rng, _CLUSTER_HEADS_STREAM)
+      params = dict(params)
+      for i, name in enumerate(names):
+        width = params[name]['dense0']['kernel'].shape[0]
+        params[name] = head.init(jax.random.fold_in(key, i), jnp.zeros((1, width)))['params']
+      return params, optim.reinitialised_state(self.config.optimizer, opt_state, params, names)
+    return restart
+
+  # Evaluation and label export.
+
+  def outputs(self, state: TrainState, batches: Iterator[dict[str, np.ndarray]],
+              mesh: jax.sharding.Mesh) -> dict[str, np.ndarray]:
+    """The heads' eval-mode outputs for every real clip of `batches`, on the host in dataset-index
+    order: `z_<modality>` (views averaged, renormalised), `y_<modality>` (views averaged), `label`
+    and `index`."""
+    forward = self._forward_fn()
+    out: dict[str, list[np.ndarray]] = {}
+    for batch in batches:
+      batch = sharding.to_global({k: batch[k] for k in (*MODALITIES, 'index', 'label', 'mask')},
+                                 mesh)
+      result = multihost_utils.process_allgather(
+          forward(state.params, state.batch_stats, batch), tiled=True)
+      for key, value in result.items():
+        out.setdefault(key, []).append(np.asarray(value))
+    if not out:
+      raise ValueError('no batches to evaluate')
+    joined = {k: np.concatenate(v) for k, v in out.items()}
+    keep = joined.pop('mask') > 0
+    order = np.argsort(joined['index'][keep], kind='stable')
+    return {k: v[keep][order] for k, v in joined.items()}
+
+  @functools.lru_cache(maxsize=None)
+  def _forward_fn(self):
+    @jax.jit
+    def forward(params, batch_stats, batch):
+      views = batch['video'].shape[1] if batch['video'].ndim > _RANK['video'] else 1
+      flat = {m: batch[m].reshape((-1,) + batch[m].shape[-(_RANK[m] - 1):]) for m in MODALITIES}
+      outputs = self.model.apply({'params': params, 'batch_stats': batch_stats}, flat['video'],
+                                 flat['audio'], train=False)
+      out = {k: batch[k] for k in ('index', 'label', 'mask')}
+      for name, x in outputs.items():
+        mean = x.reshape(-1, views, x.shape[-1]).mean(axis=1)
+        out[name] = l2_normalize(mean) if name.startswith('z_') else mean
+      return out
+    return forward
+
+  def evaluate(self, state: TrainState, batches: Iterator[dict[str, np.ndarray]],
+               mesh: jax.sharding.Mesh) -> dict[str, float]:
+    """Table II: `METRICS` of the cluster heads' argmax per view (`<view>/<metric>/mean`, std 0 for
+    the single head) and of k-means in the instance space (`instance k-means: <view>/<metric>/mean`
+    and `/std` over the runs). Table III: cross-modal retrieval mAP in the instance space
+    (`cross-modal mAP/video→audio`, `.../audio→video`). Only clips with a ground-truth label count."""
+    out = self.outputs(state, batches, mesh)
+    known = out['label'] >= 0
+    if not known.any():
+      return {}
+    labels = out['label'][known]
+    results = {}
+    for view, probs in _cluster_views(out).items():
+      scores = metrics_lib.cluster_metrics(labels, probs[known].argmax(axis=-1))
+      for metric in metrics_lib.METRICS:
+        results[f'{view}/{metric}/mean'] = scores[metric]
+        results[f'{view}/{metric}/std'] = 0.0
+    if 'ins' in self.levels:
+      results.update(self._instance_space(out, known))
+    return results
+
+  def _instance_space(self, out: dict[str, np.ndarray], known: np.ndarray) -> dict[str, float]:
+    """k-means quality and cross-modal mAP of the instance embeddings of the labelled clips."""
+    s = self.settings
+    labels = out['label'][known]
+    z = {m: out[f'z_{m}'][known] for m in MODALITIES}
+    host_mesh = sharding.make_mesh(jax.local_devices())
+    k = s.kmeans_k or len(np.unique(labels))
+    views = {**z, 'video + audio': baselines.video_features([z[m][:, None] for m in MODALITIES])}
+    results = {}
+    for view, x in views.items():
+      quality = baselines.kmeans_quality(x, labels, k, runs=s.kmeans_runs, iters=s.kmeans_iters,
+                                         seed=self.config.seed, mesh=host_mesh)
+      for metric in metrics_lib.METRICS:
+        for stat in ('mean', 'std'):
+          results[f'{_KMEANS}{view}/{metric}/{stat}'] = quality[metric][stat]
+    cross = retrieval.cross_modal_map(z['video'], z['audio'], labels, mesh=host_mesh)
+    results.update({f'cross-modal mAP/{d}': v for d, v in cross.items()})
+    return results
+
+  def report(self, results: dict[str, float]) -> str | None:
+    """Table II's layout (a row per view and source of clusters) and, with an instance head, Table
+    III's (cross-modal mAP)."""
+    if not results:
+      return None
+    rows = report_lib.rows_of('', results)
+    named = {f'{source}: {view}': rows[f'{prefix}{view}']
+             for source, prefix in (('cluster head', ''), ('k-means, instance space', _KMEANS))
+             for view in VIEWS if f'{prefix}{view}' in rows}
+    text = ('Table II layout: NMI, accuracy (Hungarian, one cluster per class) and purity (each '
+            'cluster mapped to its majority class); k-means: mean ± std over runs\n\n'
+            + metrics_lib.markdown_table(named, TABLE_METRICS))
+    cross = {d: results[f'cross-modal mAP/{d}'] for d in ('video→audio', 'audio→video')
+             if f'cross-modal mAP/{d}' in results}
+    if cross:
+      text += ('\n\nTable III layout: cross-modal retrieval mAP, cosine in the instance space\n\n'
+               + tables.cross_modal({'instance space': cross}))
+    return text
+
+  def export_labels(self, state: TrainState, data, mesh: jax.sharding.Mesh, workdir: str) -> str:
+    """Writes `labels.csv`: video id, source, ground truth, then for each view (video, audio, both
+    averaged) the argmax cluster and its probability. Atomic (a temporary file, then a rename).
+    Returns the path."""
+    if 'clu' not in self.levels:
+      raise ValueError("config.iicl.losses=('ins',) trains no cluster head, so there are no cluster "
+                       'labels to write; its clusters are k-means in the instance space (--mode=eval)')
+    source, split = self._label_source(data)
+    out = self.outputs(state, source.dataset_batches(augment=False), mesh)
+    views = _cluster_views(out)
+    path = os.path.join(workdir, self.config.label.file)
+    if jax.process_index() != 0:
+      return path
+    table = source.video_table(split)
+    with files.atomic_open(path, newline='') as f:
+      writer = csv.writer(f)
+      writer.writerow(['video_id', 'source', 'label'] + [f'{v}/cluster' for v in views]
+                      + [f'{v}/confidence' for v in views])
+      for row, i in enumerate(out['index']):
+        video = table[i]
+        writer.writerow([video['video_id'], video['source'], video['label_name']]
+                        + [int(p[row].argmax()) for p in views.values()]
+                        + [f'{p[row].max():.4f}' for p in views.values()])
+    logging.info('Wrote the clusters of %d videos to %s', len(out['index']), path)
+    return path
+
+  def _label_source(self, data) -> tuple[Any, str]:
+    """The training data, or the record set `config.label.dir` (videos never seen in training)."""
+    if not self.config.label.dir:
+      return data, self.config.data.get('train_split', 'train')
+    source = features.records(self.config, batch_size=self.config.batch_size,
+                              dir=self.config.label.dir, train_split=self.config.label.split)
+    return source, self.config.label.split
+
+
+def _cluster_views(out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """Cluster probabilities of the video head, the audio head and their average, if there are heads."""
+  if 'y_video' not in out:
+    return {}
+  return {'video': out['y_video'], 'audio': out['y_audio'],
+          'video + audio': (out['y_video'] + out['y_audio']) / 2}

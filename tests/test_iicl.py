@@ -1,0 +1,236 @@
+"""IICL: the losses against numpy versions of Eq. 3-6, the global-batch loss on 8 devices equal to one
+device's, the two-stage switch at the configured step and a resume across it, labels.csv and the
+Table II / III evaluation."""
+
+import csv
+import functools
+import shutil
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from avssl import checkpointing, optim, sharding, train
+from avssl.data import datasets, synthetic
+from avssl.methods import iicl
+from avssl.train_state import TrainState
+from conftest import load_config, random_like
+
+TAU = 0.5
+
+
+def _unit(x):
+  return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _numpy_nce(a, b, tau, intra):
+  """Eq. 3 (or 5 on columns) written out anchor by anchor in float64, both directions."""
+  a, b = _unit(np.asarray(a, np.float64)), _unit(np.asarray(b, np.float64))
+
+  def direction(x, y):
+    losses = []
+    for i in range(len(x)):
+      denominator = sum(np.exp(x[i] @ y[j] / tau) for j in range(len(y)))
+      if intra:  # CC's extra negatives: the other rows of the anchor's own modality.
+        denominator += sum(np.exp(x[i] @ x[j] / tau) for j in range(len(x)) if j != i)
+      losses.append(-np.log(np.exp(x[i] @ y[i] / tau) / denominator))
+    return np.mean(losses)
+
+  return direction(a, b), direction(b, a)
+
+
+def _numpy_entropy(y):
+  """H of one modality's cluster marginal P(ỹ_i) = Σ_j Y_ji / ‖Y‖₁ (Eq. 6), 0 log 0 = 0."""
+  p = np.asarray(y, np.float64).sum(axis=0) / np.abs(np.asarray(y, np.float64)).sum()
+  return -sum(q * np.log(q) for q in p if q > 0)
+
+
+def _fixed_outputs():
+  rng = np.random.default_rng(0)
+  softmax = lambda x: np.exp(x) / np.exp(x).sum(axis=1, keepdims=True)
+  return {'z_video': rng.standard_normal((6, 5)), 'z_audio': rng.standard_normal((6, 5)),
+          'y_video': softmax(2 * rng.standard_normal((6, 4))),
+          'y_audio': softmax(2 * rng.standard_normal((6, 4)))}
+
+
+@pytest.mark.parametrize('intra', [False, True])
+def test_losses_equal_numpy_eq_3_to_6(intra):
+  outputs = _fixed_outputs()
+  terms = iicl.losses({k: jnp.asarray(v, jnp.float32) for k, v in outputs.items()},
+                      tau_ins=TAU, tau_clu=TAU, intra_negatives=intra)
+  ins_v, ins_a = _numpy_nce(outputs['z_video'], outputs['z_audio'], TAU, intra)
+  clu_v, clu_a = _numpy_nce(outputs['y_video'].T, outputs['y_audio'].T, TAU, intra)
+  entropy = _numpy_entropy(outputs['y_video']) + _numpy_entropy(outputs['y_audio'])
+  expected = {'loss_ins_video': ins_v, 'loss_ins_audio': ins_a, 'loss_ins': ins_v + ins_a,  # Eq. 4.
+              'loss_clu_video': clu_v, 'loss_clu_audio': clu_a, 'entropy': entropy,
+              'loss_clu': clu_v + clu_a - entropy}  # Eq. 6.
+  assert set(terms) == set(expected)
+  for name, value in expected.items():
+    np.testing.assert_allclose(float(terms[name]), value, rtol=2e-6, err_msg=name)
+
+
+def test_empty_cluster_gives_finite_entropy_and_gradient():
+  y = jnp.asarray([[0.5, 0.5, 0.0], [0.2, 0.8, 0.0]])
+  np.testing.assert_allclose(float(iicl.marginal_entropy(y)), _numpy_entropy(y), rtol=1e-6)
+  assert np.isfinite(np.asarray(jax.grad(iicl.marginal_entropy)(y))).all()
+
+
+def _config():
+  """`iicl_kinetics:tiny` (4 steps, co-training from step 2) on in-memory synthetic clips."""
+  config = load_config('iicl_kinetics', 'tiny')
+  config.data = synthetic.default_config(num_train=32, num_eval=16, num_classes=4)
+  return config
+
+
+@functools.lru_cache(maxsize=None)
+def _toy():
+  """The tiny method, its synthetic data and a random initial state (cached: tests share compiles)."""
+  config = _config()
+  method = iicl.IICL(config)
+  data = datasets.build(config.data, batch_size=config.batch_size, process_index=0,
+                        process_count=1, seed=0)
+  variables = random_like(jax.eval_shape(method.init_variables, jax.random.PRNGKey(0),
+                                          next(data.train_batches(0))))
+  tx = optim.optimizer(config.optimizer, optax.constant_schedule(5e-4))
+  state = TrainState(jnp.zeros((), jnp.int32), variables['params'], variables['batch_stats'],
+                     tx.init(variables['params']), jax.random.PRNGKey(1),
+                     method.init_method_state(data.num_train))
+  return method, data, state
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_loss(devices):
+  method, _, _ = _toy()
+  mesh = sharding.make_mesh(jax.devices()[:devices])
+  replicated = sharding.replicated(mesh)
+  loss = jax.jit(method.loss, in_shardings=(replicated, replicated, sharding.batch_sharded(mesh),
+                                            replicated))
+  return mesh, loss
+
+
+def _loss_at(step, devices=8):
+  method, data, state = _toy()
+  mesh, loss = _jitted_loss(devices)
+  state = jax.device_put(state.replace(step=jnp.asarray(step, jnp.int32)),
+                         sharding.replicated(mesh))
+  batch = sharding.to_global(next(data.train_batches(0)), mesh)
+  value, out = loss(state.params, state, batch, state.step_rng())
+  return float(value), {k: float(v) for k, v in out.metrics.items()}, out.batch_stats, method
+
+
+def test_global_batch_loss_on_eight_devices_equals_one_device():
+  one, one_metrics, one_stats, _ = _loss_at(5, devices=1)
+  eight, eight_metrics, eight_stats, _ = _loss_at(5, devices=8)
+  np.testing.assert_allclose(eight, one, rtol=1e-5)
+  for name, value in one_metrics.items():
+    np.testing.assert_allclose(eight_metrics[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+  for a, b in zip(jax.tree.leaves(one_stats), jax.tree.leaves(eight_stats)):  # Synchronised BN.
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+def test_loss_switches_to_co_training_at_the_configured_step():
+  _, _, state = _toy()
+  assert int(state.method_state['switch_step']) == 2  # `:tiny` sets init_steps = 2.
+  before, metrics_before, _, method = _loss_at(1)
+  after, metrics_after, _, _ = _loss_at(2)
+  assert metrics_before['co_training'] == 0.0 and metrics_after['co_training'] == 1.0
+  np.testing.assert_allclose(before, metrics_before['loss_ins'], rtol=1e-6)
+  np.testing.assert_allclose(
+      after, metrics_after['loss_ins'] + method.settings.lam * metrics_after['loss_clu'], rtol=1e-6)
+  assert method.label_update_steps(total_steps=4, steps_per_epoch=2) == [2]
+
+
+def test_switch_step_from_epochs_and_ablation_settings():
+  config = _config()
+  config.iicl.init_epochs, config.iicl.init_steps = 2.5, None
+  assert iicl.IICL(config).switch_step(steps_per_epoch=4) == 10
+  config.iicl.losses = ('ins',)
+  assert iicl.IICL(config).switch_step(steps_per_epoch=4) == 0
+  config.iicl.losses = ('clu',)
+  with pytest.raises(ValueError, match='init_epochs'):
+    iicl.IICL(config)
+  config.iicl.losses = ('ins', 'cluster')
+  with pytest.raises(ValueError, match="name one or both of \\('ins', 'clu'\\)"):
+    iicl.IICL(config)
+
+
+def test_cluster_heads_restart_at_the_switch_with_fresh_moments():
+  method, data, state = _toy()
+  mesh = sharding.make_mesh()
+  state = jax.device_put(state, sharding.replicated(mesh))
+  tx = optim.optimizer(method.config.optimizer, optax.constant_schedule(5e-4))
+  grads = jax.tree.map(jnp.ones_like, state.params)
+  _, opt_state = jax.jit(tx.update)(grads, state.opt_state, state.params)  # Non-zero moments.
+  restarted = method.label_update(state.replace(opt_state=opt_state), data, mesh)
+  moments = {jax.tree_util.keystr(p): np.asarray(x)
+             for p, x in jax.tree_util.tree_leaves_with_path(restarted.opt_state)}
+  for name, value in moments.items():
+    if "'cluster_" in name:
+      assert not value.any(), name
+    elif "'mu'" in name:
+      assert value.any(), name
+  for name in ('cluster_video', 'cluster_audio'):
+    before, after = state.params[name]['out']['kernel'], restarted.params[name]['out']['kernel']
+    assert after.shape == before.shape and not np.allclose(after, before)
+  np.testing.assert_array_equal(restarted.params['video']['spatial0']['kernel'],
+                                state.params['video']['spatial0']['kernel'])
+
+
+def _leaves(state):
+  return {jax.tree_util.keystr(path): np.asarray(x)
+          for path, x in jax.tree_util.tree_leaves_with_path(
+              (state.step, state.params, state.batch_stats, state.opt_state, state.method_state))}
+
+
+def test_run_resumed_at_the_switch_equals_an_uninterrupted_one(avsynth_records, tmp_path):
+  config = load_config('iicl_kinetics', 'tiny')  # The programs `test_configs` compiles too.
+  config.data.dir = avsynth_records
+  assert config.checkpoint_every_steps == 2 and config.total_steps == 4
+  uninterrupted = train.train_and_evaluate(config, str(tmp_path / 'a'))
+  checkpointer = checkpointing.Checkpointer(str(tmp_path / 'a'), every_steps=2, keep=3)
+  at_switch = checkpointer.restore_raw(2)
+  checkpointer.close()
+  assert int(at_switch['method_state']['switch_step']) == 2  # Saved before the switch's update.
+
+  shutil.copytree(tmp_path / 'a' / 'checkpoints' / '2', tmp_path / 'b' / 'checkpoints' / '2')
+  resumed = train.train_and_evaluate(config, str(tmp_path / 'b'))
+  a, b = _leaves(uninterrupted), _leaves(resumed)
+  assert a.keys() == b.keys()
+  for key in a:
+    np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+  table = (tmp_path / 'a' / 'eval.md').read_text()
+  assert 'Table II' in table and 'k-means, instance space: video + audio' in table
+  assert 'cluster head: video + audio' in table
+  assert 'Table III' in table and 'mAP video→audio' in table
+
+
+def test_labels_csv_has_each_views_argmax_by_video_index(tmp_path):
+  method, data, state = _toy()
+  mesh = sharding.make_mesh()
+  state = jax.device_put(state, sharding.replicated(mesh))
+  videos = [{'video_id': f'v{i}', 'source': f'/videos/{i}.mp4', 'label_name': f'c{i % 4}'}
+            for i in range(data.num_train)]
+  source = types.SimpleNamespace(dataset_batches=data.dataset_batches,
+                                 video_table=lambda split: videos)
+  path = method.export_labels(state, source, mesh, str(tmp_path))
+  out = method.outputs(state, data.dataset_batches(), mesh)
+  with open(path) as f:
+    rows = list(csv.DictReader(f))
+  assert [r['video_id'] for r in rows] == [f'v{i}' for i in range(data.num_train)]
+  for view in ('video', 'audio'):
+    np.testing.assert_array_equal([int(r[f'{view}/cluster']) for r in rows],
+                                  out[f'y_{view}'].argmax(axis=1))
+  both = (out['y_video'] + out['y_audio']) / 2
+  np.testing.assert_array_equal([int(r['video + audio/cluster']) for r in rows], both.argmax(1))
+  assert all(0 < float(r['video + audio/confidence']) <= 1 for r in rows)
+
+
+def test_instance_only_run_has_no_cluster_labels(tmp_path):
+  config = _config()
+  config.iicl.losses = ('ins',)
+  method = iicl.IICL(config)
+  with pytest.raises(ValueError, match='k-means in the instance space'):
+    method.export_labels(None, None, None, str(tmp_path))
