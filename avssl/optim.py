@@ -157,8 +157,8 @@ def reinitialised_state(config: ml_collections.ConfigDict, opt_state: optax.OptS
   """`opt_state` with the entries of the top-level parameter groups `names` back at the optimiser's
   initial values (zero moments), the others kept.
 
-  For parameters a method re-initialises during a run (IICL's cluster heads at the switch to
-  co-training): stale moments from before would steer their first updates. Counters shared by all
+  For parameters a method re-initialises during a run (XDC's heads each iteration, IICL's cluster
+  heads at the switch to co-training): stale moments from before would steer their first updates. Counters shared by all
   parameters (Adam's step count, hence its bias correction) are kept.
   """
   initial = optimizer(config, optax.constant_schedule(0.0)).init(params)

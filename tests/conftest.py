@@ -45,13 +45,15 @@ def tiny_config():
   return config
 
 
-def _avsynth(root: pathlib.Path, *, num_videos: int, flow: bool, test_fraction: float = 0.1) -> str:
+def make_avsynth(root: pathlib.Path, *, num_videos: int, flow: bool = False,
+                 test_fraction: float = 0.1, seed: int = 0) -> str:
   """avsynth clips (6 classes, 1.2 s at 40², 10 fps, 16 kHz) made through the real path: mp4 files
   written by make_synthetic, converted by make_records (with TV-L1 flow when `flow`)."""
   from data_prep import annotations, make_records, make_synthetic  # pylint: disable=g-import-not-at-top
   make_synthetic.main([f'--output_dir={root / "videos"}', f'--num_videos={num_videos}',
                        '--num_classes=6', '--size=40', '--fps=10', '--duration=1.2',
-                       '--sample_rate=16000', f'--test_fraction={test_fraction}', '--workers=1']
+                       '--sample_rate=16000', f'--test_fraction={test_fraction}', f'--seed={seed}',
+                       '--workers=1']
                       + (['--flow_friendly'] if flow else []))
   settings = make_records.Settings(fps=10.0, short_side=40, sample_rate=16000, min_duration=1.0,
                                    flow=flow, audio_only=False, require_audio=True,
@@ -63,14 +65,14 @@ def _avsynth(root: pathlib.Path, *, num_videos: int, flow: bool, test_fraction: 
 
 @pytest.fixture(scope='session')
 def avsynth_records(tmp_path_factory):
-  """A tiny avsynth record set: 58 train + 6 test clips (see `_avsynth`)."""
-  return _avsynth(tmp_path_factory.mktemp('avsynth'), num_videos=64, flow=False)
+  """A tiny avsynth record set: 58 train + 6 test clips (see `make_avsynth`)."""
+  return make_avsynth(tmp_path_factory.mktemp('avsynth'), num_videos=64, flow=False)
 
 
 @pytest.fixture(scope='session')
 def avsynth_flow_records(tmp_path_factory):
   """Tiny flow-friendly avsynth records with TV-L1 flow: 18 train + 6 test clips."""
-  return _avsynth(tmp_path_factory.mktemp('avsynth_flow'), num_videos=24, flow=True,
+  return make_avsynth(tmp_path_factory.mktemp('avsynth_flow'), num_videos=24, flow=True,
                   test_fraction=0.25)
 
 
@@ -108,3 +110,12 @@ def random_like(variables):
     return (rng.standard_normal(x.shape) / np.sqrt(np.prod(x.shape[:-1]))).astype(x.dtype)
 
   return jax.tree_util.tree_map_with_path(fill, variables)
+
+
+def state_leaves(state) -> dict:
+  """Every array a resumed run must reproduce (step, params, BN statistics, optimiser and method
+  state), by path, on the host."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  return {jax.tree_util.keystr(path): np.asarray(x)
+          for path, x in jax.tree_util.tree_leaves_with_path(
+              (state.step, state.params, state.batch_stats, state.opt_state, state.method_state))}

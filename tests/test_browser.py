@@ -22,7 +22,7 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from avssl.evaluation import browser, plots
-from conftest import REPO
+from conftest import REPO, make_avsynth
 
 CHROMIUM = '/usr/bin/chromium'
 CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -34,17 +34,7 @@ SCRIPT = '<script>alert(1)</script>'
 @pytest.fixture(scope='module')
 def new_records(tmp_path_factory):
   """Eight avsynth videos made with another seed than the run's: new to the model."""
-  from data_prep import annotations, make_records, make_synthetic  # pylint: disable=g-import-not-at-top
-  root = tmp_path_factory.mktemp('new_videos')
-  make_synthetic.main([f'--output_dir={root / "videos"}', '--num_videos=8', '--num_classes=6',
-                       '--size=40', '--fps=10', '--duration=1.2', '--sample_rate=16000',
-                       '--test_fraction=0', '--seed=7', '--workers=1'])
-  settings = make_records.Settings(fps=10.0, short_side=40, sample_rate=16000, min_duration=1.0,
-                                   flow=False, audio_only=False, require_audio=True,
-                                   jpeg_quality=90, examples_per_shard=8)
-  make_records.run(annotations.parse('folder', root=str(root / 'videos')), str(root / 'records'),
-                   settings, dataset='folder', workers=0)
-  return str(root / 'records')
+  return make_avsynth(tmp_path_factory.mktemp('new_videos'), num_videos=8, test_fraction=0, seed=7)
 
 
 @pytest.fixture(scope='module')

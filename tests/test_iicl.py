@@ -17,7 +17,7 @@ from avssl import checkpointing, optim, sharding, train
 from avssl.data import datasets, synthetic
 from avssl.methods import iicl
 from avssl.train_state import TrainState
-from conftest import load_config, random_like
+from conftest import load_config, random_like, state_leaves
 
 TAU = 0.5
 
@@ -179,12 +179,6 @@ def test_cluster_heads_restart_at_the_switch_with_fresh_moments():
                                 state.params['video']['spatial0']['kernel'])
 
 
-def _leaves(state):
-  return {jax.tree_util.keystr(path): np.asarray(x)
-          for path, x in jax.tree_util.tree_leaves_with_path(
-              (state.step, state.params, state.batch_stats, state.opt_state, state.method_state))}
-
-
 def test_run_resumed_at_the_switch_equals_an_uninterrupted_one(avsynth_records, tmp_path):
   config = load_config('iicl_kinetics', 'tiny')  # The programs `test_configs` compiles too.
   config.data.dir = avsynth_records
@@ -197,7 +191,7 @@ def test_run_resumed_at_the_switch_equals_an_uninterrupted_one(avsynth_records, 
 
   shutil.copytree(tmp_path / 'a' / 'checkpoints' / '2', tmp_path / 'b' / 'checkpoints' / '2')
   resumed = train.train_and_evaluate(config, str(tmp_path / 'b'))
-  a, b = _leaves(uninterrupted), _leaves(resumed)
+  a, b = state_leaves(uninterrupted), state_leaves(resumed)
   assert a.keys() == b.keys()
   for key in a:
     np.testing.assert_array_equal(a[key], b[key], err_msg=key)

@@ -12,19 +12,13 @@ import pytest
 
 from avssl import checkpointing, train
 from avssl.methods import selavi
-from conftest import load_config
+from conftest import load_config, state_leaves
 
 
 def _tiny(records, name='selavi_vggsound', arg='tiny'):
   config = load_config(name, arg)
   config.data.dir = records
   return config
-
-
-def _leaves(state):
-  return {jax.tree_util.keystr(path): np.asarray(x)
-          for path, x in jax.tree_util.tree_leaves_with_path(
-              (state.step, state.params, state.batch_stats, state.opt_state, state.method_state))}
 
 
 def test_label_updates_follow_the_prior_and_resume_identically(avsynth_records, tmp_path):
@@ -49,7 +43,7 @@ def test_label_updates_follow_the_prior_and_resume_identically(avsynth_records, 
   # A run interrupted after step 2 (its checkpoint is all that is left) resumes to the same end.
   shutil.copytree(tmp_path / 'a' / 'checkpoints' / '2', tmp_path / 'b' / 'checkpoints' / '2')
   resumed = train.train_and_evaluate(config, str(tmp_path / 'b'))
-  a, b = _leaves(uninterrupted), _leaves(resumed)
+  a, b = state_leaves(uninterrupted), state_leaves(resumed)
   for key in a:
     np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 

@@ -186,6 +186,9 @@ class IICL(base.Method):
   """Inter- and intra-level cross-modal contrast; see the module docstring."""
 
   inputs = MODALITIES
+  report_title = ('Clusters and cross-modal retrieval of the evaluation split '
+                  '(IICL Tables II and III)')
+  report_notes = {'views': 'clips averaged per video; one cluster head per modality'}
 
   def __init__(self, config: ml_collections.ConfigDict):
     s = self.settings = config.iicl

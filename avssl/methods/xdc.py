@@ -401,15 +401,7 @@ class XDC(base.Method):
     heads = Heads(self.wiring.heads, self.settings.num_clusters, self.norm)
     fresh = heads.init(key, {e: jnp.zeros((1, d), jnp.float32) for e, d in dims.items()})['params']
     params = {**state.params, 'heads': fresh}
-    initial = optim.optimizer(self.config.optimizer, optax.constant_schedule(0.0)).init(params)
-    initial = {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_leaves_with_path(initial)}
-
-    def reset(path, x):
-      if any(isinstance(k, jax.tree_util.DictKey) and k.key == 'heads' for k in path):
-        return initial[jax.tree_util.keystr(path)]
-      return x
-
-    opt_state = jax.tree_util.tree_map_with_path(reset, state.opt_state)
+    opt_state = optim.reinitialised_state(self.config.optimizer, state.opt_state, params, ('heads',))
     return state.replace(params=sharding.placed_like(params, state.params),
                          opt_state=sharding.placed_like(opt_state, state.opt_state))
 
