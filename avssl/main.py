@@ -1,7 +1,8 @@
 r"""Entry point: `python -m avssl.main --config=configs/<file>.py[:args] --workdir=DIR [--mode=...]`.
 
-Modes: `train` (resumes from the latest checkpoint in DIR), `eval` (the method's evaluation of that
-checkpoint), `label` (the method's cluster labels). Any config value can be overridden with
+Modes (`avssl/modes/`): `train` (resumes from the latest checkpoint in DIR), `eval` (the evaluations
+`config.evaluation.run` lists, of that checkpoint), `label` (the cluster labels, browser and plots),
+`finetune` (train, select on val and test every fold of `config.finetune.dirs`). Any config value can be overridden with
 `--config.key=value`; the config is locked, so a key that does not exist is an error naming it.
 
 For several hosts set `--config.distributed.coordinator_address=host:port` with `num_processes` and
@@ -20,12 +21,12 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from avssl import train
+from avssl.modes import evaluate, finetune, label, train
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (with :args).',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and outputs.')
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'label'], 'What to run.')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'label', 'finetune'], 'What to run.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -79,12 +80,15 @@ def main(argv: list[str]) -> None:
   logging.info('process %d of %d; %d local devices, %d in all (%s)', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.devices()[0].platform)
-  if _MODE.value == 'train':
-    train.train_and_evaluate(config, _WORKDIR.value)
-  elif _MODE.value == 'eval':
-    train.evaluate(config, _WORKDIR.value, config_flags.get_config_filename(flags.FLAGS['config']))
+  mode, workdir = _MODE.value, _WORKDIR.value
+  if mode == 'train':
+    train.train_and_evaluate(config, workdir)
+  elif mode == 'eval':
+    evaluate.evaluate(config, workdir, config_flags.get_config_filename(flags.FLAGS['config']))
+  elif mode == 'label':
+    label.label(config, workdir)
   else:
-    train.label(config, _WORKDIR.value)
+    finetune.finetune(config, workdir)
 
 
 if __name__ == '__main__':

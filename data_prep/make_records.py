@@ -27,7 +27,7 @@ of each class's training videos moves to the split `val` (its own shards, `val.c
 train no longer holds them), in whole groups: `--val_group_pattern` finds a video's group in its id
 (by default UCF-101's `_gNN_` performer groups, HMDB-51's source films and ESC-50's source recordings,
 each video its own group otherwise), so that no performer or recording is on both sides. The choice is a fixed function of the train videos
-and the two flags (`avssl.evaluation.probe.split_train_val`, seed `VAL_SEED`), so a rerun gives the
+and the two flags (`avssl.data.splits.split_train_val`, seed `VAL_SEED`), so a rerun gives the
 same split. The manifest records the flags, and a rerun into the same folder with others is refused:
 another val split needs a fresh `--output_dir`.
 """
@@ -53,6 +53,7 @@ import numpy as np
 import tqdm
 
 from avssl import files
+from avssl.data import splits
 from data_prep import annotations
 
 _DATASET = flags.DEFINE_enum('dataset', 'folder', sorted(annotations.PARSERS),
@@ -118,14 +119,12 @@ class ValSplit:
 def default_group_pattern(dataset: str) -> str:
   """UCF-101's performer groups, HMDB-51's source films, ESC-50's source recordings; otherwise ''
   (each video its own group)."""
-  from avssl.evaluation import probe  # pylint: disable=g-import-not-at-top
-  patterns = {'ucf101': probe.UCF101_GROUP, 'hmdb51': probe.HMDB51_GROUP, 'esc50': probe.ESC50_GROUP}
+  patterns = {'ucf101': splits.UCF101_GROUP, 'hmdb51': splits.HMDB51_GROUP, 'esc50': splits.ESC50_GROUP}
   return patterns.get(dataset, '')
 
 
 def carve_val(parsed: annotations.Annotations, val_split: ValSplit) -> annotations.Annotations:
   """`parsed` with about `val_split.fraction` of its train entries, in whole groups, moved to 'val'."""
-  from avssl.evaluation import probe  # pylint: disable=g-import-not-at-top
   if not 0 < val_split.fraction < 1:
     raise app.UsageError(f'--val_fraction must be in (0, 1), got {val_split.fraction}')
   if any(e.split == 'val' for e in parsed.entries):
@@ -134,12 +133,12 @@ def carve_val(parsed: annotations.Annotations, val_split: ValSplit) -> annotatio
   if not train:
     raise app.UsageError('--val_fraction needs train entries to carve the val split from')
   try:
-    groups = [probe.group_of(e.video_id, val_split.group_pattern) if val_split.group_pattern
+    groups = [splits.group_of(e.video_id, val_split.group_pattern) if val_split.group_pattern
               else e.video_id for e in train]
   except ValueError as error:
     raise app.UsageError(f'{error}; set --val_group_pattern ("" makes each video its own '
                          'group)') from error
-  val = probe.split_train_val([e.label_index for e in train], groups, fraction=val_split.fraction,
+  val = splits.split_train_val([e.label_index for e in train], groups, fraction=val_split.fraction,
                               seed=val_split.seed)
   moved = {e.video_id for e, v in zip(train, val) if v}
   entries = [dataclasses.replace(e, split='val') if e.video_id in moved else e

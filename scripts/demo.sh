@@ -16,4 +16,4 @@ python -m avssl.main --config=configs/selavi_demo.py --workdir=runs/demo/selavi 
 python -m avssl.main --config=configs/selavi_demo.py:sela --workdir=runs/demo/sela
 set +x
 echo "Labels: runs/demo/selavi/labels.csv; evaluation tables: runs/demo/selavi/eval/tables.md"
-python -m avssl.evaluation.report SeLaVi=runs/demo/selavi SeLa=runs/demo/sela | tee runs/demo/table.md
+python -m avssl.modes.compare SeLaVi=runs/demo/selavi SeLa=runs/demo/sela | tee runs/demo/table.md

@@ -78,7 +78,7 @@ def avsynth_flow_records(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def _selavi_tiny_run(avsynth_records, tmp_path_factory):
-  from avssl import train  # pylint: disable=g-import-not-at-top
+  from avssl.modes import train  # pylint: disable=g-import-not-at-top
   config = load_config('selavi_vggsound', 'tiny')
   config.data.dir = avsynth_records
   workdir = tmp_path_factory.mktemp('selavi_tiny')

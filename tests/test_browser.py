@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import sync_playwright
 
-from avssl.evaluation import browser, plots
+from avssl.reporting import browser, plots
 from conftest import REPO, make_avsynth
 
 CHROMIUM = '/usr/bin/chromium'

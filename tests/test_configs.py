@@ -6,7 +6,8 @@ import sys
 import pytest
 
 from conftest import REPO, load_config
-from avssl import config_lib, train
+from avssl import config_lib
+from avssl.modes import train
 
 CONFIGS = sorted(p.stem for p in (REPO / 'configs').glob('*.py') if not p.stem.startswith('_'))
 

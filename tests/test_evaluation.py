@@ -9,8 +9,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from avssl import sharding, train
-from avssl.evaluation import baselines, features, robustness, suite, tables
+from avssl import sharding
+from avssl.modes import evaluate as eval_mode, setup as setup_mode
+from avssl.evaluation import baselines, features, robustness, tables
 from avssl.models import encoders
 from conftest import load_config
 
@@ -145,11 +146,11 @@ def test_every_evaluation_writes_its_table_and_changes_nothing(avsynth_records, 
   config = load_config('selavi_vggsound', 'tiny')
   config.data.dir = avsynth_records
   names = ('method', 'kmeans', 'robustness', 'retrieval', 'probe')
-  run = train.setup(config, selavi_workdir)
+  run = setup_mode.setup(config, selavi_workdir)
   before = _leaves((run.state.params, run.state.batch_stats))
-  context = suite.Context(config, run.method, run.state, run.data, run.mesh, selavi_workdir,
+  context = eval_mode.Context(config, run.method, run.state, run.data, run.mesh, selavi_workdir,
                           int(run.state.step), 'configs/selavi_vggsound.py:tiny')
-  results = suite.run(context, names)
+  results = eval_mode.run(context, names)
   run.checkpointer.close()
   after = _leaves((run.state.params, run.state.batch_stats))
   assert before.keys() == after.keys()
@@ -180,7 +181,7 @@ def test_eval_mode_runs_the_configured_evaluations(avsynth_records, selavi_workd
   config = load_config('selavi_vggsound', 'tiny')
   config.data.dir = avsynth_records
   config.evaluation.run = ('method',)
-  results = train.evaluate(config, selavi_workdir, 'configs/selavi_vggsound.py')
+  results = eval_mode.evaluate(config, selavi_workdir, 'configs/selavi_vggsound.py')
   assert set(results) == {'method'} and 'video + audio/nmi/mean' in results['method']
   assert (pathlib.Path(selavi_workdir) / 'eval' / 'method.md').exists()
 
@@ -189,4 +190,4 @@ def test_unknown_evaluation_is_named_before_any_work(tmp_path):
   config = load_config('selavi_demo', 'tiny')
   config.evaluation.run = ('method', 'retreival')
   with pytest.raises(ValueError, match=r"\['retreival'\]"):
-    train.evaluate(config, str(tmp_path))
+    eval_mode.evaluate(config, str(tmp_path))

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from conftest import load_config
-from avssl import checkpointing, methods, presets, sharding, train
+from avssl import checkpointing, loop, methods, presets, sharding
+from avssl.modes import setup as setup_mode
 from avssl.data import pipeline
-from avssl.evaluation import finetune as driver
+from avssl.modes import finetune as driver
 from avssl.methods import finetune as finetune_lib
 from avssl.train_state import TrainState
 
@@ -94,7 +95,7 @@ def frozen_run(folds, pretrained, tmp_path_factory):
   """The frozen probe set up from the pretraining run (state as set up, before any step)."""
   config = _tiny(folds[0], 'frozen')
   config.init_from = pretrained[0]
-  run = train.setup(config, str(tmp_path_factory.mktemp('frozen')))
+  run = setup_mode.setup(config, str(tmp_path_factory.mktemp('frozen')))
   initial = jax.tree.map(np.asarray, (run.state.params, run.state.batch_stats))
   yield run, initial
   run.checkpointer.close()
@@ -116,7 +117,7 @@ def test_frozen_probe_keeps_backbone_weights_and_statistics_bit_identical(frozen
   run, (params, _) = frozen_run
   saved = pretrained[1]
   assert run.config.optimizer.lr_multipliers.video == 0.0
-  step, batches = train.make_train_step(run), run.data.train_batches(0)
+  step, batches = loop.make_train_step(run), run.data.train_batches(0)
   state = run.state
   for _ in range(3):
     state, metrics = step(state, sharding.to_global(next(batches), run.mesh))
@@ -136,7 +137,7 @@ def test_head_and_backbone_learning_rates_differ_by_the_configured_factor(folds,
   config = _tiny(folds[0])
   assert config.optimizer.lr_multipliers.video == 0.1
   assert (config.schedule.base_lr, config.optimizer.weight_decay) == (0.0025, 5e-3)
-  run = train.setup(config, str(tmp_path))
+  run = setup_mode.setup(config, str(tmp_path))
   batch = sharding.to_global(next(run.data.train_batches(0)), run.mesh)
   state = run.state
 

@@ -11,7 +11,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import load_config
-from avssl import sharding, train
+from avssl import sharding
+from avssl.modes import setup as setup_mode, train
 from avssl.clustering import prototypes as prototypes_lib
 from avssl.data import flow as flow_lib
 from avssl.data import pipeline, records
@@ -154,7 +155,7 @@ def test_fixed_prototypes_stay_bit_identical_and_apart(avsynth_flow_records, tmp
 def test_first_step_codes_on_eight_devices_equal_one_device(avsynth_flow_records, tmp_path):
   config = load_config('goca_ucf101', 'tiny')
   config.data.dir = avsynth_flow_records
-  run = train.setup(config, str(tmp_path))
+  run = setup_mode.setup(config, str(tmp_path))
   batch = next(run.data.train_batches(0))
   method = run.method
   eight = jax.jit(method.codes)(run.state.params, run.state, sharding.to_global(batch, run.mesh))

@@ -13,7 +13,8 @@ import numpy as np
 import optax
 import pytest
 
-from avssl import checkpointing, optim, sharding, train
+from avssl import checkpointing, optim, sharding
+from avssl.modes import train
 from avssl.data import datasets, synthetic
 from avssl.methods import iicl
 from avssl.train_state import TrainState

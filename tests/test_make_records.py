@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from avssl.data import records, video_io
+from avssl.data import records, splits, video_io
 from data_prep import annotations, make_records
 from conftest import REPO
 
@@ -193,7 +193,6 @@ def _table(path):
 def test_val_split_records_resume_and_feed_the_eval_stream(avsynth_records, tmp_path):
   from absl import app  # pylint: disable=g-import-not-at-top
   from avssl.data import audio, pipeline  # pylint: disable=g-import-not-at-top
-  from avssl.evaluation import probe  # pylint: disable=g-import-not-at-top
   videos = os.path.join(os.path.dirname(avsynth_records), 'videos')
   parsed = annotations.parse('folder', root=videos)
   val_split = make_records.ValSplit(0.2, _AVSYNTH_GROUP)
@@ -211,7 +210,7 @@ def test_val_split_records_resume_and_feed_the_eval_stream(avsynth_records, tmp_
   ids = {s: {r['video_id'] for r in rows} for s, rows in tables.items()}
   assert not ids['train'] & ids['val'] and not ids['val'] & ids['test']
   assert ids['train'] | ids['val'] == {e.video_id for e in parsed.entries if e.split == 'train'}
-  group = lambda video_id: probe.group_of(video_id, _AVSYNTH_GROUP)
+  group = lambda video_id: splits.group_of(video_id, _AVSYNTH_GROUP)
   assert not {group(i) for i in ids['train']} & {group(i) for i in ids['val']}
   # Rerun: the same split, nothing converted again; another fraction is refused.
   again = make_records.carve_val(annotations.parse('folder', root=videos), val_split)

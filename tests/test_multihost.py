@@ -10,7 +10,7 @@ import jax
 import numpy as np
 
 from conftest import REPO
-from avssl import train
+from avssl.modes import setup as setup_mode, train
 
 _STEPS = 4
 
@@ -45,7 +45,7 @@ def test_two_processes_match_one_process_with_eight_devices(tmp_path):
   config = load_config('supervised_synthetic', 'tiny')
   config.total_steps = _STEPS
   single = train.train_and_evaluate(config, str(tmp_path / 'one'))
-  run = train.setup(config, str(tmp_path / 'two'))  # restores the two-process checkpoint
+  run = setup_mode.setup(config, str(tmp_path / 'two'))  # restores the two-process checkpoint
   run.checkpointer.close()
 
   assert int(run.state.step) == int(single.step) == _STEPS
@@ -54,7 +54,7 @@ def test_two_processes_match_one_process_with_eight_devices(tmp_path):
   for (path, a), b in zip(two, one):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6,
                                err_msg=jax.tree_util.keystr(path))
-  fresh = train.setup(config, str(tmp_path / 'fresh'))
+  fresh = setup_mode.setup(config, str(tmp_path / 'fresh'))
   fresh.checkpointer.close()
   assert not np.allclose(np.asarray(single.params['classifier']['kernel']),
                          np.asarray(fresh.state.params['classifier']['kernel']))

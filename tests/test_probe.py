@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from avssl import sharding
+from avssl.data import splits
 from avssl.evaluation import probe
 
 FAST = dict(epochs=10, batch_size=64, learning_rate=0.05)
@@ -61,13 +62,13 @@ def test_groups_never_straddle_train_and_val():
   rng = np.random.default_rng(6)
   labels = rng.integers(0, 5, 600)
   groups = rng.integers(0, 25, 600)  # Like UCF-101's groups: every group spans the classes.
-  val = probe.split_train_val(labels, groups, fraction=0.2, seed=0)
+  val = splits.split_train_val(labels, groups, fraction=0.2, seed=0)
   for g in range(25):
     assert len(set(val[groups == g])) == 1
   assert 0.15 < val.mean() < 0.25
   for c in range(5):
     assert 0.1 < val[labels == c].mean() < 0.3  # Stratified as far as whole groups allow.
-  ungrouped = probe.split_train_val(labels, None, fraction=0.2, seed=0)
+  ungrouped = splits.split_train_val(labels, None, fraction=0.2, seed=0)
   for c in range(5):  # One video per group: exactly each class's rounded share.
     assert ungrouped[labels == c].sum() == round(0.2 * np.sum(labels == c))
   train = rng.standard_normal((600, 1, 4)), labels
@@ -78,7 +79,7 @@ def test_groups_never_straddle_train_and_val():
 
 def test_split_keeps_every_class_in_train():
   labels = np.array([0] * 10 + [1] * 2 + [2])
-  val = probe.split_train_val(labels, fraction=0.6, seed=0)
+  val = splits.split_train_val(labels, fraction=0.6, seed=0)
   assert val[labels == 0].sum() == 6 and val[labels == 1].sum() == 1 and val[labels == 2].sum() == 0
 
 
@@ -87,8 +88,8 @@ def test_same_seed_same_result():
   first, again = (probe.linear_probe(*train, *test, seed=3, **FAST) for _ in range(2))
   np.testing.assert_array_equal(first.pop('predictions'), again.pop('predictions'))
   assert first == again
-  assert not np.array_equal(probe.split_train_val(train[1], fraction=0.1, seed=3),
-                            probe.split_train_val(train[1], fraction=0.1, seed=4))
+  assert not np.array_equal(splits.split_train_val(train[1], fraction=0.1, seed=3),
+                            splits.split_train_val(train[1], fraction=0.1, seed=4))
 
 
 def test_a_mesh_gives_the_same_result():
@@ -101,13 +102,13 @@ def test_a_mesh_gives_the_same_result():
 
 
 def test_group_of():
-  assert probe.group_of('ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01') == '08'
+  assert splits.group_of('ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01') == '08'
   hmdb = 'brush_hair/April_09_brush_hair_u_nm_np1_ba_goo_0'
-  assert probe.group_of(hmdb, probe.HMDB51_GROUP) == 'April_09'
-  assert probe.group_of('kiss/April_09_kiss_h_cm_np2_fr_goo_3', probe.HMDB51_GROUP) == 'April_09'
-  assert probe.group_of('1-100032-A-0', probe.ESC50_GROUP) == '100032'
+  assert splits.group_of(hmdb, splits.HMDB51_GROUP) == 'April_09'
+  assert splits.group_of('kiss/April_09_kiss_h_cm_np2_fr_goo_3', splits.HMDB51_GROUP) == 'April_09'
+  assert splits.group_of('1-100032-A-0', splits.ESC50_GROUP) == '100032'
   with pytest.raises(ValueError, match='does not match the group pattern'):
-    probe.group_of('brush_hair/April_09_brush_hair_u_nm_np1_ba_goo_0')
+    splits.group_of('brush_hair/April_09_brush_hair_u_nm_np1_ba_goo_0')
 
 
 def test_average_over_folds():

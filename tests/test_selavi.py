@@ -10,7 +10,8 @@ import jax
 import numpy as np
 import pytest
 
-from avssl import checkpointing, train
+from avssl import checkpointing
+from avssl.modes import label as label_mode, setup as setup_mode, train
 from avssl.methods import selavi
 from conftest import load_config, state_leaves
 
@@ -58,7 +59,7 @@ def _agreement(log_probs, mask):
 def test_alignment_raises_video_audio_agreement_on_random_weights(avsynth_records, tmp_path):
   config = _tiny(avsynth_records)
   config.selavi.num_clusters = 6
-  run = train.setup(config, str(tmp_path))
+  run = setup_mode.setup(config, str(tmp_path))
   heads = tuple(range(config.selavi.num_heads))
   log_probs, _, mask = run.method.dataset_log_probs(run.state, run.data.dataset_batches(), run.mesh,
                                                     heads)
@@ -76,7 +77,7 @@ def test_labels_csv_matches_the_records_by_video_id(avsynth_records, selavi_work
   tmp_path = pathlib.Path(selavi_workdir)
   config = _tiny(avsynth_records)
   config.label.save_probs = True
-  train.label(config, str(tmp_path))
+  label_mode.label(config, str(tmp_path))
   probs = np.load(tmp_path / 'labels_video_audio_probs.npy')
   assert probs.shape == (58, config.selavi.num_heads, config.selavi.num_clusters)
   np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
@@ -121,7 +122,7 @@ def test_interrupted_label_run_leaves_no_partial_file(avsynth_records, selavi_wo
 
   monkeypatch.setattr(selavi.csv, 'writer', failing_writer)
   with pytest.raises(Interrupted):
-    train.label(config, str(tmp_path))
+    label_mode.label(config, str(tmp_path))
   assert (tmp_path / 'labels.csv').read_text() == 'previous labels\n'
   assert not glob.glob(os.path.join(tmp_path, '*.tmp'))
 
@@ -133,7 +134,7 @@ def test_finetuning_starts_from_another_runs_encoders(avsynth_records, tmp_path)
   config = _tiny(avsynth_records)
   config.selavi.num_clusters = 4  # Another dataset's K: the heads' last layers cannot be reused.
   config.init_from = str(tmp_path / 'vggsound')
-  run = train.setup(config, str(tmp_path / 'finetune'))
+  run = setup_mode.setup(config, str(tmp_path / 'finetune'))
   np.testing.assert_array_equal(run.state.params['video']['spatial0']['kernel'],
                                 trained.params['video']['spatial0']['kernel'])
   np.testing.assert_array_equal(run.state.batch_stats['audio']['conv0_bn']['mean'],

@@ -4,7 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-from avssl import checkpointing, sharding, train
+from avssl import checkpointing, loop, sharding
+from avssl.modes import setup as setup_mode, train
 from avssl.data import datasets, synthetic
 
 
@@ -19,8 +20,8 @@ def test_loss_falls_on_eight_devices_with_sharded_batch(tiny_config, tmp_path):
   config = tiny_config
   config.total_steps = 40
   config.checkpoint_every_steps = 40
-  run = train.setup(config, str(tmp_path))
-  step = train.make_train_step(run)
+  run = setup_mode.setup(config, str(tmp_path))
+  step = loop.make_train_step(run)
   batches = run.data.train_batches(0)
   state, losses = run.state, []
   for _ in range(config.total_steps):
@@ -73,13 +74,13 @@ def test_nan_loss_stops_with_step_named_and_keeps_last_good_checkpoint(tiny_conf
   config = tiny_config
   config.data.name = 'synthetic_nan_from_step_4'
   config.checkpoint_every_steps = 2
-  with pytest.raises(train.NonFiniteLossError, match=f'at step {_NAN_FROM_STEP}:'):
+  with pytest.raises(loop.NonFiniteLossError, match=f'at step {_NAN_FROM_STEP}:'):
     train.train_and_evaluate(config, str(tmp_path))
 
   checkpointer = checkpointing.Checkpointer(str(tmp_path), every_steps=2, keep=3)
   assert checkpointer.latest_step() == _NAN_FROM_STEP
   config.data.name = 'synthetic'
-  run = train.setup(config, str(tmp_path))
+  run = setup_mode.setup(config, str(tmp_path))
   assert int(run.state.step) == _NAN_FROM_STEP
   assert all(np.isfinite(x).all() for x in _leaves(run.state).values())
   run.checkpointer.close()
@@ -89,10 +90,10 @@ def test_nan_loss_stops_with_step_named_and_keeps_last_good_checkpoint(tiny_conf
 def test_missing_total_duration_fails_before_training(tiny_config, tmp_path):
   tiny_config.total_steps = None
   with pytest.raises(ValueError, match='total_steps nor total_epochs'):
-    train.setup(tiny_config, str(tmp_path))
+    setup_mode.setup(tiny_config, str(tmp_path))
 
 
 def test_batch_that_does_not_divide_over_devices_is_refused(tiny_config, tmp_path):
   tiny_config.batch_size = 12
   with pytest.raises(ValueError, match='batch_size=12 does not divide over 8 devices'):
-    train.setup(tiny_config, str(tmp_path))
+    setup_mode.setup(tiny_config, str(tmp_path))

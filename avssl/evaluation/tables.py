@@ -80,3 +80,19 @@ def probe(rows: Mapping[str, Mapping[str, Any]]) -> str:
   return _grid('Encoder / dataset', ['Top-1 (video)', 'Top-1 (clip)'],
                {name: [_percent(row['accuracy']), _percent(row['clip_accuracy'])]
                 for name, row in rows.items()})
+
+
+VIEWS = ('video + audio', 'video', 'audio', 'self-labels')
+
+
+def rows_of(name: str, results: dict[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
+  """`eval.json`'s flat `view/metric/stat` keys → `{'<name>: <view>': {metric: {mean, std}}}`, in
+  the order of `VIEWS` (then any other view)."""
+  views: dict[str, dict[str, dict[str, float]]] = {}
+  for key, value in results.items():
+    parts = key.rsplit('/', 2)
+    if len(parts) == 3 and parts[2] in ('mean', 'std'):
+      view, metric, stat = parts
+      views.setdefault(view, {}).setdefault(metric, {})[stat] = value
+  order = sorted(views, key=lambda v: (VIEWS.index(v) if v in VIEWS else len(VIEWS), v))
+  return {f'{name}: {view}' if name else view: views[view] for view in order}

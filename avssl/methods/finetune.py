@@ -45,7 +45,7 @@ HEAD = 'finetune_head'
 
 def default_config(**overrides) -> ml_collections.ConfigDict:
   """Every key of `config.finetune`: the method's (modality, classes, dropout, freezing, view
-  aggregation) and the driver's (`avssl/evaluation/finetune.py`: fold dirs, the selection and test
+  aggregation) and the driver's (`avssl/modes/finetune.py`: fold dirs, the selection and test
   splits, the checkpoint-selection metric and the evaluation batch size; 0 means `batch_size`)."""
   config = ml_collections.ConfigDict(dict(
       modality='video', num_classes=0, dropout=0.0, freeze_backbone=False, aggregate='logits',

@@ -29,9 +29,6 @@ flip (the data pipeline), Gaussian blur applied to RGB.
 from __future__ import annotations
 
 import functools
-import json
-import os
-import sys
 from typing import Any, Iterator, Sequence
 
 import flax.linen as nn
@@ -394,13 +391,14 @@ class GOCA(base.Method):
 STREAM_NAMES = {'video': 'RGB', 'flow': 'flow', 'video + flow': 'RGB + flow'}
 
 
-def comparison_tables(runs: dict[str, str]) -> str:
+def comparison_tables(runs: dict[str, dict[str, Any]]) -> str:
   """Table 1 (retrieval R@k of each stream and of both averaged, the "+" rows) and Table 6 (k-means
   cluster quality: purity, NMI, macro-F1) of several runs' `--mode=eval` outputs, side by side;
-  `runs` maps a row name (SView, Avg, Sep, GOCA) to its workdir."""
+  `runs` maps a row name (SView, Avg, Sep, GOCA) to that run's `{'retrieval': eval/retrieval.json,
+  'kmeans': eval/kmeans.json}`."""
   retrieval_rows, quality_rows = {}, {}
-  for name, workdir in runs.items():
-    retrieval, kmeans = (_read_eval(workdir, f'{e}.json') for e in ('retrieval', 'kmeans'))
+  for name, evaluations in runs.items():
+    retrieval, kmeans = evaluations['retrieval'], evaluations['kmeans']
     for stream, title in STREAM_NAMES.items():
       if stream in retrieval:
         retrieval_rows[f'{name}, test: {title}'] = retrieval[stream]
@@ -412,23 +410,3 @@ def comparison_tables(runs: dict[str, str]) -> str:
           'split\n\n' + tables.retrieval(retrieval_rows, ks)
           + '\n\n### Cluster quality (GOCA Table 6 layout): k-means, k = number of classes\n\n'
           + tables.clustering(quality_rows, ('purity', 'nmi', 'macro_f1')))
-
-
-def _read_eval(workdir: str, name: str) -> dict[str, Any]:
-  path = os.path.join(workdir, 'eval', name)
-  if not os.path.exists(path):
-    raise SystemExit(f'{path} is missing: run --mode=eval on {workdir} first')
-  with open(path) as f:
-    return json.load(f)
-
-
-def main(argv: list[str]) -> None:
-  """`python -m avssl.methods.goca SView=DIR Avg=DIR Sep=DIR GOCA=DIR`: `comparison_tables`."""
-  runs = dict(arg.partition('=')[::2] for arg in argv)
-  if not runs or not all(runs.values()):
-    raise SystemExit('usage: python -m avssl.methods.goca NAME=WORKDIR [NAME=WORKDIR ...]')
-  print(comparison_tables(runs))
-
-
-if __name__ == '__main__':
-  main(sys.argv[1:])

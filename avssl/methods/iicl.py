@@ -51,7 +51,6 @@ from avssl import config_lib, files, optim, sharding
 from avssl.clustering.kmeans import l2_normalize
 from avssl.evaluation import baselines, features, retrieval, tables
 from avssl.evaluation import metrics as metrics_lib
-from avssl.evaluation import report as report_lib
 from avssl.methods import base
 from avssl.models import encoders
 from avssl.models.co_attention import CoAttention, tokens_from_map
@@ -360,7 +359,7 @@ class IICL(base.Method):
     III's (cross-modal mAP)."""
     if not results:
       return None
-    rows = report_lib.rows_of('', results)
+    rows = tables.rows_of('', results)
     named = {f'{source}: {view}': rows[f'{prefix}{view}']
              for source, prefix in (('cluster head', ''), ('k-means, instance space', _KMEANS))
              for view in VIEWS if f'{prefix}{view}' in rows}

@@ -38,7 +38,7 @@ from avssl.clustering import alignment
 from avssl.clustering import sinkhorn as sk
 from avssl.evaluation import features
 from avssl.evaluation import metrics as metrics_lib
-from avssl.evaluation import report as report_lib
+from avssl.evaluation import tables
 from avssl.methods import base
 from avssl.models import encoders
 from avssl.models.common import Norm
@@ -341,7 +341,7 @@ class SeLaVi(base.Method):
 
   def report(self, results: dict[str, float]) -> str:
     """`evaluate`'s results as a Markdown table shaped like the paper's Table 2 (mean ± std)."""
-    return metrics_lib.markdown_table(report_lib.rows_of('', results))
+    return metrics_lib.markdown_table(tables.rows_of('', results))
 
   def export_labels(self, state: TrainState, data, mesh: jax.sharding.Mesh, workdir: str) -> str:
     """Writes `labels.csv`: video id, source, ground truth, then per head the cluster and its

@@ -44,11 +44,9 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
-import json
 import math
 import os
 import re
-import sys
 import zlib
 from typing import Any, Iterator
 
@@ -638,27 +636,3 @@ def comparison_table(runs: dict[str, dict[str, float]], metric: str = 'nmi') -> 
     cells = [_percent(results.get(f'iteration{r}/{name}/{metric}')) or '–' for results in runs.values()]
     lines.append(f'| {r}: {name} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
-
-
-def main(argv: list[str]) -> None:
-  """`python -m avssl.methods.xdc [metric=nmi] SDC=runs/demo/sdc XDC=runs/demo/xdc ...`: the runs'
-  per-iteration clustering quality (from their `eval.json`) side by side, as `comparison_table`."""
-  metric = 'nmi'
-  runs = {}
-  for arg in argv:
-    name, _, value = arg.partition('=')
-    if not value:
-      raise SystemExit('usage: python -m avssl.methods.xdc [metric=nmi|accuracy|purity] '
-                       'NAME=WORKDIR [NAME=WORKDIR ...]')
-    if name == 'metric':
-      metric = value
-      continue
-    with open(os.path.join(value, 'eval.json')) as f:
-      runs[name] = json.load(f)
-  if metric not in QUALITY or not runs:
-    raise SystemExit(f'metric must be one of {QUALITY}, and at least one NAME=WORKDIR is needed')
-  print(comparison_table(runs, metric))
-
-
-if __name__ == '__main__':
-  main(sys.argv[1:])

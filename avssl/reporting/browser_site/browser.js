@@ -1,4 +1,4 @@
-// The avssl cluster browser (written by `--mode=label`; see avssl/evaluation/browser.py).
+// The avssl cluster browser (written by `--mode=label`; see avssl/reporting/browser.py).
 //
 // Every element is built with createElement and textContent, never by parsing HTML, so a video id, a
 // path or a class name shows as text whatever it contains. Data comes as scripts (data/*.js) that call

@@ -1,9 +1,9 @@
 r"""Finetuning evaluation over a dataset's folds, with the checkpoint chosen on validation data.
 
-    python -m avssl.evaluation.finetune --config=configs/finetune_ucf101.py --workdir=runs/ft_ucf101
+    python -m avssl.main --mode=finetune --config=configs/finetune_ucf101.py --workdir=runs/ft_ucf101
 
 For each records folder of `config.finetune.dirs` (a fold: UCF101/HMDB51 3, ESC-50 5), in
-`workdir/fold<i>/`: train the `finetune` method with the shared loop (`train.train_and_evaluate`,
+`workdir/fold<i>/`: train the `finetune` method with the shared loop (`avssl.modes.train`,
 resumable; a checkpoint per epoch, all kept), restore every checkpoint and evaluate it on
 `finetune.val_split`, select the best by `finetune.select_metric` (default video-level top-1; ties:
 lower validation loss, then the earlier checkpoint), and only then evaluate that one checkpoint on
@@ -27,7 +27,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from avssl import checkpointing, files, methods, sharding, train
+from avssl import checkpointing, files, methods, sharding
+from avssl.modes import train
 from avssl.data import datasets
 
 RESULTS = 'finetune.json'
@@ -133,22 +134,3 @@ def _eval_source(config: ml_collections.ConfigDict, split: str) -> datasets.Data
                      + (' (make_records --val_fraction writes one)'
                         if split == config.finetune.val_split else ''))
   return source
-
-
-def main(argv: list[str]) -> None:
-  """`python -m avssl.evaluation.finetune --config=... --workdir=...`: the flags, checks and process
-  setup of `avssl.main`, then `finetune`."""
-  del argv
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from avssl import main as cli  # pylint: disable=g-import-not-at-top
-  cli._quiet_orbax()  # pylint: disable=protected-access
-  cli._hide_gpus_from_tensorflow()  # pylint: disable=protected-access
-  config = flags.FLAGS.config
-  cli._initialize_distributed(config)  # pylint: disable=protected-access
-  finetune(config, flags.FLAGS.workdir)
-
-
-if __name__ == '__main__':
-  from absl import app  # pylint: disable=g-import-not-at-top
-  from avssl import main as _cli  # pylint: disable=g-import-not-at-top  # Defines --config, --workdir.
-  app.run(main, flags_parser=_cli._parse_flags)  # pylint: disable=protected-access

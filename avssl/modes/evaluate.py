@@ -29,8 +29,10 @@ from absl import logging
 
 from avssl import files, sharding
 from avssl.data import datasets
+from avssl.data import splits
 from avssl.evaluation import baselines, features, probe, retrieval, robustness, tables
 from avssl.methods.base import Method
+from avssl.modes.setup import setup
 from avssl.train_state import TrainState
 
 
@@ -80,7 +82,7 @@ def method_evaluation(ctx: Context) -> Result:
 
 def write_method_results(workdir: str, step: int, results: dict[str, float],
                          table: str | None) -> None:
-  """`eval.json` (flat scalars, read by `avssl.evaluation.report`) and `eval.md`, atomically."""
+  """`eval.json` (flat scalars, read by `avssl.modes.compare`) and `eval.md`, atomically."""
   if jax.process_index() != 0 or not results:
     return
   with files.atomic_open(os.path.join(workdir, 'eval.json')) as f:
@@ -233,7 +235,7 @@ def probe_evaluation(ctx: Context) -> Result:
     groups = None
     if s.group_pattern:
       table = source.video_table(s.train_split)
-      groups = np.array([probe.group_of(table[i]['video_id'], s.group_pattern)
+      groups = np.array([splits.group_of(table[i]['video_id'], s.group_pattern)
                          for i in train.index])
     folds.append(probe.linear_probe(train.views, train.labels, test.views, test.labels,
                                     val_fraction=s.val_fraction, groups=groups,
@@ -290,3 +292,19 @@ def _jsonable(value: Any) -> Any:
   if isinstance(value, (np.generic, np.ndarray)):
     return value.tolist()
   return value
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str,
+             config_name: str = '') -> dict[str, Any]:
+  """`--mode=eval`: the evaluations `config.evaluation.run` lists, of the latest checkpoint in
+  `workdir`; tables and JSON under `workdir/eval/` (see the module docstring)."""
+  check(tuple(config.evaluation.run))
+  built = setup(config, workdir)
+  try:
+    if built.checkpointer.latest_step() is None:
+      raise FileNotFoundError(f'no checkpoint in {os.path.join(workdir, "checkpoints")}: train first')
+    context = Context(config, built.method, built.state, built.data, built.mesh, workdir,
+                      int(built.state.step), config_name)
+    return run(context, tuple(config.evaluation.run))
+  finally:
+    built.checkpointer.close()

@@ -24,7 +24,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from avssl import files
-from avssl.evaluation import browser
+from avssl.reporting import browser
 
 Scalars = dict[str, dict[int, float]]
 SIZE = (6.4, 4.0)

@@ -1,0 +1,46 @@
+"""`--mode=train`: trains from the latest checkpoint in the workdir (or from scratch) to the configured
+end, evaluating with the method's own evaluation on the way and at the end (`eval.json`, `eval.md`)."""
+
+from __future__ import annotations
+
+import jax
+import ml_collections
+from absl import logging
+from clu import metric_writers
+
+from avssl import loop
+from avssl.modes import evaluate as evaluate_mode
+from avssl.modes.setup import setup
+from avssl.train_state import TrainState
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+  """Trains from the latest checkpoint in `workdir` (or from scratch) to the configured end."""
+  run = setup(config, workdir)
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  start = int(run.state.step)
+  logging.info('Training %s from step %d to %d (%d steps per epoch) on %d devices in %d processes',
+               config.method, start, run.total_steps, run.steps_per_epoch, jax.device_count(),
+               jax.process_count())
+  try:
+    state = loop.train(run, writer, lambda s, step: evaluate_and_write(run, s, writer, step))
+    evaluate_and_write(run, state, writer, run.total_steps)
+  finally:
+    run.checkpointer.close()
+    writer.close()
+  return state
+
+
+def evaluate_and_write(run: loop.Run, state: TrainState, writer: metric_writers.MetricWriter,
+                        step: int) -> dict[str, float]:
+  """The method's evaluation during and at the end of training: logged, and written to `eval.json`
+  (and the method's table to `eval.md`)."""
+  results = run.method.evaluate(state, run.data.eval_batches(), run.mesh)
+  if not results:
+    return results
+  writer.write_scalars(step, results)
+  table = run.method.report(results)
+  evaluate_mode.write_method_results(run.workdir, step, results, table)
+  if table:
+    logging.info('Evaluation at step %d:\n%s', step, table)
+  return results
