@@ -199,14 +199,14 @@ def test_val_split_records_resume_and_feed_the_eval_stream(avsynth_records, tmp_
   out = str(tmp_path / 'records')
   manifest = make_records.run(make_records.carve_val(parsed, val_split), out, _avsynth_settings(),
                               dataset='folder', workers=0, val_split=val_split)
-  splits = manifest['splits']
-  assert sorted(splits) == ['test', 'train', 'val']
-  assert splits['train']['count'] + splits['val']['count'] == 58 and splits['test']['count'] == 6
-  assert 0.1 < splits['val']['count'] / 58 < 0.35
-  assert all(s['file'].startswith('val-') for s in splits['val']['shards'])
-  assert set(splits['val']['class_counts']) == set(splits['train']['class_counts'])
+  counts = manifest['splits']
+  assert sorted(counts) == ['test', 'train', 'val']
+  assert counts['train']['count'] + counts['val']['count'] == 58 and counts['test']['count'] == 6
+  assert 0.1 < counts['val']['count'] / 58 < 0.35
+  assert all(s['file'].startswith('val-') for s in counts['val']['shards'])
+  assert set(counts['val']['class_counts']) == set(counts['train']['class_counts'])
   assert manifest['val_split'] == {'fraction': 0.2, 'group_pattern': _AVSYNTH_GROUP, 'seed': 0}
-  tables = {s: _table(os.path.join(out, f'{s}.csv')) for s in splits}
+  tables = {s: _table(os.path.join(out, f'{s}.csv')) for s in counts}
   ids = {s: {r['video_id'] for r in rows} for s, rows in tables.items()}
   assert not ids['train'] & ids['val'] and not ids['val'] & ids['test']
   assert ids['train'] | ids['val'] == {e.video_id for e in parsed.entries if e.split == 'train'}
@@ -227,7 +227,7 @@ def test_val_split_records_resume_and_feed_the_eval_stream(avsynth_records, tmp_
                                    max_resize=40, crop_size=32, eval_resize=40, audio_seconds=0.4,
                                    volume_jitter=0.0, audio=logmel)
   source = pipeline.RecordSource(config, batch_size=4, process_index=0, process_count=1, seed=0)
-  assert (source.num_train, source.num_eval) == (splits['train']['count'], splits['val']['count'])
+  assert (source.num_train, source.num_eval) == (counts['train']['count'], counts['val']['count'])
   seen = {int(i): int(label) for batch in source.eval_batches()
           for i, label, m in zip(batch['index'], batch['label'], batch['mask']) if m}
   assert seen == {int(r['index']): int(r['label_index']) for r in tables['val']}

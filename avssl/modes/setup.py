@@ -3,6 +3,8 @@ workdir's latest checkpoint (or initialised from another run's weights)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import ml_collections
 import numpy as np
