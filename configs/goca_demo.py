@@ -19,14 +19,16 @@ speed) is shared with one other class, so RGB and flow alone top out near R@1 = 
 
 import ml_collections
 
-from avssl import config_lib, presets
+from avssl import config_lib
+from configs import goca_ucf101
 from avssl.models import encoders
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_lib.parse_arg(arg, tiny=False, variant='goca', records='runs/demo/records_flow')
-  config = presets.goca(records=arg.records, backbone='r2plus1d', variant=arg.variant,
-                        total_epochs=6.0, batch_size=32)
+  config = goca_ucf101.build(records=arg.records, backbone='r2plus1d', variant=arg.variant)
+  config.total_epochs = 6.0
+  config.batch_size = 32
   config.seed = 0
   config.log_every_steps = 20
   config.checkpoint_every_epochs = 2.0
@@ -41,4 +43,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.evaluation.kmeans.runs = 10
   config.evaluation.retrieval.update(dict(clips=4, crops=1, pool='avg'))
   config.evaluation.probe.pool = 'avg'
-  return presets.shrink_goca(config) if arg.tiny else config
+  return goca_ucf101.shrink(config) if arg.tiny else config

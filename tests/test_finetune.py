@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import load_config
-from avssl import checkpointing, methods, presets, sharding, train
+from avssl import checkpointing, methods, sharding, train
 from avssl.data import pipeline
 from avssl.evaluation import finetune as driver
 from avssl.methods import finetune as finetune_lib
@@ -66,7 +66,8 @@ def pretrained(avsynth_records, tmp_path_factory):
   `TrainState`, saved by the `Checkpointer`; no optimiser state), with random values for every weight
   and BN statistic, so that none equals a fresh initialisation."""
   workdir = str(tmp_path_factory.mktemp('selavi'))
-  config = presets.shrink_selavi(presets.selavi(records=avsynth_records, num_clusters=6))
+  config = load_config('selavi_vggsound', 'tiny')  # K = 6 at :tiny.
+  config.data.dir = avsynth_records
   method = methods.build(config)
   example = {'video': jnp.zeros((1, 4, 32, 32, 3)), 'audio': jnp.zeros((1, 16, 16, 1))}
   variables = jax.eval_shape(method.init_variables, jax.random.PRNGKey(3), example)
