@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import pathlib
+import sys
 from typing import Any
 
 import ml_collections
@@ -75,9 +76,19 @@ def distributed_config() -> ml_collections.ConfigDict:
       coordinator_address='', num_processes=1, process_id=0, auto=False, cpu_collectives='gloo'))
 
 
+def make_importable(path: str) -> None:
+  """Lets the config file at `path` import its siblings (`from configs import common`) from any
+  working directory: when its folder is a package, that folder's parent goes first on `sys.path`."""
+  folder = pathlib.Path(path).expanduser().resolve().parent
+  root = str(folder.parent)
+  if (folder / '__init__.py').is_file() and root not in sys.path:
+    sys.path.insert(0, root)
+
+
 def load(spec: str) -> ml_collections.ConfigDict:
   """Loads `path/to/config.py[:args]` as `--config` would, for notebooks and tests."""
   path, _, arg = spec.partition(':')
+  make_importable(path)
   module_spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, path)
   if module_spec is None or not pathlib.Path(path).is_file():
     raise FileNotFoundError(f'no config file at {path}')

@@ -21,6 +21,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from avssl import config_lib
 from avssl.modes import evaluate, finetune, label, train
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (with :args).',
@@ -31,7 +32,13 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
-  """absl's parser, with an unknown `--config.<key>` reported by name instead of a traceback."""
+  """absl's parser, with an unknown `--config.<key>` reported by name instead of a traceback. The
+  config file may import its siblings (`from configs import common`) from any working directory."""
+  for i, arg in enumerate(argv):
+    if arg.startswith('--config='):
+      config_lib.make_importable(arg[len('--config='):].partition(':')[0])
+    elif arg == '--config' and i + 1 < len(argv):
+      config_lib.make_importable(argv[i + 1].partition(':')[0])
   try:
     return flags.FLAGS(argv)
   except (AttributeError, KeyError) as e:

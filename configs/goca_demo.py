@@ -8,7 +8,7 @@ small encoders, 2 clips of 8 frames + 4 of 4 at 48², 100 prototypes of 128 dime
         --short_side=64 --sample_rate=16000 --min_duration=1.0 --flow --output_dir=runs/demo/records_flow
     python -m avssl.main --config=configs/goca_demo.py:variant=goca --workdir=runs/demo/goca_goca
     python -m avssl.main --config=configs/goca_demo.py:variant=goca --workdir=runs/demo/goca_goca --mode=eval
-    python -m avssl.methods.goca SView=runs/demo/goca_sview Avg=runs/demo/goca_avg \
+    python -m avssl.modes.compare --layout=goca SView=runs/demo/goca_sview Avg=runs/demo/goca_avg \
         Sep=runs/demo/goca_sep GOCA=runs/demo/goca_goca
 
 `variant` is goca, sview, avg or sep; the last command puts the runs' retrieval and cluster quality
@@ -19,14 +19,16 @@ speed) is shared with one other class, so RGB and flow alone top out near R@1 = 
 
 import ml_collections
 
-from avssl import config_lib, presets
+from avssl import config_lib
+from configs import goca_ucf101
 from avssl.models import encoders
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_lib.parse_arg(arg, tiny=False, variant='goca', records='runs/demo/records_flow')
-  config = presets.goca(records=arg.records, backbone='r2plus1d', variant=arg.variant,
-                        total_epochs=6.0, batch_size=32)
+  config = goca_ucf101.build(records=arg.records, backbone='r2plus1d', variant=arg.variant)
+  config.total_epochs = 6.0
+  config.batch_size = 32
   config.seed = 0
   config.log_every_steps = 20
   config.checkpoint_every_epochs = 2.0
@@ -41,4 +43,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.evaluation.kmeans.runs = 10
   config.evaluation.retrieval.update(dict(clips=4, crops=1, pool='avg'))
   config.evaluation.probe.pool = 'avg'
-  return presets.shrink_goca(config) if arg.tiny else config
+  return goca_ucf101.shrink(config) if arg.tiny else config

@@ -10,10 +10,11 @@ Pretrained on UCF101 with S3D, as Table 1 (records as for `goca_ucf101.py`):
 
 import ml_collections
 
-from avssl import config_lib, presets
+from avssl import config_lib
+from configs import goca_ucf101
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_lib.parse_arg(arg, tiny=False, backbone='s3d')
-  config = presets.goca(records='~/records/ucf101_1', backbone=arg.backbone, variant='sview')
-  return presets.shrink_goca(config) if arg.tiny else config
+  config = goca_ucf101.build(records='~/records/ucf101_1', backbone=arg.backbone, variant='sview')
+  return goca_ucf101.shrink(config) if arg.tiny else config

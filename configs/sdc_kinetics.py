@@ -11,10 +11,12 @@ Records as for `configs/xdc_kinetics.py`. `:tiny` is the same run at CPU-test si
 
 import ml_collections
 
-from avssl import config_lib, presets
+from avssl import config_lib
+from configs import xdc_kinetics
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_lib.parse_arg(arg, tiny=False)
-  config = presets.xdc(records='~/records/kinetics400', variant='sdc', num_clusters=256)
-  return presets.shrink_xdc(config) if arg.tiny else config
+  config = xdc_kinetics.get_config()
+  config.xdc.variant = 'sdc'
+  return xdc_kinetics.shrink(config) if arg.tiny else config

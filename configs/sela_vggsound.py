@@ -4,12 +4,13 @@ label per clip from the video network alone; the baseline SeLaVi's multi-modalit
 
 import ml_collections
 
-from avssl import config_lib, presets
+from avssl import config_lib
+from configs import selavi_vggsound
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_lib.parse_arg(arg, tiny=False)
-  config = presets.selavi(records='~/records/vggsound', num_clusters=309)
+  config = selavi_vggsound.get_config()
   config.selavi.modalities = ('video',)
   config.selavi.alignment = False
-  return presets.shrink_selavi(config) if arg.tiny else config
+  return selavi_vggsound.shrink(config) if arg.tiny else config

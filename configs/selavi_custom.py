@@ -15,14 +15,19 @@ GPU use `frames=16,crop=96,batch=32`, or shrink further with `:tiny`.
 
 import ml_collections
 
-from avssl import config_lib, presets
+from avssl import config_lib
+from configs import selavi_vggsound
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_lib.parse_arg(arg, tiny=False, records='~/records/mine', clusters=100, heads=10,
                              epochs=100.0, batch=64, frames=30, crop=112)
-  config = presets.selavi(records=arg.records, num_clusters=arg.clusters, total_epochs=arg.epochs,
-                          batch_size=arg.batch)
+  config = selavi_vggsound.get_config()
+  config.data.dir = arg.records
+  config.selavi.num_clusters = arg.clusters
+  config.total_epochs = arg.epochs
+  config.batch_size = arg.batch
+  config.schedule.multiplier = arg.batch / 16  # VGG-Sound's lr per clip.
   config.selavi.num_heads = arg.heads
   config.selavi.num_groups = 2 if arg.heads % 2 == 0 else 1
   config.data.num_frames = arg.frames
@@ -30,4 +35,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.min_resize = max(arg.crop, round(arg.crop * 128 / 112))
   config.data.max_resize = max(arg.crop, round(arg.crop * 160 / 112))
   config.data.eval_resize = config.data.min_resize
-  return presets.shrink_selavi(config) if arg.tiny else config
+  return selavi_vggsound.shrink(config) if arg.tiny else config

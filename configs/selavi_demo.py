@@ -11,15 +11,20 @@ encoders and clips sized for a laptop CPU. `bash scripts/demo.sh` makes the data
 
 import ml_collections
 
-from avssl import config_lib, presets
+from avssl import config_lib
+from configs import common, selavi_vggsound
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_lib.parse_arg(arg, tiny=False, sela=False, records='runs/demo/records')
-  config = presets.selavi(records=arg.records, num_clusters=10, total_epochs=10.0, batch_size=64)
+  config = selavi_vggsound.get_config()
+  config.data.dir = arg.records
+  config.selavi.num_clusters = 10
+  config.total_epochs = 10.0
+  config.batch_size = 64
   config.log_every_steps = 20
   config.checkpoint_every_epochs = 5.0
-  presets.demo_inputs(config)
+  common.demo_inputs(config)
   config.selavi.update(dict(num_heads=4, num_groups=2, num_label_updates=20,
                             bn_warmup_batches=5, head_hidden=128))
   config.schedule.update(dict(base_lr=0.1, multiplier=1.0, warmup_epochs=1.0))
@@ -31,4 +36,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.selavi.modalities = ('video',)
     config.evaluation.kmeans.modalities = ('video',)
     config.evaluation.robustness.views = ('video',)
-  return presets.shrink_selavi(config) if arg.tiny else config
+  return selavi_vggsound.shrink(config) if arg.tiny else config

@@ -7,13 +7,14 @@
 
 import ml_collections
 
-from avssl import config_lib, optim, presets
+from avssl import config_lib, optim
+from configs import common
 from avssl.data import synthetic
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_lib.parse_arg(arg, tiny=False, batch_size=0, seed=0)
-  config = presets.loop_config(batch_size=64, total_epochs=20.0, seed=arg.seed)
+  config = common.loop_config(batch_size=64, total_epochs=20.0, seed=arg.seed)
   config.method = 'supervised'
   config.log_every_steps = 10
   config.data = synthetic.default_config(num_train=4096, num_eval=512, frame_size=32,
@@ -27,7 +28,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.batch_size = 16
     config.data = synthetic.default_config(num_train=256, num_eval=64)
     config.model.width = 8
-    presets.by_steps(config, total=30, checkpoint_every=10, warmup=3)
+    common.by_steps(config, total=30, checkpoint_every=10, warmup=3)
     config.log_every_steps = 5
     config.schedule.base_lr = 1.0
   if arg.batch_size:

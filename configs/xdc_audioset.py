@@ -13,11 +13,14 @@ AudioSet-240K (Table 2's middle rows) is the same config on a 240K-video subset;
 
 import ml_collections
 
-from avssl import config_lib, presets
+from avssl import config_lib
+from configs import xdc_kinetics
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_lib.parse_arg(arg, tiny=False)
+  config = xdc_kinetics.get_config()
+  config.data.dir = '~/records/audioset'
   # Table 2: after the full AudioSet (2M videos), k = 256 is best for UCF101 (84.9) and HMDB51 (48.8).
-  config = presets.xdc(records='~/records/audioset', variant='xdc', num_clusters=256)
-  return presets.shrink_xdc(config) if arg.tiny else config
+  config.xdc.num_clusters = 256
+  return xdc_kinetics.shrink(config) if arg.tiny else config

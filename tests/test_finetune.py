@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import load_config
-from avssl import checkpointing, loop, methods, presets, sharding
+from avssl import checkpointing, loop, methods, sharding
 from avssl.modes import setup as setup_mode
 from avssl.data import pipeline
 from avssl.modes import finetune as driver
@@ -67,7 +67,8 @@ def pretrained(avsynth_records, tmp_path_factory):
   `TrainState`, saved by the `Checkpointer`; no optimiser state), with random values for every weight
   and BN statistic, so that none equals a fresh initialisation."""
   workdir = str(tmp_path_factory.mktemp('selavi'))
-  config = presets.shrink_selavi(presets.selavi(records=avsynth_records, num_clusters=6))
+  config = load_config('selavi_vggsound', 'tiny')  # K = 6 at :tiny.
+  config.data.dir = avsynth_records
   method = methods.build(config)
   example = {'video': jnp.zeros((1, 4, 32, 32, 3)), 'audio': jnp.zeros((1, 16, 16, 1))}
   variables = jax.eval_shape(method.init_variables, jax.random.PRNGKey(3), example)

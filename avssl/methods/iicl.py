@@ -380,6 +380,8 @@ class IICL(base.Method):
     if 'clu' not in self.levels:
       raise ValueError("config.iicl.losses=('ins',) trains no cluster head, so there are no cluster "
                        'labels to write; its clusters are k-means in the instance space (--mode=eval)')
+    if self.config.label.save_probs:
+      raise ValueError('config.label.save_probs is not supported by IICL (SeLaVi only)')
     source, split = self._label_source(data)
     out = self.outputs(state, source.dataset_batches(augment=False), mesh)
     views = _cluster_views(out)

@@ -441,6 +441,9 @@ class XDC(base.Method):
     del mesh
     if int(state.method_state['iteration']) == 0:
       raise ValueError('this checkpoint has no k-means labels yet (no label update ran): train first')
+    if self.config.label.dir or self.config.label.save_probs:
+      raise ValueError('XDC labels its training videos with the k-means pseudo-labels it trained on: '
+                       'config.label.dir and config.label.save_probs are not supported')
     if not hasattr(data, 'video_table'):
       raise ValueError(f'--mode=label writes video ids from records; config.data.name='
                        f'{self.config.data.name!r} has none')
