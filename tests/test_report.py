@@ -7,26 +7,35 @@ import pytest
 from avssl.evaluation import report
 
 
+METRICS = ('nmi', 'ari', 'accuracy', 'entropy', 'max_purity')
+
+
 def _write(path, values):
+  """`values`: view -> (mean, std) per metric of `METRICS`, in that order; 'head0' is set to a value
+  the table must not show."""
   path.mkdir()
   results = {'step': 10}
-  for view, (nmi, std) in values.items():
-    for metric in ('nmi', 'ari', 'accuracy', 'entropy', 'max_purity'):
-      results[f'{view}/{metric}/mean'] = nmi
+  for view, stats in values.items():
+    for metric, (mean, std) in zip(METRICS, stats, strict=True):
+      results[f'{view}/{metric}/mean'] = mean
       results[f'{view}/{metric}/std'] = std
-      results[f'{view}/{metric}/head0'] = nmi
+      results[f'{view}/{metric}/head0'] = 0.123
   (path / 'eval.json').write_text(json.dumps(results))
 
 
 def test_rows_in_table_2_order_with_run_names(tmp_path):
-  _write(tmp_path / 'a', {'audio': (0.5, 0.0), 'video + audio': (0.9, 0.01)})
-  _write(tmp_path / 'b', {'video': (0.7, 0.02)})
+  # Every cell distinct, so a swapped column, view, statistic or run shows.
+  _write(tmp_path / 'a', {
+      'audio': [(0.51, 0.001), (0.52, 0.002), (0.53, 0.003), (1.54, 0.05), (0.55, 0.006)],
+      'video + audio': [(0.91, 0.011), (0.92, 0.012), (0.93, 0.013), (1.94, 0.15), (0.95, 0.016)]})
+  _write(tmp_path / 'b', {
+      'video': [(0.71, 0.021), (0.72, 0.022), (0.73, 0.023), (1.74, 0.25), (0.75, 0.026)]})
   assert report.table([('SeLaVi', str(tmp_path / 'a')), ('SeLa', str(tmp_path / 'b'))]) == (
       '| Method | NMI | ARI | Acc. | ⟨H⟩ | ⟨p_max⟩ |\n'
       '|:---|---:|---:|---:|---:|---:|\n'
-      '| SeLaVi: video + audio | 90.0 ± 1.0 | 90.0 ± 1.0 | 90.0 ± 1.0 | 0.90 ± 0.01 | 90.0 ± 1.0 |\n'
-      '| SeLaVi: audio | 50.0 ± 0.0 | 50.0 ± 0.0 | 50.0 ± 0.0 | 0.50 ± 0.00 | 50.0 ± 0.0 |\n'
-      '| SeLa: video | 70.0 ± 2.0 | 70.0 ± 2.0 | 70.0 ± 2.0 | 0.70 ± 0.02 | 70.0 ± 2.0 |')
+      '| SeLaVi: video + audio | 91.0 ± 1.1 | 92.0 ± 1.2 | 93.0 ± 1.3 | 1.94 ± 0.15 | 95.0 ± 1.6 |\n'
+      '| SeLaVi: audio | 51.0 ± 0.1 | 52.0 ± 0.2 | 53.0 ± 0.3 | 1.54 ± 0.05 | 55.0 ± 0.6 |\n'
+      '| SeLa: video | 71.0 ± 2.1 | 72.0 ± 2.2 | 73.0 ± 2.3 | 1.74 ± 0.25 | 75.0 ± 2.6 |')
 
 
 def test_missing_run_names_what_to_do(tmp_path):
