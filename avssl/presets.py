@@ -43,11 +43,12 @@ def evaluation_config(**overrides) -> ml_collections.ConfigDict:
   """What `--mode=eval` runs (`run`, in order) and each evaluation's protocol switches
   (`avssl/evaluation/suite.py`). 'method' is the method's own evaluation (SeLaVi: Table 2); the others
   measure any method's encoders with one shared protocol. Views and pooling follow SeLaVi §4 and its
-  reference (`selavi.md` §5): retrieval 10 clips × 1 centre crop of the max-pooled 9216-d R(2+1)D map;
-  probes 10 clips × 3 crops of the 512-d average; k-means k = number of classes (0), 50 runs (GOCA);
-  a joint "a + b" feature concatenates the normalised features (`joint='concat'`) or averages them
-  (`'average'`, GOCA's "+" rows). Retrieval's "a + b" rows average the streams' normalised views.
-  `batch_size` 0 means 8 videos per device; `num_frames` 0 keeps the training clip length."""
+  release (`docs/papers_and_releases.md`): retrieval 10 clips × 1 centre crop of the max-pooled 9216-d
+  R(2+1)D map; probes 10 clips × 3 crops of the 512-d average; k-means k = number of classes (0), 50
+  runs (GOCA); a joint "a + b" feature concatenates the normalised features (`joint='concat'`) or
+  averages them (`'average'`, GOCA's "+" rows). Retrieval's "a + b" rows average the streams'
+  normalised views. `batch_size` 0 means 8 videos per device; `num_frames` 0 keeps the training clip
+  length."""
   config = ml_collections.ConfigDict(dict(
       run=('method',), batch_size=0, num_frames=0,
       kmeans=dict(encoders=('trained', 'random'), modalities=('video', 'audio', 'video + audio'),
@@ -88,10 +89,11 @@ def demo_inputs(config: ml_collections.ConfigDict, *, max_resize: int = 64) -> N
 
 def selavi(*, records: str, num_clusters: int, total_epochs: float = 200.0,
            batch_size: int = 1024) -> ml_collections.ConfigDict:
-  """SeLaVi as trained on VGG-Sound (paper §4, reference `selavi.md` §4): R(2+1)D-18 and ResNet-9,
-  10 heads in 2 groups, λ = 20, Gaussian prior; SGD 0.9, wd 1e-5, lr 0.01 warmed up over 10 epochs
-  to 0.01 × batch / 16 (the reference's 0.01 × number of GPUs at 16 clips each), then constant;
-  seed 31; 30 frames at 30 fps, 112², 1 s of 24 kHz audio as a 257 × 99 logfbank."""
+  """SeLaVi as trained on VGG-Sound (paper §4; the release's constants, `docs/papers_and_releases.md`):
+  R(2+1)D-18 and ResNet-9, 10 heads in 2 groups, λ = 20, Gaussian prior; SGD 0.9, wd 1e-5, lr 0.01
+  warmed up over 10 epochs to 0.01 × batch / 16 (the reference's 0.01 × number of GPUs at 16 clips
+  each), then constant; seed 31; 30 frames at 30 fps, 112², 1 s of 24 kHz audio as a 257 × 99
+  logfbank."""
   config = loop_config(batch_size=batch_size, total_epochs=total_epochs, seed=31)
   config.method = 'selavi'
   config.data = pipeline.default_config(dir=records, eval_split='train')
@@ -108,7 +110,8 @@ def selavi(*, records: str, num_clusters: int, total_epochs: float = 200.0,
   # Table 2 (method), Table 5 (kmeans) and Fig. 2 (robustness) on the training data; retrieval and
   # probes need UCF101/HMDB51 records (`evaluation.retrieval.dir`, `evaluation.probe.dirs`).
   config.evaluation.run = ('method', 'kmeans', 'robustness')
-  config.evaluation.num_frames = 32  # Retrieval and probes use 32-frame clips (`selavi.md` §5).
+  # Retrieval and probes use 32-frame clips (SeLaVi's release, `docs/papers_and_releases.md`).
+  config.evaluation.num_frames = 32
   return config
 
 
@@ -142,19 +145,19 @@ def shrink_evaluation(config: ml_collections.ConfigDict) -> None:
 
 def finetune(*, modality: str, records: str, folds: int, init_from: str,
              frozen: bool = False) -> ml_collections.ConfigDict:
-  """SeLaVi's finetuning protocol (reference `finetune_video.py`, `selavi.md` §5), run fold by fold by
-  `avssl/evaluation/finetune.py`: the pretrained encoder of `modality` (R(2+1)D-18 or ResNet-9, as
-  pretrained by `selavi`) + a fresh linear classifier; SGD momentum 0.9, batch 32, weight decay 5e-3
-  on both groups, head lr 0.0025 and backbone lr 0.00025 (`lr_multipliers`: 0.1, or 0 for the frozen
-  linear probe), warmed up ×8 over 2 epochs (`GradualWarmupScheduler(multiplier=8)`; linear per step
-  here, per epoch there), ×0.05 at epochs 6 and 10 (as declared: the reference passes them relative to
-  the warm-up's end, and its scheduler's bookkeeping applies them one epoch later), 12 epochs; a
-  reference epoch shows each video 10 times (`train_clips_per_video=10`), so
-  every duration here is in passes over the data, ×10. A checkpoint per reference epoch, all kept, for
-  the driver's selection on `finetune.val_split`. `records` is one records folder, or a pattern with
-  `{fold}` filled with 1..`folds`. Video: 32 frames at 30 fps, short side U{128..160}, 128² crop,
-  flip, colour jitter 0.4/0.4/0.4 (no hue) with p = 0.8; test 10 clips × 3 crops of the 128-resized
-  frames, logits averaged."""
+  """SeLaVi's finetuning protocol (the release's `finetune_video.py`, `docs/papers_and_releases.md`),
+  run fold by fold by `avssl/evaluation/finetune.py`: the pretrained encoder of `modality` (R(2+1)D-18
+  or ResNet-9, as pretrained by `selavi`) + a fresh linear classifier; SGD momentum 0.9, batch 32,
+  weight decay 5e-3 on both groups, head lr 0.0025 and backbone lr 0.00025 (`lr_multipliers`: 0.1, or 0
+  for the frozen linear probe), warmed up ×8 over 2 epochs (`GradualWarmupScheduler(multiplier=8)`;
+  linear per step here, per epoch there), ×0.05 at epochs 6 and 10 (as declared: the reference passes
+  them relative to the warm-up's end, and its scheduler's bookkeeping applies them one epoch later), 12
+  epochs; a reference epoch shows each video 10 times (`train_clips_per_video=10`), so every duration
+  here is in passes over the data, ×10. A checkpoint per reference epoch, all kept, for the driver's
+  selection on `finetune.val_split`. `records` is one records folder, or a pattern with `{fold}` filled
+  with 1..`folds`. Video: 32 frames at 30 fps, short side U{128..160}, 128² crop, flip, colour jitter
+  0.4/0.4/0.4 (no hue) with p = 0.8; test 10 clips × 3 crops of the 128-resized frames, logits
+  averaged."""
   train_clips_per_video = 10  # Reference `--train_clips_per_video`.
   epochs = lambda e: float(e * train_clips_per_video)  # Reference epochs → passes over the data.
   config = loop_config(batch_size=32, total_epochs=epochs(12), seed=0)  # `--batch_size`, `--epochs`.
@@ -205,8 +208,8 @@ def shrink_finetune(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
 
 def goca(*, records: str, backbone: str = 'r2plus1d', variant: str = 'goca',
          total_epochs: float = 500.0, batch_size: int = 640) -> ml_collections.ConfigDict:
-  """GOCA as pretrained in the paper (§4 "Backbones and Training details"; reference
-  `xdc_goca_iicl.md` §2.1-2.6), or one of its Table 1 baselines (`variant`: sview, avg, sep).
+  """GOCA as pretrained in the paper (§4 "Backbones and Training details"; the release's constants,
+  `docs/papers_and_releases.md`), or one of its Table 1 baselines (`variant`: sview, avg, sep).
 
   R(2+1)D-18 (1×2×2-pooled, 2048-d, 112² crops from a short side in [128, 160]) or S3D (1024-d,
   128² crops from [136, 190]); RGB and flow (records made with `make_records --flow --fps=30`)
@@ -233,7 +236,7 @@ def goca(*, records: str, backbone: str = 'r2plus1d', variant: str = 'goca',
   pool = 'avg122' if r2plus1d else 'avg'
   config.model = ml_collections.ConfigDict(dict(
       video=encoders.encoder_config(backbone, depth=18, pool=pool),
-      bn_momentum=0.9, bn_eps=1e-5, dtype='float32'))  # fp32 only (reference §2.6).
+      bn_momentum=0.9, bn_eps=1e-5, dtype='float32'))  # fp32 only, as released.
   config.goca = goca_lib.default_config(variant=variant)
   config.optimizer = optim.default_optimizer_config(name='lars', momentum=0.9, weight_decay=1e-4,
                                                     trust_coefficient=0.001)
@@ -267,7 +270,7 @@ def shrink_goca(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def xdc(*, records: str, variant: str = 'xdc', num_clusters: int = 256, total_epochs: float = 120.0,
         batch_size: int = 256) -> ml_collections.ConfigDict:
   """XDC or one of its baselines (`variant`: sdc, mdc, cdc, xdc, xdc_same_video, xdc_same_audio) as
-  pretrained in the paper (§3, §4.1; reference `xdc_goca_iicl.md` §1). Records at 30 fps with 16 kHz
+  pretrained in the paper (§3, §4.1; `docs/papers_and_releases.md`). Records at 30 fps with 16 kHz
   audio (`make_records --fps=30 --sample_rate=16000`). The optimiser, batch and epochs are in the
   paper's supplement, which is not public: DeepCluster's SGD (lr 0.05 at batch 256, momentum 0.9,
   weight decay 1e-5, constant), and 120 epochs, room for §4.2's "5 to 6 deep clustering iterations"
@@ -286,7 +289,7 @@ def xdc(*, records: str, variant: str = 'xdc', num_clusters: int = 256, total_ep
   config.model = ml_collections.ConfigDict(dict(
       video=encoders.encoder_config('r2plus1d', depth=18),  # §4.1: R(2+1)D-18 ...
       audio=encoders.encoder_config('audio_resnet', depth=18),  # ... and ResNet-18.
-      bn_momentum=0.9, bn_eps=1e-3,  # The released encoder's BN (reference §1.2).
+      bn_momentum=0.9, bn_eps=1e-3,  # The released encoder's BN (`docs/papers_and_releases.md`).
       dtype='float32'))
   config.xdc = xdc_lib.default_config(variant=variant, num_clusters=num_clusters)
   config.optimizer = optim.default_optimizer_config(name='sgd', momentum=0.9, weight_decay=1e-5)
@@ -321,7 +324,7 @@ def shrink_xdc(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 def iicl(*, records: str, num_clusters: int = 400, init_epochs: float = 300.0,
          total_epochs: float = 600.0, batch_size: int = 256) -> ml_collections.ConfigDict:
-  """IICL as pretrained in the paper (§III, §IV-B; reference `xdc_goca_iicl.md` §3.0): R(2+1)D-18 on
+  """IICL as pretrained in the paper (§III, §IV-B): R(2+1)D-18 on
   32 frames at 30 fps resized to 128², audio ResNet-18 on 2 s as 40 mel × 100 frames (records made
   with `make_records --fps=30 --sample_rate=16000`), one co-attention block, g_ins to 1024-d and g_clu
   to C clusters; L_ins alone for `init_epochs` (300), then L_ins + 0.5·L_clu to `total_epochs` (300

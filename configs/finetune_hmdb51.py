@@ -1,5 +1,5 @@
 r"""Full finetuning of the SeLaVi video encoder on HMDB51, its 3 official splits (SeLaVi Table A.3;
-protocol of the reference `finetune_video.py`, see `avssl/presets.py:finetune`).
+protocol of SeLaVi's released `finetune_video.py`, see `avssl/presets.py:finetune`).
 
     for fold in 1 2 3; do python -m data_prep.make_records --dataset=hmdb51 \
         --input=~/testTrainMulti_7030_splits --video_dir=~/hmdb51 --fold=$fold --val_fraction=0.1 \

@@ -1,5 +1,5 @@
 r"""Full finetuning of the SeLaVi video encoder on UCF101, its 3 official splits (SeLaVi Table A.3;
-protocol of the reference `finetune_video.py`, see `avssl/presets.py:finetune`).
+protocol of SeLaVi's released `finetune_video.py`, see `avssl/presets.py:finetune`).
 
     for fold in 1 2 3; do python -m data_prep.make_records --dataset=ucf101 --input=~/ucfTrainTestlist \
         --video_dir=~/UCF-101 --fold=$fold --val_fraction=0.1 --output_dir=~/records/ucf101_$fold; done
