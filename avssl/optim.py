@@ -1,8 +1,9 @@
 """Optimisers and learning-rate schedules from `config.optimizer` and `config.schedule`.
 
 The schedules the four papers use:
-  - `warmup_constant`: SeLaVi's reference (`GradualWarmupScheduler`): linear from `base_lr` to
-    `base_lr * multiplier` over the warm-up, then constant to the end (no decay).
+  - `warmup_constant`: SeLaVi's release (`GradualWarmupScheduler`, `docs/papers_and_releases.md`):
+    linear from `base_lr` to `base_lr * multiplier` over the warm-up, then constant to the end (no
+    decay).
   - `warmup_cosine`: linear from 0 to `base_lr * multiplier`, then cosine to `end_lr_fraction` of it.
   - `step`: warm-up as `warmup_constant`, then multiply by `decay_rate` at each boundary.
   - `constant`.

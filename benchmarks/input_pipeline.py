@@ -3,7 +3,7 @@
     python benchmarks/input_pipeline.py               # 8 source videos, 160 clips each way
     python benchmarks/input_pipeline.py --clips 400
 
-Both produce the same training example (SeLaVi's, reference `selavi.md` §4): 30 frames at 30 fps
+Both produce the same training example (SeLaVi's, `docs/papers_and_releases.md`): 30 frames at 30 fps
 resized to a random short side in [128, 160], a random 112 × 112 crop, a random flip, normalised; and
 1 s of 24 kHz mono audio from the clip start as a 257 × 99 `logfbank`.
 

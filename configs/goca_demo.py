@@ -37,7 +37,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                           crop_size=48, eval_resize=56, eval_clips=4, eval_crops=1,
                           shuffle_buffer=512))
   config.goca.update(dict(num_prototypes=100, projection_hidden=512, separation_steps=5000))
-  # The release's rule lr = 0.15 √batch (reference §2.6), warm-up over 1 of the 6 epochs.
+  # The release's rule lr = 0.15 √batch (`docs/papers_and_releases.md`), warm-up over 1 of the 6 epochs.
   config.schedule.update(dict(base_lr=0.15 * 32 ** 0.5, warmup_epochs=1.0))
   config.evaluation.update(dict(batch_size=64, num_frames=0))
   config.evaluation.kmeans.runs = 10

@@ -27,7 +27,7 @@ AUDIO_EXTENSIONS = ('.wav', '.flac', '.mp3', '.ogg', '.opus', '.m4a', '.aac')
 MEDIA_EXTENSIONS = VIDEO_EXTENSIONS + AUDIO_EXTENSIONS
 
 # The common VGG-Sound download (the 10 s clips as published) names files `{ytid}_{start:06d}.mp4`; the
-# SeLaVi reference expects `{ytid}_{start}_{end}.mp4`, i.e. '{ytid}_{start}_{end}.mp4' here.
+# SeLaVi's release expects `{ytid}_{start}_{end}.mp4`, i.e. '{ytid}_{start}_{end}.mp4' here.
 VGGSOUND_FILE_PATTERN = '{ytid}_{start:06d}.mp4'
 
 # The layout the official Kinetics crawler (ActivityNet/Crawler/Kinetics) writes when given one output

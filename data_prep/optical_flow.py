@@ -1,6 +1,6 @@
 """TV-L1 optical flow between consecutive frames, stored losslessly as quantised uint8.
 
-GOCA's flow stream follows TSN/MemDPC (reference/xdc_goca_iicl.md §2.7): TV-L1 on grayscale frames, clip
+GOCA's flow stream follows TSN/MemDPC (`docs/papers_and_releases.md`): TV-L1 on grayscale frames, clip
 to ±20 px, quantise to uint8. The released pipeline then writes the levels as JPEG and re-encodes them
 to H.264 4:2:0 mp4 and resizes that again, so the network sees flow damaged by lossy compression and
 chroma subsampling, and a level no longer maps back to the pixel displacement it encoded. Here the uint8
@@ -27,7 +27,7 @@ import numpy as np
 from avssl.data import flow as flow_lib
 
 # GOCA's README resizes frames to short side 256 before flow, for every dataset alike
-# (reference/xdc_goca_iicl.md §2.7).
+# (`docs/papers_and_releases.md`).
 DEFAULT_SHORT_SIDE = 256
 
 
@@ -46,7 +46,7 @@ def tvl1_flow(frames: np.ndarray) -> np.ndarray:
     raise ValueError(f'tvl1_flow needs uint8 frames [T >= 2, H, W, 3]; got {frames.dtype} '
                      f'{frames.shape}')
   # OpenCV's CPU defaults are the CUDA defaults GOCA used (τ 0.25, λ 0.15, θ 0.3, 5 scales, 5 warps,
-  # ε 0.01, 30 x 10 = 300 iterations, scale step 0.8; reference/xdc_goca_iicl.md §2.7).
+  # ε 0.01, 30 x 10 = 300 iterations, scale step 0.8; `docs/papers_and_releases.md`).
   solver = cv2.optflow.DualTVL1OpticalFlow_create()
   gray = [cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in frames]
   flows = [solver.calc(prev, nxt, None) for prev, nxt in zip(gray[:-1], gray[1:])]

@@ -112,10 +112,15 @@ def random_like(variables):
   return jax.tree_util.tree_map_with_path(fill, variables)
 
 
-def state_leaves(state) -> dict:
-  """Every array a resumed run must reproduce (step, params, BN statistics, optimiser and method
-  state), by path, on the host."""
+def tree_leaves(tree) -> dict:
+  """The arrays of a pytree, by path, on the host."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   return {jax.tree_util.keystr(path): np.asarray(x)
-          for path, x in jax.tree_util.tree_leaves_with_path(
-              (state.step, state.params, state.batch_stats, state.opt_state, state.method_state))}
+          for path, x in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def state_leaves(state) -> dict:
+  """Every array a resumed run must reproduce (step, params, BN statistics, optimiser state, RNG and
+  method state), by path, on the host."""
+  return tree_leaves((state.step, state.params, state.batch_stats, state.opt_state, state.rng,
+                      state.method_state))

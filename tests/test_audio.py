@@ -1,7 +1,7 @@
 """Audio front ends against float64 numpy re-statements of the formulas they implement.
 
-`_reference_logfbank` restates `python_speech_features.logfbank` (SeLaVi's front end, reference notes
-selavi.md §4 "Audio") step by step with loops, independently of the vectorised filterbank in
+`_reference_logfbank` restates `python_speech_features.logfbank` (SeLaVi's front end,
+`docs/papers_and_releases.md`) step by step with loops, independently of the vectorised filterbank in
 `avssl.data.audio`; `_reference_logmel` restates the Hann-STFT log-mel.
 """
 

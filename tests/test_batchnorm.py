@@ -1,6 +1,6 @@
 """BatchNorm under jit on a batch sharded over 8 devices normalises with the *global* batch statistics.
 
-This is synchronised BN, which the SeLaVi reference uses (SyncBatchNorm over the whole world): the
+This is synchronised BN, which SeLaVi's release uses (SyncBatchNorm over the whole world): the
 compiler inserts the cross-device reduction, so no `axis_name` is needed. Each device's shard is given a
 very different mean, so per-device statistics would fail the comparison by a wide margin.
 """

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import load_config
+from conftest import load_config, tree_leaves
 from avssl import checkpointing, loop, methods, sharding
 from avssl.modes import setup as setup_mode
 from avssl.data import pipeline
@@ -21,13 +21,8 @@ from avssl.train_state import TrainState
 HEAD = f"['{finetune_lib.HEAD}']"
 
 
-def _host(tree):
-  return {jax.tree_util.keystr(path): np.asarray(x)
-          for path, x in jax.tree_util.tree_leaves_with_path(tree)}
-
-
 def _assert_same(a, b):
-  a, b = _host(a), _host(b)
+  a, b = tree_leaves(a), tree_leaves(b)
   assert a.keys() == b.keys() and a
   for key in a:
     np.testing.assert_array_equal(a[key], b[key], err_msg=key)
@@ -125,8 +120,8 @@ def test_frozen_probe_keeps_backbone_weights_and_statistics_bit_identical(frozen
   assert np.isfinite(float(metrics['loss'])) and float(metrics['grad_norm']) > 0
   _assert_same(state.params['video'], saved.params['video'])
   _assert_same(state.batch_stats['video'], saved.batch_stats['video'])
-  head = _host(params[finetune_lib.HEAD])
-  assert all(not np.array_equal(head[k], v) for k, v in _host(state.params[finetune_lib.HEAD]).items())
+  head = tree_leaves(params[finetune_lib.HEAD])
+  assert all(not np.array_equal(head[k], v) for k, v in tree_leaves(state.params[finetune_lib.HEAD]).items())
 
   config = run.config.copy_and_resolve_references()
   config.optimizer.lr_multipliers.video = 0.1  # Weight decay would still move a "frozen" encoder.
@@ -148,7 +143,7 @@ def test_head_and_backbone_learning_rates_differ_by_the_configured_factor(folds,
     return grads, run.tx.update(grads, state.opt_state, state.params)[0]
 
   grads, updates = jax.tree.map(np.asarray, grads_and_updates(state, batch))
-  params, grads, updates = _host(state.params), _host(grads), _host(updates)
+  params, grads, updates = tree_leaves(state.params), tree_leaves(grads), tree_leaves(updates)
   lr, wd = float(run.learning_rate(0)), 5e-3
   assert lr == pytest.approx(0.0025)
   assert any(k.startswith("['video']") for k in params) and any(k.startswith(HEAD) for k in params)

@@ -112,7 +112,7 @@ class _AllEncoders(nn.Module):
     v = R2Plus1D(depth=10, norm=Norm(dtype=jnp.bfloat16))(video, train)
     a = AudioResNet(depth=9)(audio, train)
     return (heads.MultiHead(2, 4, hidden=8)(v, train), heads.LinearHead(3)(a),
-            heads.Prototypes(6)(heads.ProjectionHead(16, 8)(a, train)),
+            heads.ProjectionHead(16, 8)(a, train),
             heads.InstanceHead(8)(v), heads.ClusterHead(5)(a))
 
 
@@ -132,6 +132,6 @@ def test_encoders_and_heads_run_under_jit_on_eight_device_batch():
 
   outputs, _ = forward(variables, batch)
   shapes = [o.shape for o in outputs]
-  assert shapes == [(2, 8, 4), (8, 3), (8, 6), (8, 8), (8, 5)]
+  assert shapes == [(2, 8, 4), (8, 3), (8, 8), (8, 8), (8, 5)]
   assert all(np.isfinite(np.asarray(o, np.float32)).all() for o in outputs)
   assert outputs[1].sharding.spec[0] == 'data' or len(outputs[1].sharding.device_set) == 8

@@ -116,8 +116,7 @@ def test_sort_trick_orders_the_prior_by_current_cluster_mass():
   logits[:, 2] += 1.5  # cluster 2 is currently the largest, cluster 4 the smallest
   logits[:, 4] -= 1.5
   log_p = np.asarray(jax.nn.log_softmax(jnp.asarray(logits, jnp.float32)))
-  mass = sk.cluster_mass(log_p)
-  np.testing.assert_allclose(mass, softmax(logits, axis=1).sum(0), rtol=1e-4)
+  mass = softmax(logits, axis=1).sum(0)
   prior = np.array([1, 2, 4, 8, 16, 32], np.float32)
 
   r = np.asarray(sk.sorted_marginal(prior, mass, order='paper'))
@@ -141,12 +140,6 @@ def test_gaussian_prior_is_one_draw_per_head_around_n_over_k():
   np.testing.assert_array_equal(prior, sk.gaussian_prior(jax.random.PRNGKey(0), 10, 309, 170_752))
 
 
-def test_multimodal_log_p_averages_log_softmax():
-  a, v = np.random.default_rng(7).standard_normal((2, 5, 4)).astype(np.float32)
-  expected = (np.log(softmax(a, 1)) + np.log(softmax(v, 1))) / 2
-  np.testing.assert_allclose(sk.multimodal_log_p([a, v]), expected, atol=1e-6)
-
-
 def numpy_swav(scores, eps, iters):
   """SwAV's `distributed_sinkhorn` (Caron et al. 2020), written out in float64."""
   q = np.exp(np.asarray(scores, np.float64) / eps).T
@@ -160,12 +153,20 @@ def numpy_swav(scores, eps, iters):
   return (q * b).T
 
 
+def swav_codes(scores, eps, num_iters=3, mode='scaling'):
+  """SwAV's codes the way GOCA asks for them (`GOCA._plan`): `num_iters` iterations on exp(S/ε) with
+  uniform marginals, the plan scaled so that each row sums to 1."""
+  result = sk.sinkhorn(np.asarray(scores, np.float32) / eps, 1.0, tol=None, num_iters=num_iters,
+                       return_plan=True, mode=mode)
+  return result.plan * scores.shape[0]
+
+
 @pytest.mark.parametrize('mode', MODES)
 def test_swav_batch_codes_equal_swav_algorithm(mode):
   z = np.random.default_rng(8).standard_normal((64, 16))
   protos = np.random.default_rng(9).standard_normal((16, 10))
   scores = (z / np.linalg.norm(z, axis=1, keepdims=True)) @ (protos / np.linalg.norm(protos, axis=0))
-  codes = sk.swav_codes(scores.astype(np.float32), eps=0.05, num_iters=3, mode=mode)
+  codes = swav_codes(scores, eps=0.05, num_iters=3, mode=mode)
   np.testing.assert_allclose(codes, numpy_swav(scores, 0.05, 3), atol=1e-5)
   np.testing.assert_allclose(np.asarray(codes).sum(1), 1.0, rtol=1e-5)
 
@@ -175,8 +176,7 @@ def test_guided_prior_pulls_labels_towards_the_other_modality():
   n, k = 512, 8
   truth = rng.integers(0, k, n)
   scores = 0.3 * rng.standard_normal((n, k)) + 0.15 * np.eye(k)[truth]
-  other = sk.swav_codes((np.eye(k)[truth] + 0.3 * rng.standard_normal((n, k))).astype(np.float32),
-                        eps=0.1, num_iters=3)
+  other = swav_codes(np.eye(k)[truth] + 0.3 * rng.standard_normal((n, k)), eps=0.1)
   agree = lambda logits: (np.asarray(sk.sinkhorn(logits, 1.0, tol=None, num_iters=3).labels)
                           == np.asarray(other).argmax(1)).mean()
   unguided = agree(scores / 0.05)

@@ -1,19 +1,12 @@
 """The shared loop: training on the sharded batch, exact resume, and the non-finite-loss guard."""
 
-import jax
 import numpy as np
 import pytest
 
 from avssl import checkpointing, loop, sharding
 from avssl.modes import setup as setup_mode, train
 from avssl.data import datasets, synthetic
-
-
-def _leaves(state):
-  return {jax.tree_util.keystr(path): np.asarray(x)
-          for path, x in jax.tree_util.tree_leaves_with_path(
-              (state.step, state.params, state.batch_stats, state.opt_state, state.rng,
-               state.method_state))}
+from conftest import state_leaves
 
 
 def test_loss_falls_on_eight_devices_with_sharded_batch(tiny_config, tmp_path):
@@ -45,7 +38,7 @@ def test_resume_is_exact(tiny_config, tmp_path):
   resumed = train.train_and_evaluate(tiny_config, str(tmp_path / 'b'))
 
   assert int(resumed.step) == int(uninterrupted.step) == 6
-  a, b = _leaves(uninterrupted), _leaves(resumed)
+  a, b = state_leaves(uninterrupted), state_leaves(resumed)
   assert a.keys() == b.keys()
   for key in a:
     np.testing.assert_array_equal(a[key], b[key], err_msg=key)
@@ -82,7 +75,7 @@ def test_nan_loss_stops_with_step_named_and_keeps_last_good_checkpoint(tiny_conf
   config.data.name = 'synthetic'
   run = setup_mode.setup(config, str(tmp_path))
   assert int(run.state.step) == _NAN_FROM_STEP
-  assert all(np.isfinite(x).all() for x in _leaves(run.state).values())
+  assert all(np.isfinite(x).all() for x in state_leaves(run.state).values())
   run.checkpointer.close()
   checkpointer.close()
 

@@ -19,7 +19,7 @@ from avssl.data import datasets, synthetic
 from avssl.evaluation import metrics
 from avssl.methods import xdc
 from avssl.train_state import TrainState
-from conftest import load_config, random_like
+from conftest import load_config, random_like, state_leaves
 
 # §3.2 / Table 1, written out: (encoder, clustering) pairs where the encoder's loss reads the labels.
 LEARNS_FROM = {
@@ -236,12 +236,6 @@ def test_compact_rows_keeps_exactly_the_real_rows():
   np.testing.assert_array_equal(np.asarray(rows['x']), np.stack([index, -index], 1))
 
 
-def _leaves(state):
-  return {jax.tree_util.keystr(path): np.asarray(x)
-          for path, x in jax.tree_util.tree_leaves_with_path(
-              (state.step, state.params, state.batch_stats, state.opt_state, state.method_state))}
-
-
 def test_tiny_run_does_two_iterations_and_resumes_between_them_identically(tmp_path):
   config = load_config('xdc_kinetics', 'tiny')  # 6 steps, iterations of at most one epoch.
   config.data = synthetic.default_config(num_train=48, num_eval=16)  # 3 steps per epoch.
@@ -261,7 +255,7 @@ def test_tiny_run_does_two_iterations_and_resumes_between_them_identically(tmp_p
 
   shutil.copytree(tmp_path / 'a' / 'checkpoints' / '3', tmp_path / 'b' / 'checkpoints' / '3')
   resumed = train.train_and_evaluate(config, str(tmp_path / 'b'))
-  a, b = _leaves(uninterrupted), _leaves(resumed)
+  a, b = state_leaves(uninterrupted), state_leaves(resumed)
   assert a.keys() == b.keys()
   for key in a:
     np.testing.assert_array_equal(a[key], b[key], err_msg=key)

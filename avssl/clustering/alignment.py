@@ -1,4 +1,5 @@
-"""SeLaVi's modality alignment (§3.3 and Appendix A.3, Eq. 7; reference `selavi.md` §3).
+"""SeLaVi's modality alignment (§3.3 and Appendix A.3, Eq. 7; the release:
+`docs/papers_and_releases.md`).
 
 The audio and video heads start from random weights, so their cluster numbering is arbitrary. Before
 training, SeLaVi permutes the outputs of one head of the audio network so that its softmax P_a agrees
@@ -107,7 +108,7 @@ def exact_permutation(cost: np.ndarray | jax.Array) -> np.ndarray:
 
 def greedy_permutation(cost: np.ndarray | jax.Array, *, restarts: int = 2, steps: int = 50_000,
                        patience: int = 1000, seed: int = 0) -> np.ndarray:
-  """The release's greedy search (reference `selavi.md` §3), on the precomputed cost.
+  """The release's greedy search (`docs/papers_and_releases.md`, SeLaVi), on the precomputed cost.
 
   Each restart starts from the identity and proposes random pairs i != j, swapping perm[i] and perm[j]
   when that lowers the cost, i.e. when delta = C[i, perm i] + C[j, perm j] - C[i, perm j] - C[j, perm i]

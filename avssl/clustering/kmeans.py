@@ -1,4 +1,4 @@
-"""k-means for XDC's pseudo-labels (reference `xdc_goca_iicl.md` §1.3 and §4.6) and post-hoc baselines.
+"""k-means for XDC's pseudo-labels (XDC §3.1-3.2, DeepCluster's loop) and post-hoc baselines.
 
 Why it is built this way:
 
@@ -172,10 +172,10 @@ def _pca_whiten_padded(x: jax.Array, n: int, dim: int) -> jax.Array:
 def pca_whiten(x: np.ndarray | jax.Array, dim: int, *, mesh: Mesh | None = None) -> jax.Array:
   """DeepCluster's preprocessing before k-means: PCA to `dim`, whitening, L2 normalisation of rows.
 
-  DeepCluster (which XDC builds on, reference `xdc_goca_iicl.md` §1.3) centres the features, projects
-  them on the top `dim` principal directions, divides each by the square root of its eigenvalue and
-  L2-normalises the rows. Only the D x D covariance crosses devices; its eigendecomposition runs on the
-  host in float64.
+  DeepCluster (which XDC builds on, XDC §3.1; `docs/papers_and_releases.md`) centres the features,
+  projects them on the top `dim` principal directions, divides each by the square root of its
+  eigenvalue and L2-normalises the rows. Only the D x D covariance crosses devices; its
+  eigendecomposition runs on the host in float64.
 
   Args:
     x: `[n, d]` features (numpy, or a `jax.Array` already on `mesh`).

@@ -1,4 +1,5 @@
-"""GOCA's maximally separated prototypes (GOCA §3.3, Eq. 11; reference `xdc_goca_iicl.md` §2.5).
+"""GOCA's maximally separated prototypes (GOCA §3.3, Eq. 11; the release:
+`docs/papers_and_releases.md`).
 
 GOCA fixes its prototype layer before training to N unit vectors spread as far apart as possible on the
 sphere in Phi dimensions (after Mettes et al.'s hyperspherical prototypes), which keeps the features from
@@ -81,8 +82,8 @@ def separated_prototypes(num: int, dim: int, *, steps: int = 50_000, learning_ra
     seed: integer seed or PRNG key of the Gaussian start.
 
   Returns:
-    `(prototypes, max_cos)`: `[num, dim]` float32 unit rows, and their largest pairwise cosine. The
-    `models.heads.Prototypes` kernel is `[dim, num]`, i.e. the transpose.
+    `(prototypes, max_cos)`: `[num, dim]` float32 unit rows, and their largest pairwise cosine. GOCA's
+    online prototype table (`methods/goca.py`) is `[dim, num]`, i.e. the transpose.
   """
   if num < 2 or dim < 2:
     raise ValueError(f'need at least 2 prototypes in at least 2 dimensions; got {num} x {dim}')

@@ -3,8 +3,8 @@
 SeLaVi §3.1 (Eq. 2-3): the labels Q solve  min_{Q in U(r, c)} <Q, -log P> + (1/λ) KL(Q || r cᵀ), whose
 solution is Q = diag(β) P^λ diag(α) for scalings found by alternately fitting the cluster marginal r and
 the sample marginal c. The input here is `log_p` `[N, K]` (or `[heads, N, K]`): SeLaVi's Eq. 6 average
-of log-softmax outputs over modalities and augmentations (`multimodal_log_p`), or any logits, e.g. the
-scores S/ε of SwAV/GOCA with λ = 1.
+of log-softmax outputs over modalities and augmentations (`methods/selavi.py`), or any logits, e.g. the
+scores S/ε of SwAV/GOCA with λ = 1 (`methods/goca.py`).
 
 Two modes give the same labels:
   - `'scaling'` (default): stabilised scaling (Schmitzer 2019). The kernel is built once in float32 with
@@ -52,26 +52,15 @@ class Result:
   plan: jax.Array | None = None
 
 
-def multimodal_log_p(logits: list[jax.Array]) -> jax.Array:
-  """SeLaVi Eq. 6: [log P]_yi = E_t[log softmax_y Ψ(t x_i)], averaged over modalities/augmentations."""
-  return jnp.mean(jnp.stack([jax.nn.log_softmax(x.astype(jnp.float32), axis=-1) for x in logits]),
-                  axis=0)
-
-
 def gaussian_prior(key: jax.Array, num_heads: int, num_clusters: int, num_examples: int,
                    sd: float = 0.1) -> jax.Array:
   """SeLaVi's Gaussian cluster-size prior, N/K (1 + sd ε), one draw per head `[heads, K]`.
 
-  Drawn once and kept (checkpointed) for the whole run, as in the reference.
+  Drawn once and kept (checkpointed) for the whole run, as in the release
+  (`docs/papers_and_releases.md`).
   """
   noise = jax.random.normal(key, (num_heads, num_clusters), jnp.float32)
   return (1.0 + sd * noise) * (num_examples / num_clusters)
-
-
-@jax.jit
-def cluster_mass(log_p: jax.Array) -> jax.Array:
-  """The clusters' current soft mass Σ_n softmax(log p_n) `[K]` (row-sharded input reduces globally)."""
-  return jnp.sum(jax.nn.softmax(log_p.astype(jnp.float32), axis=-1), axis=0)
 
 
 def sorted_marginal(prior: jax.Array, mass: jax.Array, order: str = 'paper') -> jax.Array:
@@ -100,15 +89,6 @@ def guided_logits(scores: jax.Array, other_codes: jax.Array, eps1: float, eps2: 
   the clusters the other modality rules out). D' is clamped at 1e-12 so log D' stays finite.
   """
   return (scores + sign * eps2 * jnp.log(jnp.clip(other_codes, 1e-12))) / (eps1 + eps2)
-
-
-def swav_codes(scores: jax.Array, eps: float = 0.05, num_iters: int = 3,
-               mesh: Mesh | None = None, mode: str = 'scaling') -> jax.Array:
-  """SwAV's online codes (used by GOCA): `num_iters` Sinkhorn iterations on exp(S/ε), uniform
-  marginals over the (global) batch and the prototypes; rows of the result sum to 1."""
-  result = sinkhorn(scores, 1.0 / eps, tol=None, num_iters=num_iters, return_plan=True, mesh=mesh,
-                    mode=mode)
-  return result.plan * scores.shape[0]
 
 
 def sinkhorn(log_p: jax.Array, lam: float, *, col_marginal: jax.Array | None = None,
@@ -180,7 +160,7 @@ def _solve_local(log_p, c, r, log_alpha0, warm, limits, *, mode, lam, chunk, axi
   """The solver on one device's rows; column quantities are reduced over `axis`."""
   num_iters, tol = limits
   scaled = lam * log_p
-  # Iteration 1's column update: from uniform rows (as the reference and SwAV), or a warm start.
+  # Iteration 1's column update: from uniform rows (as SeLaVi's release and SwAV), or a warm start.
   g0 = jax.lax.cond(warm, lambda: log_alpha0,
                     lambda: _column_potential(scaled, jnp.log(c), jnp.log(r), axis))
   if mode == 'log':

@@ -6,11 +6,11 @@ count, and so the encoder's input shape, is fixed by it. Filter matrices are bui
 and enter the graph as constants. Outputs are float32.
 
 Two front ends:
-- `logfbank`: SeLaVi's, a bit-for-bit port of `python_speech_features.logfbank` as the reference calls it
-  (reference notes, selavi.md §4 "Audio"), quirks included, so that released SeLaVi weights see the
+- `logfbank`: SeLaVi's, a bit-for-bit port of `python_speech_features.logfbank` as SeLaVi's release
+  calls it (`docs/papers_and_releases.md`), quirks included, so that released SeLaVi weights see the
   input they were trained on.
 - `logmel`: a conventional Hann-window log-mel for XDC and IICL, sized so that a clip maps to a fixed
-  number of frames (xdc_goca_iicl.md, "Audio encoder E_a": 40 mel x 100 frames).
+  number of frames (XDC §4.1 and IICL §IV-B: 40 mel x 100 frames).
 
 `spectrogram(waveform, sample_rate, config)` picks one by `config.mode` and adds the channel axis.
 """
@@ -27,7 +27,8 @@ import tensorflow as tf
 # python_speech_features replaces filterbank energies of exactly zero by numpy's float64 epsilon, so
 # empty filters and silent frames read log(eps) = -36.04.
 _PSF_EPS = float(np.finfo(np.float64).eps)
-# SeLaVi's `z_normalize` constants (reference `datasets/audio_utils.py`): mean and std of its logfbank.
+# SeLaVi's `z_normalize` constants (the release's `datasets/audio_utils.py`): mean and std of its
+# logfbank.
 _SELAVI_MEAN = 1.93
 _SELAVI_STD = 17.89
 # Guard for log(0) in `logmel`; with power spectra of [-1, 1] waveforms it only acts on digital silence.
@@ -50,17 +51,17 @@ def logfbank(waveform: tf.Tensor, sample_rate: int, *, win_length_s: float = 0.0
   Args:
     waveform: float32 `[..., samples]` in [-1, 1], static sample count.
     sample_rate: samples per second of `waveform`.
-    win_length_s: analysis window in seconds (rounded half up to samples, as the reference does).
+    win_length_s: analysis window in seconds (rounded half up to samples, as SeLaVi's release does).
     hop_length_s: step between windows in seconds (rounded likewise).
     num_filters: mel filters, spaced evenly in mel from 0 Hz to `sample_rate / 2`.
     nfft: FFT length; frames are zero-padded (or cropped) to it.
     preemphasis: coefficient of the first-order high-pass `y[t] = x[t] - c x[t-1]`.
-    amplitude_scale: factor applied to `waveform` first. The reference decodes signed 16-bit PCM with
-      ffmpeg and never divides by 32768, so its energies are on the int16 scale; multiplying by 32768
-      restores exactly those samples (our waveforms are int16 / 32768) and so the same log values,
-      which differ by log(32768^2) = 20.8 otherwise. The z-normalisation constants and the released
-      weights assume that scale, and so does the log(eps) floor's distance from real energies.
-    z_normalize: apply the reference's optional `(x - 1.93) / 17.89` (off in SeLaVi's training
+    amplitude_scale: factor applied to `waveform` first. SeLaVi's release decodes signed 16-bit PCM
+      with ffmpeg and never divides by 32768, so its energies are on the int16 scale; multiplying by
+      32768 restores exactly those samples (our waveforms are int16 / 32768) and so the same log
+      values, which differ by log(32768^2) = 20.8 otherwise. The z-normalisation constants and the
+      released weights assume that scale, and so does the log(eps) floor's distance from real energies.
+    z_normalize: apply SeLaVi's release's optional `(x - 1.93) / 17.89` (off in SeLaVi's training
       script, on by default in its `get_clusters.py`).
 
   Returns:
@@ -80,7 +81,7 @@ def logfbank(waveform: tf.Tensor, sample_rate: int, *, win_length_s: float = 0.0
   # Computed in float64, cast at the end: filters below a few hundred Hz span a single FFT bin, whose
   # power for noise-like audio is often 1e-3..1e-5 of the frame's, and float32 FFT round-off (relative to
   # the whole frame) then moves their log by up to ~3e-3. Float64 keeps the port within ~1e-9 of the
-  # reference at a negligible cost on the host (one 1024-point FFT per 10 ms).
+  # release at a negligible cost on the host (one 1024-point FFT per 10 ms).
   signal = tf.cast(waveform, tf.float64) * amplitude_scale
   # sigproc.preemphasis keeps the first sample as it is.
   signal = tf.concat([signal[..., :1], signal[..., 1:] - preemphasis * signal[..., :-1]], axis=-1)

@@ -4,7 +4,7 @@ Every random augmentation comes in two halves: `sample_*` draws its parameters f
 function applies them. The input pipeline draws once per example and applies the same draw to the RGB
 frames and to their optical flow (same resize, crop and flip), which keeps the two streams, and the
 audio, showing the same moment and place; the released GOCA code draws independently per stream
-(reference/xdc_goca_iicl.md §2.2). Only `tf.random.stateless_*` ops are used, so a view is a pure
+(`docs/papers_and_releases.md`). Only `tf.random.stateless_*` ops are used, so a view is a pure
 function of its seed: a resumed run, or the same run on another number of hosts, sees the same views.
 
 Conventions: a video is [T, H, W, C], uint8 or float32, with pixel values on the 0..255 scale until
@@ -22,12 +22,12 @@ from typing import NamedTuple, Sequence
 import tensorflow as tf
 
 # SeLaVi's pipeline: random short side U{128..160}, 112 crop, mean/std after /255
-# (reference/selavi.md §4 "Video augmentation").
+# (the release's constants, `docs/papers_and_releases.md`).
 SELAVI_SHORT_SIDE = (128, 160)
 SELAVI_CROP = 112
 SELAVI_MEAN = 0.45
 SELAVI_STD = 0.225
-# GOCA normalises with the ImageNet statistics (reference/xdc_goca_iicl.md §2.2).
+# GOCA's release normalises with the ImageNet statistics (`docs/papers_and_releases.md`).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # ITU-R 601-2 luma, the weights of torchvision's and PIL's RGB -> grayscale.
@@ -76,9 +76,10 @@ def short_side_shape(height: tf.Tensor | int, width: tf.Tensor | int,
 
 
 def _resize(video: tf.Tensor, shape: tf.Tensor, antialias: bool) -> tf.Tensor:
-  # Bilinear as in SeLaVi (reference/selavi.md §4: torch's interpolate, no antialiasing). `antialias`
-  # changes only downscaling, where it widens the filter as PIL's resize (GOCA) does instead of
-  # aliasing; it costs about 4x the time of the plain filter on a CPU.
+  # Bilinear as in SeLaVi's release (torch's interpolate, no antialiasing;
+  # `docs/papers_and_releases.md`). `antialias` changes only downscaling, where it widens the filter as
+  # PIL's resize (GOCA) does instead of aliasing; it costs about 4x the time of the plain filter on a
+  # CPU.
   return tf.image.resize(_to_float(video), shape, method='bilinear', antialias=antialias)
 
 
@@ -156,7 +157,7 @@ def centre_window(image_height: tf.Tensor | int, image_width: tf.Tensor | int,
 
 
 def centre_crop(video: tf.Tensor, size: int | Sequence[int]) -> tf.Tensor:
-  """The deterministic evaluation view (SeLaVi's cluster export, reference/selavi.md §5)."""
+  """The deterministic evaluation view (SeLaVi's cluster export, `docs/papers_and_releases.md`)."""
   return crop(video, centre_window(tf.shape(video)[1], tf.shape(video)[2], size))
 
 
@@ -165,8 +166,8 @@ def three_crops(video: tf.Tensor, size: int) -> tf.Tensor:
   short side; left/centre/right for landscape frames, top/centre/bottom for portrait.
 
   The standard three-crop evaluation; usually applied after `resize_short_side(video, size)`, so the
-  three crops together cover the whole frame. Index 0 is the left (top) crop, as in SeLaVi's retrieval
-  (reference/selavi.md §5).
+  three crops together cover the whole frame. Index 0 is the left (top) crop, as in SeLaVi's released
+  retrieval (`docs/papers_and_releases.md`).
   """
   size = int(size)
   height, width = tf.shape(video)[1], tf.shape(video)[2]
@@ -195,8 +196,8 @@ def flip(video: tf.Tensor, apply: tf.Tensor) -> tf.Tensor:
 
 def flip_flow(flow: tf.Tensor, apply: tf.Tensor) -> tf.Tensor:
   """Mirrors a flow field left-right when `apply` is True, negating u: mirrored motion to the right
-  is motion to the left. GOCA's released pipeline forgets the negation (reference/xdc_goca_iicl.md
-  §2.2)."""
+  is motion to the left. GOCA's released pipeline forgets the negation
+  (`docs/papers_and_releases.md`)."""
   return tf.cond(apply, lambda: tf.reverse(flow, axis=[2]) * tf.constant([-1.0, 1.0], flow.dtype),
                  lambda: flow)
 
@@ -215,7 +216,7 @@ def sample_spatial(seed: tf.Tensor, height: tf.Tensor | int, width: tf.Tensor | 
                    short_side_range: tuple[int, int] = SELAVI_SHORT_SIDE,
                    flip_p: float = 0.5) -> SpatialParams:
   """The training view's geometry for frames of `height` x `width`: scale jitter, random crop, flip
-  (reference/selavi.md §4; GOCA's R(2+1)D setting is the same, xdc_goca_iicl.md §2.2)."""
+  (SeLaVi's release; GOCA's R(2+1)D setting is the same; `docs/papers_and_releases.md`)."""
   seeds = split_seed(seed, 3)
   short_side = sample_short_side(seeds[0], *short_side_range)
   resized = short_side_shape(height, width, short_side)
@@ -235,7 +236,8 @@ def apply_spatial_to_flow(flow: tf.Tensor, params: SpatialParams) -> tf.Tensor:
   return flip_flow(crop(resized, params.window), params.flip)
 
 
-# Colour (RGB only; flow is never colour-augmented, reference/xdc_goca_iicl.md §2.2).
+# Colour (RGB only; flow is never colour-augmented, unlike GOCA's release,
+# `docs/papers_and_releases.md`).
 
 
 class ColorJitterParams(NamedTuple):
@@ -247,8 +249,8 @@ class ColorJitterParams(NamedTuple):
 def sample_color_jitter(seed: tf.Tensor, brightness: float = 0.4, contrast: float = 0.4,
                         saturation: float = 0.2, hue: float = 0.1, p: float = 0.8) -> ColorJitterParams:
   """torchvision's ColorJitter draw; the defaults are GOCA's ColorJitter(0.4, 0.4, 0.2, 0.1) with
-  p = 0.8 (reference/xdc_goca_iicl.md §2.2). SeLaVi's 0.4/0.4/0.4 jitter exists but is off in its
-  release (reference/selavi.md §4).
+  p = 0.8. SeLaVi's 0.4/0.4/0.4 jitter exists but is off in its release
+  (`docs/papers_and_releases.md`).
 
   Factors are uniform in [max(0, 1 - s), 1 + s] for brightness, contrast and saturation, the hue shift
   uniform in [-hue, hue], and the four adjustments run in a random order, all as in torchvision.
@@ -304,7 +306,7 @@ def color_jitter(video: tf.Tensor, params: ColorJitterParams) -> tf.Tensor:
 
 
 def sample_grayscale(seed: tf.Tensor, p: float = 0.2) -> tf.Tensor:
-  """Whether to drop colour (p = 0.2 in GOCA, reference/xdc_goca_iicl.md §2.2)."""
+  """Whether to drop colour (p = 0.2 in GOCA's release, `docs/papers_and_releases.md`)."""
   return _bernoulli(seed, p)
 
 
@@ -324,7 +326,7 @@ class BlurParams(NamedTuple):
 def sample_blur(seed: tf.Tensor, p: float = 0.5,
                 sigma_range: tuple[float, float] = (0.1, 2.0)) -> BlurParams:
   """Gaussian blur draw. GOCA builds SwAV's blur (p = 0.5, sigma ~ U(0.1, 2.0), PIL's radius being the
-  standard deviation) but never adds it to its pipeline (reference/xdc_goca_iicl.md §2.2); here it
+  standard deviation) but never adds it to its pipeline (`docs/papers_and_releases.md`); here it
   runs whenever a config enables it."""
   seeds = split_seed(seed, 2)
   sigma = tf.random.stateless_uniform([], seeds[1], sigma_range[0], sigma_range[1])
@@ -364,7 +366,7 @@ def normalize(video: tf.Tensor, mean: float | Sequence[float] = SELAVI_MEAN,
 
 def volume_jitter(waveform: tf.Tensor, seed: tf.Tensor,
                   gain_range: tuple[float, float] = (0.9, 1.1)) -> tf.Tensor:
-  """Scales a float waveform by one gain ~ U(gain_range); SeLaVi's ×U(0.9, 1.1) (reference/selavi.md
-  §4 "Audio")."""
+  """Scales a float waveform by one gain ~ U(gain_range); SeLaVi's ×U(0.9, 1.1)
+  (`docs/papers_and_releases.md`)."""
   gain = tf.random.stateless_uniform([], seed, gain_range[0], gain_range[1], dtype=waveform.dtype)
   return waveform * gain

@@ -32,10 +32,6 @@ def register(name: str) -> Callable:
   return wrap
 
 
-def unregister(name: str) -> None:
-  _BUILDERS.pop(name, None)
-
-
 def build(config: ml_collections.ConfigDict, *, batch_size: int, process_index: int,
           process_count: int, seed: int) -> 'DataSource':
   """The data source named by `config.name`, feeding this process's share of `batch_size`."""

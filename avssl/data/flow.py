@@ -1,7 +1,7 @@
 """How optical flow is stored: the one convention `data_prep` writes and the input pipeline reads.
 
 Flow is clipped to +-`FLOW_BOUND` pixels and mapped linearly onto the 256 uint8 levels, as in TSN and in
-GOCA's released flow script (reference/xdc_goca_iicl.md §2.7): `q = round((f + 20) * 255 / 40)`. A uint8
+GOCA's released flow script (`docs/papers_and_releases.md`): `q = round((f + 20) * 255 / 40)`. A uint8
 pair per pixel is 8x smaller than float32 and, stored losslessly, costs at most half a step
 (`QUANT_STEP / 2`, about 0.08 px) of accuracy. Zero flow is not a level: it lands on 128, which reads
 back as +0.078 px.
@@ -20,7 +20,7 @@ import numpy as np
 if TYPE_CHECKING:
   import tensorflow as tf
 
-# ±20 px clip and the 255-step map of TSN / GOCA (reference/xdc_goca_iicl.md §2.7).
+# ±20 px clip and the 255-step map of TSN / GOCA (`docs/papers_and_releases.md`).
 FLOW_BOUND = 20.0
 QUANT_MAX = 255
 QUANT_STEP = 2 * FLOW_BOUND / QUANT_MAX

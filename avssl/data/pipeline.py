@@ -1,6 +1,6 @@
 """The tf.data input pipeline over record shards (`records.py`), registered as dataset `records`.
 
-Phases, as in dmvr (reference `jax_codebases.md` §4): list this host's shards → read → (shuffle) →
+Phases, as in DeepMind's dmvr: list this host's shards → read → (shuffle) →
 parse → sample a clip window → decode only the sampled frames → augment → spectrogram → batch → numpy.
 
 Choices that matter for audio-visual learning and for exact runs:
@@ -13,7 +13,7 @@ Choices that matter for audio-visual learning and for exact runs:
   augmentation draw, frames and flow of a clip sharing both. Group g's clips of `(count, frames)` are
   `video`/`flow` `[count, frames, H, W, C]` for g = 0 (the clips codes are computed on) and
   `video_g`/`flow_g` after it.
-- **Flow is fed as the reference feeds it**: the stored ±20 px quantisation read as an image in [0, 1]
+- **Flow is fed as GOCA's release feeds it**: the stored ±20 px quantisation read as an image in [0, 1]
   and normalised with the frames' `mean`/`std` (GOCA's loader), so flow and frames share one scale.
 - **Hosts read disjoint shards**: shard i goes to process i mod process_count.
 - **Every example carries its dataset index** (0..N−1 within the split): the shard's offset in the
@@ -42,14 +42,15 @@ MANIFEST = 'manifest.json'
 
 
 def default_config(**overrides) -> ml_collections.ConfigDict:
-  """SeLaVi's input settings (reference `selavi.md` §4): 30 frames at 30 fps, short side U{128..160},
-  crop 112, flip, 1 s of audio from the clip start as a 257 × 99 `logfbank`, volume ×U(0.9, 1.1).
+  """SeLaVi's input settings (the release's, `docs/papers_and_releases.md`): 30 frames at 30 fps, short
+  side U{128..160}, crop 112, flip, 1 s of audio from the clip start as a 257 × 99 `logfbank`, volume
+  ×U(0.9, 1.1).
 
-  Resizing is plain bilinear, as the reference's; `antialias` filters downscaling as PIL does (GOCA).
-  `color_jitter` is empty (off, as in SeLaVi's release) or the (brightness, contrast, saturation, hue)
-  strengths, applied with probability `color_jitter_prob`; GOCA sets (0.4, 0.4, 0.2, 0.1) and 0.8.
-  `multi_crop` is empty (one clip of `num_frames` per example) or `((count, frames), ...)` training
-  clips per example (GOCA: ((2, 32), (4, 16))); evaluation views are unaffected.
+  Resizing is plain bilinear, as SeLaVi's release's; `antialias` filters downscaling as PIL does
+  (GOCA). `color_jitter` is empty (off, as in SeLaVi's release) or the (brightness, contrast,
+  saturation, hue) strengths, applied with probability `color_jitter_prob`; GOCA sets (0.4, 0.4, 0.2,
+  0.1) and 0.8. `multi_crop` is empty (one clip of `num_frames` per example) or `((count, frames),
+  ...)` training clips per example (GOCA: ((2, 32), (4, 16))); evaluation views are unaffected.
   """
   config = ml_collections.ConfigDict(dict(
       name='records', dir='', train_split='train', eval_split='test',
@@ -338,7 +339,7 @@ def _decode(encoded: tf.Tensor, channels: int) -> tf.Tensor:
 
 def _audio_window(waveform: tf.Tensor, start: tf.Tensor, length: int) -> tf.Tensor:
   """`length` samples from `start`; moved back to end at the last sample when it would overrun (as the
-  SeLaVi reference takes "the last 1 s"), zero-padded when the track is shorter than `length`."""
+  SeLaVi's release takes "the last 1 s"), zero-padded when the track is shorter than `length`."""
   total = tf.shape(waveform)[0]
   start = tf.maximum(tf.minimum(start, total - length), 0)
   window = waveform[start:start + length]

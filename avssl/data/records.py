@@ -1,6 +1,6 @@
 """The record format: one `tf.train.SequenceExample` per video, written and parsed only here.
 
-Layout (after dmvr, reference `jax_codebases.md` §4):
+Layout (after DeepMind's dmvr `SequenceExample` layout):
 
 - context: `video_id` (stable across runs and hosts), `source` (the file it came from), `split`,
   `duration` (s), `fps`, `sample_rate`, `num_frames`, `num_samples`, `height`, `width`,

@@ -4,7 +4,7 @@
 side, and the mono waveform at a fixed sample rate, both on the video's clock. It decodes every source
 frame once and converts (`reformat`, swscale) only the frames it keeps, which is far cheaper than the
 released SeLaVi loader's full-resolution decode per clip plus an ffmpeg subprocess for the whole audio
-track (reference `selavi.md` §4, §9.5).
+track (`docs/papers_and_releases.md`).
 
 Timing is what audio-visual learning depends on, so it is explicit: output frame i shows what the video
 shows at time t0 + i / fps (the last source frame whose timestamp is at or before that time, t0 being

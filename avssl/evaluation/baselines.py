@@ -3,7 +3,8 @@
 SeLaVi §4 "Baselines" (Table 5) runs k-means on the global-average-pooled features of pretrained
 encoders, with k equal to the number of clusters of its own method (which equals the number of classes
 in all its datasets). GOCA and IICL judge cluster quality the same way but average over **50** k-means
-runs with different seeds and report mean ± std (reference `xdc_goca_iicl.md` §3.4); `runs` chooses.
+runs with different seeds and report mean ± std (GOCA §4.3, Table 6; IICL's Table II does not say);
+`runs` chooses.
 
 Each video's feature is the mean over its views; by default it is then L2-normalised (GOCA, IICL) —
 `normalize=False` clusters the raw pooled features as SeLaVi's Faiss call did. The joint audio-visual

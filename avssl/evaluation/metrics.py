@@ -2,7 +2,8 @@
 
 SeLaVi reports NMI, ARI, accuracy after Hungarian matching, and two per-cluster quality measures, the
 mean entropy ⟨H⟩ and the mean maximal purity ⟨p_max⟩ (§4, defined in its Appendix A.4). The released
-`clustering_metrics.py` (reference `selavi.md` §5) fixes the details these functions follow:
+`clustering_metrics.py` (`docs/papers_and_releases.md`, SeLaVi) fixes the details these functions
+follow:
 
 - NMI and aNMI use the arithmetic mean of the two entropies as normaliser (sklearn,
   `average_method='arithmetic'`).

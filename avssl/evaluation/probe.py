@@ -1,15 +1,16 @@
 """A linear probe on frozen features, with its weight decay chosen on a validation split of train.
 
 The papers measure an encoder by training a linear classifier on its features (UCF-101, HMDB-51 and
-ESC-50 folds). How the released code does it overstates the result in two ways (reference `selavi.md`
-§5): SeLaVi's probe leaves BatchNorm in train mode, so its statistics drift with the probe's batches,
-and it reports the best test accuracy over epochs, which selects on the test set. Here:
+ESC-50 folds). How the released code does it overstates the result in two ways
+(`docs/papers_and_releases.md`, SeLaVi): SeLaVi's probe leaves BatchNorm in train mode, so its
+statistics drift with the probe's batches, and it reports the best test accuracy over epochs, which
+selects on the test set. Here:
 
 - **Features are frozen and normalised once.** The caller extracts them with the encoder in inference
-  mode, and this module only sees arrays. GOCA's head (`xdc_goca_iicl.md` §2.8) is a BatchNorm1d without
-  a learned affine before a linear layer initialised N(0, 0.01); here every feature is standardised with
-  the mean and variance of the training examples (the test set never contributes), which is what that
-  BatchNorm computes at inference, and the linear layer has the same init.
+  mode, and this module only sees arrays. GOCA's released head (`docs/papers_and_releases.md`) is a
+  BatchNorm1d without a learned affine before a linear layer initialised N(0, 0.01); here every feature
+  is standardised with the mean and variance of the training examples (the test set never contributes),
+  which is what that BatchNorm computes at inference, and the linear layer has the same init.
 - **Selection on validation, never on test.** A validation split is carved from train
   (`avssl.data.splits.split_train_val`: a fraction of the videos, stratified by class, whole groups on one side, so one
   performer of UCF-101, source film of HMDB-51 or recording of ESC-50 is never on both). Every weight decay of the grid is

@@ -5,17 +5,17 @@ R@k counts a query as a hit when ANY of its k nearest train videos shares its cl
 GOCA §4 "Evaluation Metrics", IICL §IV-C1, CoCLR). What differs is how the clip features become one
 vector per video, so `video_embeddings` makes each step an explicit switch:
 
-- **SeLaVi** (reference `selavi.md` §5): 10 clips per video, each clip feature L2-normalised, then
-  averaged; the release then runs Euclidean kNN on the averages without normalising them again. Here the
-  average is always normalised again (cosine kNN), which can reorder neighbours when the per-video
-  averages have different norms.
-- **GOCA** (`xdc_goca_iicl.md` §2.8): 5 clips x 3 crops, L2-normalised, averaged, cosine; no centring:
-  `normalize_views=True, center_mean=None`.
-- **CoCLR / ViCC** (`xdc_goca_iicl.md` §2.8, §2.9): the raw clip features are averaged, mean-centred,
+- **SeLaVi** (§4, Table 4; the release, `docs/papers_and_releases.md`): 10 clips per video, each clip
+  feature L2-normalised, then averaged; the release then runs Euclidean kNN on the averages without
+  normalising them again. Here the average is always normalised again (cosine kNN), which can reorder
+  neighbours when the per-video averages have different norms.
+- **GOCA** (§4 "Evaluation Metrics"; the release, `docs/papers_and_releases.md`): 5 clips x 3 crops,
+  L2-normalised, averaged, cosine; no centring: `normalize_views=True, center_mean=None`.
+- **CoCLR / ViCC** (their released retrieval code): the raw clip features are averaged, mean-centred,
   then L2-normalised: `normalize_views=False, center_mean=gallery_mean(train_views,
   normalize_views=False)`. One mean, the gallery's, is subtracted from queries and gallery alike, so
   both move by the same vector and the geometry between them is kept.
-- **IICL** (`xdc_goca_iicl.md` §3.4) follows CoCLR/VCOP with 10 clips averaged and does not say
+- **IICL** (§IV-C) follows CoCLR/VCOP with 10 clips averaged and does not say
   whether it centres; `retrieval` therefore records the choice in its 'protocol' string.
 
 Centring matters because self-supervised features often share a large common offset: the cosine

@@ -1,11 +1,12 @@
 """Supervised finetuning of one pretrained encoder on a labelled dataset (UCF101, HMDB51, ESC-50).
 
-The SeLaVi protocol (reference `finetune_video.py`, `selavi.md` §5): the encoder of one modality, its
-pooled feature, optional dropout (off by default, as the reference's `use_dropout=False`) and a linear
-classifier with orthogonal weights and zero bias, trained with softmax cross-entropy on `label`. The
-encoder is the submodule named `video` or `audio`, as in the pretraining models, so `config.init_from`
-(`train.initialise_from`) copies a pretraining run's encoder weights and BatchNorm statistics by name;
-the classifier is named `finetune_head`, a name no pretraining model uses, so it always starts fresh.
+The SeLaVi protocol (the release's `finetune_video.py`, `docs/papers_and_releases.md`): the encoder of
+one modality, its pooled feature, optional dropout (off by default, as the reference's
+`use_dropout=False`) and a linear classifier with orthogonal weights and zero bias, trained with
+softmax cross-entropy on `label`. The encoder is the submodule named `video` or `audio`, as in the
+pretraining models, so `config.init_from` (`train.initialise_from`) copies a pretraining run's encoder
+weights and BatchNorm statistics by name; the classifier is named `finetune_head`, a name no
+pretraining model uses, so it always starts fresh.
 
 `config.finetune.freeze_backbone` is the honest linear probe: the encoder runs in inference mode (its
 BatchNorm uses and keeps its running statistics) behind a stop-gradient, and the optimiser's

@@ -20,7 +20,7 @@ The paper's baselines (Table 1) are variants of the same code (`config.goca.vari
   - `sview`: independent heads and prototypes per stream, no guidance (two SwAVs trained side by
     side, which for per-parameter LARS is the same as training them apart).
 
-Where the release differs from the paper (reference `xdc_goca_iicl.md` §2), the paper is the default:
+Where the release differs from the paper (`docs/papers_and_releases.md`), the paper is the default:
 `prior_sign=+1` (the release subtracts λ₂ log D′, `-1`), no double 1/|A| in the loss, projection head
 shared (`share_projection_head=False` is the release's default), flow augmented with the frames' crop and
 flip (the data pipeline), Gaussian blur applied to RGB.
@@ -56,12 +56,13 @@ VARIANTS = ('goca', 'sep', 'avg', 'sview')
 
 def default_config(**overrides) -> ml_collections.ConfigDict:
   """GOCA's constants: λ₁ = 0.02, λ₂ = 0.03 (§4.1, Table 2), τ = 0.1, 3 Sinkhorn iterations, 1000
-  prototypes of 128 dimensions separated by 50,000 projected SGD steps at lr 0.1 (§3.3; reference
-  §2.5), projection 2048-2048-128 (reference §2.1). Guidance starts at `guidance_start_epochs`
-  (the paper trains guided throughout: 0; the release's default is epoch 100); `guidance_cycles` is
-  the release's `sinkhorn_cycle`. `prototypes='online'` trains them with the separation loss (Eq. 11)
-  added with `separation_weight`; the optional SwAV queue (`queue_length`, 0 as in the release)
-  prepends past features of the code clips to the transport problem from `queue_start_epochs`."""
+  prototypes of 128 dimensions separated by 50,000 projected SGD steps at lr 0.1 (§3.3; the release's
+  file), projection 2048-2048-128 (the release; `docs/papers_and_releases.md`). Guidance starts at
+  `guidance_start_epochs` (the paper trains guided throughout: 0; the release's default is epoch 100);
+  `guidance_cycles` is the release's `sinkhorn_cycle`. `prototypes='online'` trains them with the
+  separation loss (Eq. 11) added with `separation_weight`; the optional SwAV queue (`queue_length`, 0
+  as in the release) prepends past features of the code clips to the transport problem from
+  `queue_start_epochs`."""
   config = ml_collections.ConfigDict(dict(
       variant='goca', num_prototypes=1000, projection_hidden=2048, projection_dim=128,
       share_projection_head=True,

@@ -16,7 +16,7 @@ over the mesh, plain `jnp` over the batch axis is the global computation; XLA in
   - L = L_ins + λ·L_clu (Eq. 7).
 
 The paper's denominators hold only cross-modal pairs; `intra_negatives` adds the other clips of the
-anchor's own modality, as the Contrastive Clustering code does (reference `xdc_goca_iicl.md` §3.3).
+anchor's own modality, as the Contrastive Clustering code does (`docs/papers_and_releases.md`).
 
 Two stages (§III-E, §IV-B): L_ins alone for `init_epochs` (or `init_steps`), then L_ins + λ·L_clu.
 The switch is `state.step >= switch_step` inside the jitted loss, with `switch_step` in the method
@@ -80,7 +80,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
       # Co-attention (§III-B): depth 1 (§IV-B); width and heads are not in the paper. Depth 0: none,
       # the heads read the pooled encoder features (an ablation).
       co_attention=dict(depth=1, width=512, num_heads=8, mlp_ratio=4.0),
-      # Table II's k-means in the instance space: k = number of classes (0), 50 runs (reference §3.4).
+      # Table II's k-means in the instance space: k = number of classes (0), 50 runs (as GOCA §4.3).
       kmeans_k=0, kmeans_runs=50, kmeans_iters=50))
   config.init_epochs = config_lib.optional(float)  # §III-E / §IV-B: 300 epochs of L_ins alone.
   config.init_steps = config_lib.optional(int)

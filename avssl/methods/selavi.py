@@ -49,7 +49,8 @@ MODALITIES = ('video', 'audio')
 
 
 def default_config(**overrides) -> ml_collections.ConfigDict:
-  """SeLaVi's constants (paper §4 "Implementation details"; reference `selavi.md` §2-4)."""
+  """SeLaVi's constants (paper §4 "Implementation details"; the release's,
+  `docs/papers_and_releases.md`)."""
   config = ml_collections.ConfigDict(dict(
       num_clusters=309, num_heads=10, num_groups=2, lam=20.0,
       prior='gaussian', prior_sd=0.1, prior_order='paper',
@@ -130,7 +131,7 @@ class SeLaVi(base.Method):
 
   def init_method_state(self, num_examples: int) -> dict[str, jax.Array]:
     """The self-label table (N × heads), the prior draws (one per head, kept for the whole run, as the
-    reference does), the number of label updates done (the schedule position) and each head's final
+    release does), the number of label updates done (the schedule position) and each head's final
     cluster-marginal error in the last transport solve (how closely the sizes follow the prior)."""
     s = self.settings
     key = jax.random.fold_in(jax.random.PRNGKey(self.config.seed), 0x5E1A)
@@ -159,7 +160,7 @@ class SeLaVi(base.Method):
 
   def label_update_steps(self, total_steps: int, steps_per_epoch: int) -> list[int]:
     """total_steps · linspace(0, 1, nopts)^1.5, the first at step 0; the last point (the end of
-    training) is never reached, as in the reference."""
+    training) is never reached, as in the release."""
     del steps_per_epoch
     s = self.settings
     points = total_steps * np.linspace(0, 1, s.num_label_updates) ** s.schedule_power
@@ -224,7 +225,7 @@ class SeLaVi(base.Method):
 
   def _warm_up_batchnorm(self, state: TrainState, data, mesh) -> TrainState:
     """Train-mode forward passes without gradients, so eval-mode BN has sane statistics for the
-    first label update (reference `warmup_batchnorm`)."""
+    first label update (the release's `warmup_batchnorm`, `docs/papers_and_releases.md`)."""
     @jax.jit
     def forward(params, batch_stats, batch, rng):
       _, updates = self._apply({'params': params, 'batch_stats': batch_stats}, batch, train=True,

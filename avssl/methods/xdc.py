@@ -25,7 +25,7 @@ The variants differ only in which features are clustered and which head predicts
 An iteration ends after `epochs_per_iteration` epochs (`stop='epochs'`), or (`stop='plateau'`) when the
 pseudo-label loss of a held-out `holdout_fraction` of the training clips has not improved for
 `patience` epochs, at the latest after `epochs_per_iteration`: the authors train "until the validation
-loss saturates" (reference `xdc_goca_iicl.md` §1.1). Held-out clips stay in the data stream and in
+loss saturates" (`docs/papers_and_releases.md`). Held-out clips stay in the data stream and in
 the k-means but not in the loss: the training step only adds up their cross-entropy (no gradient), and
 `epoch_end` (the loop's hook after each epoch) decides from that sum, which lives in the checkpointed
 method state, so a resumed run decides as an uninterrupted one. Cluster-balanced sampling (DeepCluster
@@ -81,15 +81,16 @@ _KMEANS_STREAM, _HEADS_STREAM, _HOLDOUT_STREAM = 0xC1, 0xC2, 0xC3
 
 def default_config(**overrides) -> ml_collections.ConfigDict:
   """XDC's settings. The paper gives k (Table 2) and nothing else of the clustering loop; the rest
-  follows DeepCluster, which XDC adapts (§3.1), or the authors' answers (reference §1.1, §1.3)."""
+  follows DeepCluster, which XDC adapts (§3.1), or the authors' answers
+  (`docs/papers_and_releases.md`)."""
   config = ml_collections.ConfigDict(dict(
       variant='xdc',
       num_clusters=256,  # Table 2: the best k for UCF101 after Kinetics (74.2) and AudioSet (84.9).
-      pca_dim=0,  # 0: off. DeepCluster's PCA + whitening (256); the paper does not say (ref. §1.3).
+      pca_dim=0,  # 0: off. DeepCluster's PCA + whitening (256); the paper does not say.
       kmeans_iters=20,  # DeepCluster's 20 Lloyd iterations, one k-means++ draw.
       kmeans_restarts=1,
       kmeans_tol=1e-4,
-      stop='plateau',  # "Until the validation loss saturates" (reference §1.1, issue #8).
+      stop='plateau',  # "Until the validation loss saturates" (the authors, XDC issue #8).
       epochs_per_iteration=20.0,  # The iteration length ('epochs'), or its cap ('plateau').
       patience=2,  # Epochs without a lower held-out loss that end an iteration ('plateau').
       holdout_fraction=0.05,  # Training clips kept out of the loss to measure it; 0 for none.

@@ -5,8 +5,9 @@
   decorrelated heads); `MultiHead` holds their parameters stacked on a leading axis and evaluates all of
   them in one batched matmul (`nn.vmap`), not a Python loop of modules.
 - `LinearHead`: XDC's classifier on the pooled feature.
-- `ProjectionHead` + `Prototypes`: GOCA's (SwAV's) D->2048->2048->128 projection with BN+ReLU and an L2-
-  normalised output, and the bias-free prototype layer whose columns are kept at unit norm.
+- `ProjectionHead` + `normalize_prototypes`: GOCA's (SwAV's) D->2048->2048->128 projection with BN+ReLU
+  and an L2-normalised output, and the unit-norm prototype columns (GOCA keeps its prototypes as a
+  plain `[dim, K]` table, `methods/goca.py`).
 - `InstanceHead`, `ClusterHead`: IICL's (§III-C) two-layer heads to the 1024-d instance space (L2-
   normalised) and to C cluster probabilities (softmax).
 """
@@ -88,20 +89,6 @@ class ProjectionHead(nn.Module):
       x = nn.relu(self.norm(train, name=f'bn{i}')(x))
     z = _dense(self.out, self.hidden, self.norm, name='out')(x).astype(jnp.float32)
     return l2_normalize(z)
-
-
-class Prototypes(nn.Module):
-  """Bias-free prototype scores `z @ C` (SwAV/GOCA); C's columns are the prototypes.
-
-  The method re-normalises the columns to unit norm before every step (`normalize_prototypes`), so the
-  scores of an L2-normalised `z` are cosine similarities.
-  """
-  num_prototypes: int = 1000
-
-  @nn.compact
-  def __call__(self, z: jax.Array) -> jax.Array:
-    return nn.Dense(self.num_prototypes, use_bias=False, kernel_init=common.linear_init,
-                    name='prototypes')(z)
 
 
 def normalize_prototypes(kernel: jax.Array) -> jax.Array:

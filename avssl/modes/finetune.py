@@ -8,8 +8,8 @@ resumable; a checkpoint per epoch, all kept), restore every checkpoint and evalu
 `finetune.val_split`, select the best by `finetune.select_metric` (default video-level top-1; ties:
 lower validation loss, then the earlier checkpoint), and only then evaluate that one checkpoint on
 `finetune.test_split`. The test split is read once per fold, after the selection, and nothing read
-from it feeds back. The reference instead reports the best test accuracy over epochs (`selavi.md` §5),
-which selects on test.
+from it feeds back. SeLaVi's release instead reports the best test accuracy over epochs, which
+selects on test (`docs/papers_and_releases.md`).
 
 `workdir/finetune.json` has, per fold, the validation results of every checkpoint, the selected step
 and its test results; and over folds, each test metric's mean and standard deviation (population,

@@ -1,9 +1,10 @@
 """The cluster browser: a static site for checking by eye what each cluster holds.
 
 SeLaVi's point is labels a person can check; its authors published a browser of their clusters, sorted
-by entropy, with a chart of each cluster's ground-truth classes and its YouTube videos (reference
-`selavi.md` §7). This one shows the user's own videos, offline. `--mode=label` writes it beside
-`labels.csv` as plain files that open from disk (file://) in any browser, with no server or network:
+by entropy, with a chart of each cluster's ground-truth classes and its YouTube videos
+(`docs/papers_and_releases.md`, SeLaVi). This one shows the user's own videos, offline. `--mode=label`
+writes it beside `labels.csv` as plain files that open from disk (file://) in any browser, with no
+server or network:
 
 - `index.html`, `browser.js`, `browser.css`: the page (from `browser_site/`). The script builds every
   element with `textContent`, so video ids, paths and class names show as text whatever they contain.
