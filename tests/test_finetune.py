@@ -208,8 +208,8 @@ def test_driver_selects_on_val_reads_test_once_per_fold_and_averages(folds, monk
     reads.append(self.config.eval_split)
     return real_batches(self)
 
-  def evaluate(self, state, batches, mesh):
-    results = real_evaluate(self, state, batches, mesh)
+  def evaluate(self, state, batches):
+    results = real_evaluate(self, state, batches)
     results['real_accuracy_video'] = results['accuracy_video']
     results['accuracy_video'] = fake[reads[-1], int(state.step)]
     return results
