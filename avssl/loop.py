@@ -68,7 +68,7 @@ def train(run: Run, writer: metric_writers.MetricWriter,
           evaluate: Callable[[TrainState, int], Any]) -> TrainState:
   """Runs `run` from its state's step to `run.total_steps`; returns the final state (saved).
 
-  Before each step the method's schedule may update its targets; every `log_every` steps the metrics
+  Before each step the method's `scheduled_update` may change the state (its scalars are logged); every `log_every` steps the metrics
   are fetched, checked for NaN/Inf and logged; checkpoints follow `run.checkpointer`; every
   `eval_every` steps (not the last, which the caller evaluates) `evaluate(state, step)` runs.
   """
@@ -76,19 +76,16 @@ def train(run: Run, writer: metric_writers.MetricWriter,
   start = int(state.step)
   report = periodic_actions.ReportProgress(num_train_steps=run.total_steps, writer=writer)
   train_step = make_train_step(run)
-  label_steps = set(run.method.label_update_steps(run.total_steps, run.steps_per_epoch))
   log_every = config_lib.steps(config, 'log_every', run.steps_per_epoch, default=1)
   eval_every = config_lib.steps(config, 'eval_every', run.steps_per_epoch)
   batches: Iterator = run.data.train_batches(start)
   history, pending = [], None
   for step in range(start, run.total_steps):
-    if step and step % run.steps_per_epoch == 0:
-      state = run.method.epoch_end(state, run.data, run.mesh)
-    if step in label_steps:
-      state = run.method.label_update(state, run.data, run.mesh)
-      summary = run.method.label_update_summary(state, run.data)
-      if summary:
-        writer.write_scalars(step, summary)
+    update = run.method.scheduled_update(state, step)
+    if update is not None:
+      state = update.state
+      if update.scalars:
+        writer.write_scalars(step, update.scalars)
     state, metrics = train_step(state, sharding.to_global(next(batches), run.mesh))
     if pending is not None:
       history.append(_check_finite(*pending, run.checkpointer))

@@ -27,7 +27,7 @@ import optax
 
 from avssl import config_lib
 
-PyTree = Any
+from avssl.types import PyTree
 
 
 def learning_rate(config: ml_collections.ConfigDict, steps_per_epoch: int,

@@ -16,7 +16,7 @@ from jax.sharding import Mesh
 
 from avssl import sharding
 
-PyTree = Any
+from avssl.types import PyTree
 
 
 @flax.struct.dataclass

@@ -21,8 +21,10 @@ import numpy as np
 import pytest
 from playwright.sync_api import sync_playwright
 
+from avssl import methods
+from avssl.modes import label as label_mode, train
 from avssl.reporting import browser, plots
-from conftest import REPO, make_avsynth
+from conftest import REPO, load_config, make_avsynth
 
 CHROMIUM = '/usr/bin/chromium'
 CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -138,10 +140,10 @@ def test_browser_sorts_opens_clusters_plays_sound_and_deep_links(explored, chrom
   assert [int(x) for x in page.column(2)] == sorted(sizes)
   assert page.page.get_attribute('th[aria-sort]', 'aria-sort') == 'ascending'
 
-  key = _key(site, 'self_label/head0')
-  page.page.select_option('#clustering', label='self_label · head 0')
+  key = _key(site, 'self-labels/head0')
+  page.page.select_option('#clustering', label='self-labels · head 0')
   page.page.wait_for_function(f'location.hash === "#{key}"')
-  assert page.page.locator('#summary').text_content().startswith('58 videos · 6 clusters in self_label')
+  assert page.page.locator('#summary').text_content().startswith('58 videos · 6 clusters in self-labels')
   page.page.locator('#clusters tbody tr').first.click()
   cluster = int(page.column(1)[0])
   page.open_cluster(cluster)
@@ -186,7 +188,7 @@ def test_a_label_with_a_script_tag_shows_as_text(explored, avsynth_records, chro
   assert labels.classes[0] == SCRIPT
   site = tmp_path / 'site'
   browser.write(labels, avsynth_records, str(site))
-  key = _key(site, 'self_label/head0')
+  key = _key(site, 'self-labels/head0')
   cluster = next(k for k in _data(site, f'{key}/index')['cluster']
                  if any(m['truth'] == 0 for m in _data(site, f'{key}/cluster-{k}')['members']))
   page = Page(chromium, site)
@@ -208,7 +210,7 @@ def test_400_clusters_of_200000_videos_stay_light(chromium, tmp_path):
   labels = browser.Labels(
       video_ids=[f'v{i:06d}' for i in range(n)], sources=[f'/videos/v{i:06d}.mp4' for i in range(n)],
       truth=(clusters + rng.integers(0, 3, n)) % 309, classes=[f'class {c}' for c in range(309)],
-      clusterings={'video + audio/head0': clusters, 'self_label/head0': rng.integers(0, k, n)},
+      clusterings={'video + audio/head0': clusters, 'self-labels/head0': rng.integers(0, k, n)},
       confidences={'video + audio/head0': rng.random(n)})
   start = time.perf_counter()
   browser.write(labels, None, str(tmp_path / 'site'))
@@ -230,3 +232,65 @@ def test_400_clusters_of_200000_videos_stay_light(chromium, tmp_path):
   assert page.page.locator('.member').count() == 8
   assert page.page.locator('.member .missing').count() == 16  # No frames, no sound: no records.
   page.close()
+
+
+#: The views of each clustering method's labels.csv (`Clusters.cluster_probs`, then `SelfLabels`).
+LABEL_VIEWS = {
+    'selavi_vggsound': {'video + audio', 'video', 'audio', 'self-labels'},
+    'xdc_kinetics': {'video_audio', 'audio_video', 'self-labels video', 'self-labels audio'},
+    'iicl_kinetics': {'video + audio', 'video', 'audio'},
+}
+
+
+@pytest.mark.parametrize('name', sorted(LABEL_VIEWS))
+def test_every_clustering_method_writes_one_labels_scheme_the_browser_opens(
+    name, _selavi_tiny_run, avsynth_records, chromium):
+  """`--mode=label` on each clustering method's `:tiny` run: `video_id, source, label`, then
+  `{view}/head{h}` and `{view}/head{h}/confidence` (self-labels without confidence); the browser
+  reads it and its page opens without an error."""
+  config = load_config(name, 'tiny')
+  config.data.dir = avsynth_records
+  workdir = _selavi_tiny_run.parent / f'labelled_{name}'
+  shutil.rmtree(workdir, ignore_errors=True)
+  if name == 'selavi_vggsound':
+    shutil.copytree(_selavi_tiny_run, workdir)
+  else:
+    train.train_and_evaluate(config, str(workdir))
+  label_mode.label(config, str(workdir))
+  with open(workdir / 'labels.csv', newline='') as f:
+    reader = csv.reader(f)
+    header = next(reader)
+    rows = list(reader)
+  assert header[:3] == ['video_id', 'source', 'label'] and len(rows) == 58
+  clusterings = [c for c in header[3:] if not c.endswith('/confidence')]
+  views = set()
+  for column in clusterings:
+    match = re.fullmatch(r'(.+)/head(\d+)', column)
+    assert match, column
+    views.add(match[1])
+    assert (f'{column}/confidence' in header) != match[1].startswith('self-labels'), column
+  assert views == LABEL_VIEWS[name]
+  assert all(0 < float(r[header.index(f'{c}/confidence')]) <= 1 for r in rows for c in clusterings
+             if f'{c}/confidence' in header)
+  labels = browser.read_labels(str(workdir / 'labels.csv'))
+  assert set(labels.clusterings) == set(clusterings)
+  assert (workdir / 'clusters.md').exists()  # Ranked by purity: avsynth has ground truth.
+  page = Page(chromium, workdir / 'browser')
+  page.open()
+  assert len(page.column(1)) > 0
+  page.close()
+
+
+def test_labels_of_an_older_scheme_are_refused_with_a_hint(tmp_path):
+  for column in ('video + audio/confidence0', 'video/cluster'):
+    path = tmp_path / 'labels.csv'
+    path.write_text(f'video_id,source,label,video/head0,{column}\nv0,/v0.mp4,a,1,1\n')
+    with pytest.raises(ValueError, match='rerun --mode=label'):
+      browser.read_labels(str(path))
+
+
+def test_label_mode_on_a_method_without_clusters_exits_clearly():
+  config = load_config('supervised_synthetic', 'tiny')
+  run = type('Run', (), {'method': methods.build(config), 'config': config})()
+  with pytest.raises(SystemExit, match='does not cluster'):
+    label_mode.write_labels(run)

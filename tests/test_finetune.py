@@ -155,7 +155,7 @@ def test_head_and_backbone_learning_rates_differ_by_the_configured_factor(folds,
 
   # One view per example (the training batch's shape): video level is clip level.
   host = {k: v for k, v in next(run.data.train_batches(0)).items() if k in ('video', 'label')}
-  results = run.method.evaluate(state, iter([{**host, 'mask': np.ones(16, np.float32)}]), run.mesh)
+  results = run.method.evaluate(state, iter([{**host, "mask": np.ones(16, np.float32)}]))
   assert results['num_videos'] == 16 and results['accuracy_video'] == results['accuracy_clip']
   run.checkpointer.close()
 
@@ -204,8 +204,8 @@ def test_driver_selects_on_val_reads_test_once_per_fold_and_averages(folds, monk
     reads.append(self.config.eval_split)
     return real_batches(self)
 
-  def evaluate(self, state, batches, mesh):
-    results = real_evaluate(self, state, batches, mesh)
+  def evaluate(self, state, batches):
+    results = real_evaluate(self, state, batches)
     results['real_accuracy_video'] = results['accuracy_video']
     results['accuracy_video'] = fake[reads[-1], int(state.step)]
     return results

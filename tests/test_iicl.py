@@ -2,10 +2,8 @@
 device's, the two-stage switch at the configured step and a resume across it, labels.csv and the
 Table II / III evaluation."""
 
-import csv
 import functools
 import shutil
-import types
 
 import jax
 import jax.numpy as jnp
@@ -13,10 +11,10 @@ import numpy as np
 import optax
 import pytest
 
-from avssl import checkpointing, optim, sharding
+from avssl import checkpointing, optim, passes, sharding
 from avssl.modes import train
 from avssl.data import datasets, synthetic
-from avssl.methods import iicl
+from avssl.methods import base, iicl
 from avssl.train_state import TrainState
 from conftest import load_config, random_like, state_leaves
 
@@ -90,9 +88,10 @@ def _config():
 def _toy():
   """The tiny method, its synthetic data and a random initial state (cached: tests share compiles)."""
   config = _config()
-  method = iicl.IICL(config)
   data = datasets.build(config.data, batch_size=config.batch_size, process_index=0,
                         process_count=1, seed=0)
+  method = iicl.IICL(config, base.RunContext(sharding.make_mesh(), data, data.steps_per_epoch,
+                                             config.total_steps))
   variables = random_like(jax.eval_shape(method.init_variables, jax.random.PRNGKey(0),
                                           next(data.train_batches(0))))
   tx = optim.optimizer(config.optimizer, optax.constant_schedule(5e-4))
@@ -141,7 +140,8 @@ def test_loss_switches_to_co_training_at_the_configured_step():
   np.testing.assert_allclose(before, metrics_before['loss_ins'], rtol=1e-6)
   np.testing.assert_allclose(
       after, metrics_after['loss_ins'] + method.settings.lam * metrics_after['loss_clu'], rtol=1e-6)
-  assert method.label_update_steps(total_steps=4, steps_per_epoch=2) == [2]
+  assert method.restart_steps(total_steps=4, steps_per_epoch=2) == [2]
+  assert method.scheduled_update(None, 1) is None  # 2 steps per epoch of 32: the switch is step 2.
 
 
 def test_switch_step_from_epochs_and_ablation_settings():
@@ -165,7 +165,9 @@ def test_cluster_heads_restart_at_the_switch_with_fresh_moments():
   tx = optim.optimizer(method.config.optimizer, optax.constant_schedule(5e-4))
   grads = jax.tree.map(jnp.ones_like, state.params)
   _, opt_state = jax.jit(tx.update)(grads, state.opt_state, state.params)  # Non-zero moments.
-  restarted = method.label_update(state.replace(opt_state=opt_state), data, mesh)
+  update = method.scheduled_update(state.replace(opt_state=opt_state), 2)
+  assert update is not None and not update.data_pass and not update.scalars
+  restarted = update.state
   moments = {jax.tree_util.keystr(p): np.asarray(x)
              for p, x in jax.tree_util.tree_leaves_with_path(restarted.opt_state)}
   for name, value in moments.items():
@@ -202,30 +204,25 @@ def test_run_resumed_at_the_switch_equals_an_uninterrupted_one(avsynth_records, 
   assert 'Table III' in table and 'mAP video→audio' in table
 
 
-def test_labels_csv_has_each_views_argmax_by_video_index(tmp_path):
+def test_cluster_probs_are_each_views_head_by_video_index():
   method, data, state = _toy()
   mesh = sharding.make_mesh()
   state = jax.device_put(state, sharding.replicated(mesh))
-  videos = [{'video_id': f'v{i}', 'source': f'/videos/{i}.mp4', 'label_name': f'c{i % 4}'}
-            for i in range(data.num_train)]
-  source = types.SimpleNamespace(dataset_batches=data.dataset_batches,
-                                 video_table=lambda split: videos)
-  path = method.export_labels(state, source, mesh, str(tmp_path))
-  out = method.outputs(state, data.dataset_batches(), mesh)
-  with open(path) as f:
-    rows = list(csv.DictReader(f))
-  assert [r['video_id'] for r in rows] == [f'v{i}' for i in range(data.num_train)]
+  assert isinstance(method, base.Clusters) and isinstance(method, base.HasEncoders)
+  forward = jax.jit(lambda batch: {v: p[0] for v, p in method.cluster_probs(state, batch).items()})
+  probs = passes.ordered_pass(forward, data.dataset_batches(), mesh, keys=iicl.MODALITIES)
+  out = method.outputs(state, data.dataset_batches())
+  np.testing.assert_array_equal(probs['index'], np.arange(data.num_train))
   for view in ('video', 'audio'):
-    np.testing.assert_array_equal([int(r[f'{view}/cluster']) for r in rows],
-                                  out[f'y_{view}'].argmax(axis=1))
+    np.testing.assert_array_equal(probs[view].argmax(1), out[f'y_{view}'].argmax(axis=1))
   both = (out['y_video'] + out['y_audio']) / 2
-  np.testing.assert_array_equal([int(r['video + audio/cluster']) for r in rows], both.argmax(1))
-  assert all(0 < float(r['video + audio/confidence']) <= 1 for r in rows)
+  np.testing.assert_allclose(probs['video + audio'], both, rtol=1e-6)
+  np.testing.assert_array_equal(probs['video + audio'].argmax(1), both.argmax(1))
 
 
-def test_instance_only_run_has_no_cluster_labels(tmp_path):
+def test_instance_only_run_has_no_cluster_labels():
   config = _config()
   config.iicl.losses = ('ins',)
   method = iicl.IICL(config)
   with pytest.raises(ValueError, match='k-means in the instance space'):
-    method.export_labels(None, None, None, str(tmp_path))
+    method.cluster_probs(None, {})

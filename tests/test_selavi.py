@@ -92,9 +92,16 @@ def test_labels_csv_matches_the_records_by_video_id(avsynth_records, selavi_work
     assert row['label'] == videos[row['video_id']]['label_name']
     for h in range(config.selavi.num_heads):
       assert 0 <= int(row[f'video + audio/head{h}']) < config.selavi.num_clusters
-      assert 0 < float(row[f'video + audio/confidence{h}']) <= 1
+      assert 0 < float(row[f'video + audio/head{h}/confidence']) <= 1
+      assert 0 <= int(row[f'self-labels/head{h}']) < config.selavi.num_clusters
   for i, row in enumerate(rows):
     assert int(row['video + audio/head0']) == probs[i, 0].argmax()
+  # Self-labels are the state's table, by dataset index (the rows are in index order).
+  state = setup_mode.setup(config, str(tmp_path))
+  table = np.asarray(state.state.method_state['self_labels'])
+  state.checkpointer.close()
+  np.testing.assert_array_equal([[int(r[f'self-labels/head{h}']) for h in range(table.shape[1])]
+                                 for r in rows], table)
   assert not glob.glob(os.path.join(tmp_path, '*.tmp'))
 
 
@@ -120,7 +127,7 @@ def test_interrupted_label_run_leaves_no_partial_file(avsynth_records, selavi_wo
         writer.writerow(row)
     return Writer()
 
-  monkeypatch.setattr(selavi.csv, 'writer', failing_writer)
+  monkeypatch.setattr(label_mode.csv, 'writer', failing_writer)
   with pytest.raises(Interrupted):
     label_mode.label(config, str(tmp_path))
   assert (tmp_path / 'labels.csv').read_text() == 'previous labels\n'

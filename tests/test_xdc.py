@@ -17,7 +17,8 @@ from avssl import checkpointing, optim, sharding
 from avssl.modes import train
 from avssl.data import datasets, synthetic
 from avssl.evaluation import metrics
-from avssl.methods import xdc
+from avssl.methods import base, xdc
+from avssl.reporting import ranking
 from avssl.train_state import TrainState
 from conftest import load_config, random_like, state_leaves
 
@@ -191,31 +192,39 @@ def test_plateau_ends_an_iteration_after_patience_epochs_or_at_the_cap(monkeypat
     assert updates == expected and int(state.method_state['holdout']['stale']) == stale, loss
 
 
-def test_labels_csv_and_clusters_ranked_by_purity(tmp_path):
+def test_pseudo_labels_head_probabilities_and_clusters_ranked_by_purity(tmp_path):
   method, data, mesh, _, state = _toy('xdc')
+  assert isinstance(method, (base.Clusters, base.SelfLabels, base.HasEncoders))
+  assert not method.self_labels(state)  # No k-means yet.
   state = method.label_update(state, data, mesh)
-  classes = [2 * (i % 2) + i // 2 % 2 for i in range(_TOY_TRAIN)]
-  videos = [{'video_id': f'v{i}', 'source': f'/videos/v{i}.mp4', 'label_index': str(c),
-             'label_name': f'class{c}'} for i, c in enumerate(classes)]
-  method.export_labels(state, types.SimpleNamespace(video_table=lambda split: videos), mesh,
-                       str(tmp_path))
-  with open(tmp_path / 'labels.csv') as f:
-    rows = list(csv.DictReader(f))
-  assert [r['video_id'] for r in rows] == [v['video_id'] for v in videos]
+  pseudo = method.self_labels(state)
+  assert set(pseudo) == {'self-labels video', 'self-labels audio'}
   for name in ('video', 'audio'):
-    np.testing.assert_array_equal([int(r[f'{name}/cluster']) for r in rows],
+    np.testing.assert_array_equal(pseudo[f'self-labels {name}'][:, 0],
                                   np.asarray(state.method_state['labels'][name]))
+  batch = sharding.to_global(next(data.dataset_batches()), mesh)
+  probs = jax.jit(method.cluster_probs)(state, batch)
+  assert set(probs) == {'video_audio', 'audio_video'}
+  assert probs['video_audio'].shape == (1, batch['mask'].shape[0], 2)
+  np.testing.assert_allclose(np.asarray(probs['audio_video']).sum(-1), 1.0, rtol=1e-5)
+
+  classes = np.array([2 * (i % 2) + i // 2 % 2 for i in range(_TOY_TRAIN)])
+  class_names = {c: f'class{c}' for c in range(4)}
+  ranking.write_cluster_ranking(
+      {name: ranking.rank_clusters(classes, table[:, 0], class_names)
+       for name, table in pseudo.items()}, str(tmp_path))
   with open(tmp_path / 'clusters.csv') as f:
-    ranking = list(csv.DictReader(f))
+    ranked = list(csv.DictReader(f))
   # Each video cluster holds one look, i.e. two classes in equal parts; so does each audio cluster.
-  assert sorted((r['clustering'], float(r['purity'])) for r in ranking) == [
-      ('audio', 0.5), ('audio', 0.5), ('video', 0.5), ('video', 0.5)]
-  assert '## video: clusters ranked by purity' in (tmp_path / 'clusters.md').read_text()
-  ranked = xdc.rank_clusters(np.array([0, 0, 0, 1, 1, 1, 2, 2, -1]),
-                             np.array([1, 1, 1, 1, 0, 0, 0, 0, 0]), {0: 'a', 1: 'b', 2: 'c'})
+  assert sorted((r['clustering'], float(r['purity'])) for r in ranked) == [
+      ('self-labels audio', 0.5), ('self-labels audio', 0.5), ('self-labels video', 0.5),
+      ('self-labels video', 0.5)]
+  assert '## self-labels video: clusters ranked by purity' in (tmp_path / 'clusters.md').read_text()
+  ranked = ranking.rank_clusters(np.array([0, 0, 0, 1, 1, 1, 2, 2, -1]),
+                                 np.array([1, 1, 1, 1, 0, 0, 0, 0, 0]), {0: 'a', 1: 'b', 2: 'c'})
   assert [(r['cluster'], r['size'], r['purity'], r['classes'][0][0]) for r in ranked] == [
       (1, 4, 0.75, 'a'), (0, 5, 0.5, 'b')]
-  table = method.report(method.evaluate(state, iter(()), mesh))
+  table = method.report(method.evaluate(state, iter(())))
   assert table.splitlines()[0].startswith('| Iteration | video NMI |') and '| 0 |' in table
 
 

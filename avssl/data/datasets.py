@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 import ml_collections
 import numpy as np
 
-Batch = dict[str, np.ndarray]
+from avssl.types import Batch
 
 _BUILDERS: dict[str, Callable[..., 'DataSource']] = {}
 
@@ -50,8 +50,24 @@ def _import_builtin() -> None:
 
 
 class DataSource(abc.ABC):
-  """Host-local batches of one dataset for one process."""
+  """Host-local batches of one dataset for one process.
+
+  Attributes (every source sets the first three; the rest have defaults):
+    num_train: videos of the training split.
+    num_eval: videos of the evaluation split.
+    steps_per_epoch: full global batches per epoch of the training split (drop_last).
+    classes: the class names of the records' manifest (empty where the data has none).
+  """
   num_train: int
+  num_eval: int
+  steps_per_epoch: int
+  classes: list[str] = []
+
+  def video_table(self, split: str | None = None) -> list[dict[str, str]] | None:
+    """The videos of `split` in dataset-index order (`index`, `video_id`, `source`, `label_index`,
+    `label_name`, ...), or None where the data are not videos (synthetic sources)."""
+    del split
+    return None
 
   @abc.abstractmethod
   def train_batches(self, start_step: int) -> Iterator[Batch]:

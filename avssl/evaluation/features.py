@@ -5,8 +5,7 @@ start from the same thing: the pooled feature of one encoder, in inference mode,
 (clips × crops) of every video of a split. This module provides it for three kinds of encoder, so a
 trained model and its baselines are measured by the same code:
 
-- `trained`: the encoder of this run's checkpoint (the method's submodule named after the modality:
-  `video`, `audio` or `flow`);
+- `trained`: the encoder of this run's checkpoint, as the method gives it (`HasEncoders.encoders`);
 - `random`: the same architecture freshly initialised (SeLaVi Table 5's "Random" row);
 - `torchvision:PATH` / `xdc:PATH`: published PyTorch R(2+1)D weights imported by `models/convert.py`.
 
@@ -19,16 +18,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Iterator, Mapping, NamedTuple
+from typing import Any, Callable, Iterator, Mapping
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.experimental import multihost_utils
 
-from avssl import sharding
+from avssl import passes
+from avssl.types import Encoder  # pylint: disable=unused-import  (re-exported)
 from avssl.data import datasets
 from avssl.models import convert, encoders
 from avssl.models.common import Norm
@@ -84,20 +83,20 @@ def encoder_module(config: ml_collections.ConfigDict, modality: str,
 
 
 def encoder_variables(source: str, module: nn.Module, modality: str,
-                      example: Callable[[], np.ndarray], *, state: Any = None,
-                      seed: int = 0) -> dict[str, Any]:
+                      example: Callable[[], np.ndarray], *,
+                      trained: Mapping[str, Encoder] | None = None, seed: int = 0) -> dict[str, Any]:
   """Flax variables of the encoder named by `source` (see the module docstring).
 
+  `trained` is the method's `HasEncoders.encoders(state)` (modality -> encoder), for 'trained'.
   `example()` gives one input of the modality (shapes only), needed to initialise the random and
   imported encoders.
   """
   if source == 'trained':
-    if state is None or modality not in state.params:
-      have = sorted(state.params) if state is not None else []
-      raise ValueError(f"encoder 'trained' needs a checkpoint whose model has a {modality!r} "
-                       f'encoder; this one has {have}')
-    return {'params': state.params[modality],
-            'batch_stats': state.batch_stats.get(modality, {})}
+    if not trained or modality not in trained:
+      have = sorted(trained or {})
+      raise ValueError(f"encoder 'trained' needs a checkpoint whose method has a {modality!r} "
+                       f'encoder (methods.base.HasEncoders); this one has {have}')
+    return trained[modality].variables
   variables = jax.jit(functools.partial(module.init, train=False))(
       jax.random.PRNGKey(seed), jnp.asarray(example()[None]))
   if source == 'random':
@@ -112,13 +111,6 @@ def encoder_variables(source: str, module: nn.Module, modality: str,
   return variables
 
 
-class Encoder(NamedTuple):
-  """One encoder to run: its module, its variables and the modality (batch key) it reads."""
-  module: nn.Module
-  variables: dict[str, Any]
-  modality: str
-
-
 def extract(encoders: Mapping[str, Encoder], batches: Iterator[datasets.Batch],
             mesh: jax.sharding.Mesh,
             transform: Callable[[jax.Array], jax.Array] | None = None) -> dict[str, Features]:
@@ -131,27 +123,19 @@ def extract(encoders: Mapping[str, Encoder], batches: Iterator[datasets.Batch],
   forwards = {name: _forward_fn(e.module, RANK[e.modality],
                                 transform if e.modality == 'video' else None)
               for name, e in encoders.items()}
-  keys = {e.modality for e in encoders.values()} | {'mask', 'label', 'index'}
-  views: dict[str, list[np.ndarray]] = {name: [] for name in encoders}
-  labels, index = [], []
-  for batch in batches:
-    inputs = sharding.to_global({k: batch[k] for k in keys}, mesh)
-    out = {'features': {name: forwards[name](e.variables, inputs[e.modality])
-                        for name, e in encoders.items()},
-           **{k: inputs[k] for k in ('mask', 'label', 'index')}}
-    out = multihost_utils.process_allgather(out, tiled=True)
-    keep = np.asarray(out['mask']) > 0
-    for name in encoders:
-      views[name].append(np.asarray(out['features'][name], np.float32)[keep])
-    labels.append(np.asarray(out['label'])[keep])
-    index.append(np.asarray(out['index'])[keep])
-  if not labels:
-    raise ValueError('no batches to extract features from')
-  index = np.concatenate(index)
-  order = np.argsort(index, kind='stable')
-  labels = np.concatenate(labels)[order]
-  return {name: Features(np.concatenate(v)[order], labels, index[order])
-          for name, v in views.items()}
+  keys = {e.modality for e in encoders.values()} | {'label'}
+
+  def forward(inputs):
+    return {'label': inputs['label'],
+            **{f'features/{name}': forwards[name](e.variables, inputs[e.modality])
+               for name, e in encoders.items()}}
+
+  try:
+    out = passes.ordered_pass(forward, batches, mesh, keys=sorted(keys))
+  except ValueError as e:
+    raise ValueError('no batches to extract features from') from e
+  return {name: Features(out[f'features/{name}'].astype(np.float32), out['label'], out['index'])
+          for name in encoders}
 
 
 @functools.lru_cache(maxsize=None)

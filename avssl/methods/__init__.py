@@ -6,7 +6,7 @@ import importlib
 
 import ml_collections
 
-from avssl.methods.base import Method
+from avssl.methods.base import Method, RunContext
 
 _REGISTRY = {
     'finetune': 'avssl.methods.finetune:Finetune',
@@ -22,10 +22,10 @@ def names() -> list[str]:
   return sorted(_REGISTRY)
 
 
-def build(config: ml_collections.ConfigDict) -> Method:
-  """Instantiates the method named by `config.method` with the whole config."""
+def build(config: ml_collections.ConfigDict, context: RunContext | None = None) -> Method:
+  """Instantiates the method named by `config.method` with the whole config and the run's context."""
   name = config.method
   if name not in _REGISTRY:
     raise ValueError(f'config.method={name!r} is not one of {names()}')
   module_name, class_name = _REGISTRY[name].split(':')
-  return getattr(importlib.import_module(module_name), class_name)(config)
+  return getattr(importlib.import_module(module_name), class_name)(config, context)

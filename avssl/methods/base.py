@@ -1,13 +1,19 @@
-"""What a method supplies to the one training loop in `avssl/train.py`.
+"""What a method supplies to the one training loop in `avssl/loop.py`.
 
-A method owns its model, its loss, its own state (self-labels, priors, queues) and its periodic label
-update; the loop owns everything else (mesh, data feeding, optimiser, jit, checkpoints, logging, guards).
-Nothing method-specific lives in the loop, and nothing generic is copied into a method.
+A method owns its model, its loss, its own state (self-labels, priors, queues) and its scheduled
+updates; the loop owns everything else (mesh, data feeding, optimiser, jit, checkpoints, logging,
+guards). Nothing method-specific lives in the loop, and nothing generic is copied into a method.
+
+The core interface is `Method`. What only some methods can do is a `typing.Protocol` below, checked
+with `isinstance` by the run modes that need it: `HasEncoders` (the evaluation suite), `Clusters`
+(`--mode=label`), `SelfLabels` and `ClusterPrior` (extra columns and plots of `--mode=label`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator, NamedTuple
+import dataclasses
+import functools
+from typing import Iterator, NamedTuple, Protocol, runtime_checkable
 
 import flax.linen as nn
 import jax
@@ -16,9 +22,23 @@ import numpy as np
 
 from avssl.data import datasets
 from avssl.train_state import TrainState
+from avssl.types import Batch, Encoder, PyTree  # pylint: disable=unused-import  (re-exported)
 
-PyTree = Any
-Batch = dict[str, jax.Array]
+
+@dataclasses.dataclass(frozen=True)
+class RunContext:
+  """What a run gives its method at construction (built by `avssl/modes/setup.py`).
+
+  Attributes:
+    mesh: the run's device mesh (for passes over the data and collectives over the global batch).
+    data: the run's data (`dataset_batches` for label updates, `video_table` for ground truth).
+    steps_per_epoch: full global batches per epoch of the training split.
+    total_steps: the step the run ends at.
+  """
+  mesh: jax.sharding.Mesh
+  data: datasets.DataSource
+  steps_per_epoch: int
+  total_steps: int
 
 
 class StepOutput(NamedTuple):
@@ -28,27 +48,44 @@ class StepOutput(NamedTuple):
   method_state: PyTree
 
 
+class Update(NamedTuple):
+  """What `Method.scheduled_update` returns when it changed something before a step.
+
+  Attributes:
+    state: the updated train state.
+    scalars: logged by the loop at that step (e.g. SeLaVi's `label_update/*`); may be empty.
+    data_pass: True when the update read the dataset (a label update), False for a cheap one (a head
+      restart, bookkeeping).
+  """
+  state: TrainState
+  scalars: dict[str, float]
+  data_pass: bool
+
+
 class Method:
   """Base class: override `build_model` and `loss`; the rest has sensible defaults."""
 
   #: Names of the batch entries the method reads (checked against the data at start).
   inputs: tuple[str, ...] = ()
-  #: The loop's device mesh and steps per epoch, set by `train.setup` before the first step: for a loss
-  #: that runs collectives over the mesh itself (GOCA's Sinkhorn over the global batch) or switches
-  #: behaviour at a configured epoch. None outside a run (a method built on its own).
-  mesh: jax.sharding.Mesh | None = None
-  steps_per_epoch: int | None = None
   #: The title and protocol notes of `report`'s table in `eval/tables.md`.
   report_title: str = 'Clustering of the evaluation split (SeLaVi Table 2 layout)'
   report_notes: dict[str, str] = {
       'heads': 'mean ± std over heads (the best head is in eval.json, best_head_optimistic)'}
 
-  def __init__(self, config: ml_collections.ConfigDict):
+  def __init__(self, config: ml_collections.ConfigDict, context: RunContext | None = None):
+    """Stores the config and the run's context (None for a method built on its own, e.g. in a test
+    that calls its parts directly). The model is built on first use (`model`), so a subclass may set
+    its attributes before or after calling this."""
     self.config = config
-    self.model = self.build_model()
+    self.context = context
 
   def build_model(self) -> nn.Module:
     raise NotImplementedError(f'{type(self).__name__} must define build_model()')
+
+  @functools.cached_property
+  def model(self) -> nn.Module:
+    """`build_model()`, built once on first use."""
+    return self.build_model()
 
   def init_variables(self, rng: jax.Array, batch: Batch) -> dict[str, PyTree]:
     """Flax variables for one example batch (shapes only matter)."""
@@ -65,54 +102,60 @@ class Method:
     """The scalar training loss of one global batch, and its `StepOutput`. Pure; traced under jit."""
     raise NotImplementedError(f'{type(self).__name__} must define loss()')
 
-  def label_update_steps(self, total_steps: int, steps_per_epoch: int) -> list[int]:
-    """Steps (before which) the loop calls `label_update`; none by default."""
-    del total_steps, steps_per_epoch
-    return []
+  def scheduled_update(self, state: TrainState, step: int) -> Update | None:
+    """Called by the loop before every training step `step` (the state is at that step); returns an
+    `Update`, or None when nothing is due (the default).
 
-  def label_update(self, state: TrainState, data: datasets.DataSource,
-                   mesh: jax.sharding.Mesh) -> TrainState:
-    """Recomputes the method's targets over the whole dataset (SeLaVi: Sinkhorn; XDC: k-means).
-
-    `data` gives the passes the method needs (`data.dataset_batches(augment=..., pass_seed=...)`,
-    `data.train_batches(step)`), so each method decides how it sees the data.
+    The one hook for whatever a method changes outside the gradient step: SeLaVi's label updates on
+    its schedule, XDC's end-of-epoch plateau check and k-means iterations, IICL's head restart at the
+    stage switch. A method reads the data and mesh from `self.context` and precomputes its schedule
+    from `context.total_steps` / `context.steps_per_epoch`. The call comes at the top of the step, where
+    a run resumed from that step's checkpoint starts too, so a decision made from `state` (and the
+    data) alone is the same in a resumed run as in an uninterrupted one.
     """
-    del data, mesh
-    return state
-
-  def label_update_summary(self, state: TrainState, data: datasets.DataSource) -> dict[str, float]:
-    """Scalars the loop logs after each `label_update`, so a run's record shows how its labels evolved
-    (the plots of `--mode=label` draw them); none by default."""
-    del state, data
-    return {}
-
-  def cluster_prior(self, state: TrainState) -> np.ndarray | None:
-    """Each head's target cluster sizes `[heads, K]`, for methods whose labels follow a prior (drawn
-    against the actual sizes at `--mode=label`); None by default."""
-    del state
+    del state, step
     return None
 
-  def epoch_end(self, state: TrainState, data: datasets.DataSource,
-                mesh: jax.sharding.Mesh) -> TrainState:
-    """Called by the loop after every full epoch but the last, before the next step (and before a
-    `label_update` scheduled for that step); returns `state` unchanged by default.
-
-    For decisions that depend on how training goes rather than on a fixed schedule: XDC starts a new
-    deep-clustering iteration (its `label_update`) when a held-out loss it sums in its method state
-    stops improving. The call comes at the top of the step that starts the epoch, where a run resumed
-    from that step's checkpoint starts too, so a decision made from `state` (and the data) alone is
-    the same in a resumed run as in an uninterrupted one.
-    """
-    del data, mesh
-    return state
+  def evaluate(self, state: TrainState, batches: Iterator[Batch]) -> dict[str, float]:
+    """Metrics on the evaluation `batches` (padded, `mask == 0` on padding); none by default."""
+    del state, batches
+    return {}
 
   def report(self, results: dict[str, float]) -> str | None:
     """`evaluate`'s results as a Markdown table for `eval.md`, or None."""
     del results
     return None
 
-  def evaluate(self, state: TrainState, batches: Iterator[dict[str, np.ndarray]],
-               mesh: jax.sharding.Mesh) -> dict[str, float]:
-    """Metrics on the evaluation data; none by default."""
-    del state, batches, mesh
-    return {}
+
+@runtime_checkable
+class HasEncoders(Protocol):
+  """A method whose model has one encoder per modality the evaluation suite can run on its own."""
+
+  def encoders(self, state: TrainState) -> dict[str, Encoder]:
+    """Modality (`video`, `audio`, `flow`) -> the trained encoder of `state`."""
+
+
+@runtime_checkable
+class Clusters(Protocol):
+  """A method that assigns clips to clusters (what `--mode=label` writes)."""
+
+  def cluster_probs(self, state: TrainState, batch: Batch) -> dict[str, jax.Array]:
+    """View name -> cluster probabilities `[heads, B, K]` of the global `batch` (eval mode, views of
+    a clip averaged). Pure; traced under jit."""
+
+
+@runtime_checkable
+class SelfLabels(Protocol):
+  """A method that keeps per-video labels of the training split in its state."""
+
+  def self_labels(self, state: TrainState) -> dict[str, np.ndarray]:
+    """Name -> `[N, heads]` labels of the N training videos in dataset-index order (on the host);
+    empty when there are none yet."""
+
+
+@runtime_checkable
+class ClusterPrior(Protocol):
+  """A method whose self-labels follow target cluster sizes."""
+
+  def cluster_prior(self, state: TrainState) -> np.ndarray:
+    """Each head's target cluster sizes `[heads, K]`."""

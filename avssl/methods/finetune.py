@@ -115,9 +115,11 @@ def view_accuracies(logits: jax.Array, labels: jax.Array, mask: jax.Array,
 
 
 class Finetune(base.Method):
-  """Cross-entropy finetuning (or a frozen linear probe) of one encoder; see the module docstring."""
+  """Cross-entropy finetuning (or a frozen linear probe) of one encoder; see the module docstring.
+  Implements `HasEncoders`."""
 
-  def __init__(self, config: ml_collections.ConfigDict):
+  def __init__(self, config: ml_collections.ConfigDict, context: base.RunContext | None = None):
+    super().__init__(config, context)
     self.settings = config.finetune
     modality = self.settings.modality
     if modality not in MODALITIES:
@@ -133,7 +135,6 @@ class Finetune(base.Method):
     if self.settings.aggregate not in AGGREGATES:
       raise ValueError(f'config.finetune.aggregate={self.settings.aggregate!r}; use one of '
                        f'{AGGREGATES}')
-    super().__init__(config)
 
   def build_model(self) -> nn.Module:
     norm = Norm.from_config(self.config.model)
@@ -165,13 +166,18 @@ class Finetune(base.Method):
     return _view_logits(self.model, self.modality, state.params, state.batch_stats,
                         batch[self.modality])
 
-  def evaluate(self, state: TrainState, batches: Iterator[dict[str, np.ndarray]],
-               mesh: jax.sharding.Mesh) -> dict[str, float]:
+  def encoders(self, state: TrainState) -> dict[str, base.Encoder]:
+    """`HasEncoders`: the finetuned encoder."""
+    m = self.modality
+    return {m: base.Encoder(getattr(self.model, m), {
+        'params': state.params[m], 'batch_stats': state.batch_stats.get(m, {})}, m)}
+
+  def evaluate(self, state: TrainState, batches: Iterator[base.Batch]) -> dict[str, float]:
     """Top-1 (and top-5) accuracy at video level over the views, top-1 at clip level, and the
     video-level cross-entropy (`eval_loss`), over the real examples of `batches`."""
     totals: dict[str, float] = {}
     for batch in batches:
-      batch = sharding.to_global(batch, mesh)
+      batch = sharding.to_global(batch, self.context.mesh)
       sums = jax.device_get(_batch_sums(self.model, self.modality, self.settings.aggregate,
                                         state.params, state.batch_stats, batch[self.modality],
                                         batch['label'], batch['mask']))

@@ -37,9 +37,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
-from jax.experimental import multihost_utils
 
-from avssl import config_lib, sharding
+from avssl import config_lib, passes, sharding
 from avssl.clustering import prototypes as prototypes_lib
 from avssl.clustering import sinkhorn as sk
 from avssl.evaluation import metrics as metrics_lib
@@ -129,7 +128,8 @@ class GOCA(base.Method):
                   'initial prototype')
   report_notes = {'rows': 'every evaluation view of every video; Sinkhorn over each global batch'}
 
-  def __init__(self, config: ml_collections.ConfigDict):
+  def __init__(self, config: ml_collections.ConfigDict, context: base.RunContext | None = None):
+    super().__init__(config, context)
     self.settings = s = config.goca
     if s.variant not in VARIANTS:
       raise ValueError(f'config.goca.variant={s.variant!r} is not one of {VARIANTS}')
@@ -147,7 +147,6 @@ class GOCA(base.Method):
     self.groups = groups
     self.num_views = sum(count for count, _ in groups)
     self.num_code_views = groups[0][0]
-    super().__init__(config)
 
   # Model and state.
 
@@ -217,10 +216,22 @@ class GOCA(base.Method):
   def _model_params(self, params: Any) -> Any:
     return {k: v for k, v in params.items() if k != 'prototypes'}
 
+  @property
+  def _mesh(self) -> jax.sharding.Mesh:
+    """The run's mesh (Sinkhorn over the global batch), or all devices for a method on its own."""
+    return self.context.mesh if self.context else sharding.make_mesh()
+
+  def encoders(self, state: TrainState) -> dict[str, base.Encoder]:
+    """`HasEncoders`: the RGB (`video`) and the flow backbone."""
+    return {m: base.Encoder(getattr(self.model, m), {
+        'params': state.params[m], 'batch_stats': state.batch_stats.get(m, {})}, m)
+            for m in MODALITIES}
+
   # Assignment.
 
   def _start_step(self, name: str) -> int:
-    steps = config_lib.steps(self.settings, name, self.steps_per_epoch or 1, default=0)
+    steps_per_epoch = self.context.steps_per_epoch if self.context else 1
+    steps = config_lib.steps(self.settings, name, steps_per_epoch, default=0)
     return int(steps)
 
   def _plan(self, logits: jax.Array, mask: jax.Array | None) -> jax.Array:
@@ -228,7 +239,7 @@ class GOCA(base.Method):
     the (global) batch, uniform marginals; each real row of the result sums to 1."""
     s = self.settings
     result = sk.sinkhorn(logits, 1.0, mode=s.sinkhorn_mode, num_iters=s.sinkhorn_iters, tol=None,
-                         mesh=self.mesh or sharding.make_mesh(), return_plan=True, row_mask=mask)
+                         mesh=self._mesh, return_plan=True, row_mask=mask)
     rows = logits.shape[0] if mask is None else jnp.sum(mask)
     return result.plan * rows
 
@@ -321,8 +332,7 @@ class GOCA(base.Method):
 
   # Evaluation.
 
-  def evaluate(self, state: TrainState, batches: Iterator[dict[str, np.ndarray]],
-               mesh: jax.sharding.Mesh) -> dict[str, float]:
+  def evaluate(self, state: TrainState, batches: Iterator[base.Batch]) -> dict[str, float]:
     """On each evaluation batch (every view a row, Sinkhorn over the global batch): how often a stream's
     codes pick the same prototype as the other stream's initial codes, unguided, and guided with the
     paper's and with the release's sign (whatever the variant trained with: guidance should pull the
@@ -330,22 +340,15 @@ class GOCA(base.Method):
     stream's prototype argmax."""
     if self.streams != MODALITIES:
       return {}
-    fn = self._evaluation_fn(mesh)
-    sums: dict[str, float] = {}
-    predictions: dict[str, list[np.ndarray]] = {'label': [], 'video': [], 'flow': []}
-    for batch in batches:
-      out = fn(state.params, state.batch_stats, state.method_state, sharding.to_global(batch, mesh))
-      out = multihost_utils.process_allgather(out, tiled=True)
-      for key in out['agreement']:
-        sums[key] = sums.get(key, 0.0) + float(out['agreement'][key])
-      keep = np.asarray(out['mask']) > 0
-      for key in predictions:
-        predictions[key].append(np.asarray(out[key])[keep])
-    real = sums.pop('rows')
-    results = {f'agreement/{k}': v / real for k, v in sums.items()}
-    labels = np.concatenate(predictions['label'])
+    fn = self._evaluation_fn(self._mesh)
+    out = passes.ordered_pass(
+        lambda batch: fn(state.params, state.batch_stats, state.method_state, batch), batches,
+        self._mesh)
+    real = float(len(out['index']))
+    results = {f'agreement/{k[len("agreement/"):]}': float(np.sum(v, dtype=np.float64)) / real
+               for k, v in out.items() if k.startswith('agreement/')}
     for m in MODALITIES:
-      results[f'{m}/prototype_nmi'] = metrics_lib.nmi(labels, np.concatenate(predictions[m]))
+      results[f'{m}/prototype_nmi'] = metrics_lib.nmi(out['label'], out[m])
     return results
 
   @functools.lru_cache(maxsize=None)
@@ -363,14 +366,15 @@ class GOCA(base.Method):
       scores = {m: z[m] @ prototypes[m].T for m in z}
       initial = self.assign(scores, 0.0, mask)
       picks = {m: jnp.argmax(q, -1) for m, q in initial.items()}
-      agreement = {'rows': jnp.sum(mask)}
+      out = {'mask': mask, 'index': jnp.repeat(batch['index'], views),
+             'label': jnp.repeat(batch['label'], views),
+             **{m: jnp.argmax(scores[m], -1) for m in MODALITIES}}
       for name, sign in (('unguided', None), ('guided', 1.0), ('guided_release_sign', -1.0)):
         codes = initial if sign is None else self.assign(scores, s.eps2, mask, sign, guide=True)
-        for m, other in (('video', 'flow'), ('flow', 'video')):
-          agreement[f'{name}/{m}'] = jnp.sum(mask * (jnp.argmax(codes[m], -1) == picks[other]))
-      label = jnp.repeat(batch['label'], views)
-      return {'agreement': agreement, 'mask': mask, 'label': label,
-              **{m: jnp.argmax(scores[m], -1) for m in MODALITIES}}
+        for m, other in (('video', 'flow'), ('flow', 'video')):  # Per row; summed on the host.
+          out[f'agreement/{name}/{m}'] = (jnp.argmax(codes[m], -1) == picks[other]).astype(
+              jnp.float32)
+      return out
 
     return evaluate
 

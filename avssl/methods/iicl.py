@@ -20,9 +20,9 @@ anchor's own modality, as the Contrastive Clustering code does (`docs/papers_and
 
 Two stages (§III-E, §IV-B): L_ins alone for `init_epochs` (or `init_steps`), then L_ins + λ·L_clu.
 The switch is `state.step >= switch_step` inside the jitted loss, with `switch_step` in the method
-state (so the checkpoint carries the schedule a run started with); at the switch, the `label_update`
-hook of the loop gives the cluster heads a fresh initialisation and fresh optimiser moments (see
-`label_update` for why). `losses` selects Table II's ablations: ('ins',) trains the instance level
+state (so the checkpoint carries the schedule a run started with); at the switch, the method's
+`scheduled_update` gives the cluster heads a fresh initialisation and fresh optimiser moments (see
+`restart_cluster_heads` for why). `losses` selects Table II's ablations: ('ins',) trains the instance level
 alone (its clusters come from k-means in the instance space), ('clu',) the cluster level alone.
 
 A clip's cluster is the argmax of the cluster head of the video, of the audio, or of their averaged
@@ -33,9 +33,7 @@ mAP in the instance space, where both modalities share one embedding space).
 
 from __future__ import annotations
 
-import csv
 import functools
-import os
 from typing import Any, Iterator
 
 import flax.linen as nn
@@ -45,11 +43,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 from jax import lax
-from jax.experimental import multihost_utils
 
-from avssl import config_lib, files, optim, sharding
+from avssl import config_lib, optim, passes, sharding
 from avssl.clustering.kmeans import l2_normalize
-from avssl.evaluation import baselines, features, retrieval, tables
+from avssl.evaluation import baselines, retrieval, tables
 from avssl.evaluation import metrics as metrics_lib
 from avssl.methods import base
 from avssl.models import encoders
@@ -182,14 +179,16 @@ class IICLModel(nn.Module):
 
 
 class IICL(base.Method):
-  """Inter- and intra-level cross-modal contrast; see the module docstring."""
+  """Inter- and intra-level cross-modal contrast; see the module docstring. Implements `Clusters`
+  (with a cluster head) and `HasEncoders`."""
 
   inputs = MODALITIES
   report_title = ('Clusters and cross-modal retrieval of the evaluation split '
                   '(IICL Tables II and III)')
   report_notes = {'views': 'clips averaged per video; one cluster head per modality'}
 
-  def __init__(self, config: ml_collections.ConfigDict):
+  def __init__(self, config: ml_collections.ConfigDict, context: base.RunContext | None = None):
+    super().__init__(config, context)
     s = self.settings = config.iicl
     self.levels = tuple(level for level in LEVELS if level in s.losses)
     if not self.levels or len(self.levels) != len(s.losses):
@@ -198,7 +197,6 @@ class IICL(base.Method):
       raise ValueError("config.iicl.losses=('clu',) has no instance loss to train alone first: set "
                        'config.iicl.init_epochs (or init_steps) to 0')
     self.norm = Norm.from_config(config.model)
-    super().__init__(config)
 
   def build_model(self) -> nn.Module:
     s = self.settings
@@ -240,12 +238,18 @@ class IICL(base.Method):
     metrics = {**terms, 'co_training': co_training}
     return loss, base.StepOutput(updates['batch_stats'], metrics, state.method_state)
 
-  def label_update_steps(self, total_steps: int, steps_per_epoch: int) -> list[int]:
-    """The switch to co-training, where the cluster heads restart (`label_update`)."""
+  def restart_steps(self, total_steps: int, steps_per_epoch: int) -> list[int]:
+    """The switch to co-training, where the cluster heads restart (`restart_cluster_heads`)."""
     switch = self.switch_step(steps_per_epoch)
     return [switch] if 0 < switch < total_steps else []
 
-  def label_update(self, state: TrainState, data, mesh: jax.sharding.Mesh) -> TrainState:
+  def scheduled_update(self, state: TrainState, step: int) -> base.Update | None:
+    """`restart_cluster_heads` at the switch to co-training."""
+    if step not in self.restart_steps(self.context.total_steps, self.context.steps_per_epoch):
+      return None
+    return base.Update(self.restart_cluster_heads(state), {}, data_pass=False)
+
+  def restart_cluster_heads(self, state: TrainState) -> TrainState:
     """At the switch: the cluster heads get a fresh initialisation and fresh optimiser moments.
 
     In the initialisation stage they receive no loss gradient, only the (coupled) weight decay, which
@@ -254,7 +258,6 @@ class IICL(base.Method):
     the paper they start co-training at their initial values; a fresh draw of the same initialisation
     is that, in distribution. Adam's shared step count (its bias correction) is kept.
     """
-    del data, mesh
     params, opt_state = self._restart_fn()(state.params, state.opt_state, state.rng)
     logging.info('Step %d: co-training starts (L_ins + %g·L_clu); cluster heads re-initialised',
                  int(state.step), self.settings.lam)
@@ -276,28 +279,29 @@ class IICL(base.Method):
       return params, optim.reinitialised_state(self.config.optimizer, opt_state, params, names)
     return restart
 
-  # Evaluation and label export.
+  # Evaluation and labels.
 
-  def outputs(self, state: TrainState, batches: Iterator[dict[str, np.ndarray]],
-              mesh: jax.sharding.Mesh) -> dict[str, np.ndarray]:
+  def outputs(self, state: TrainState, batches: Iterator[base.Batch]) -> dict[str, np.ndarray]:
     """The heads' eval-mode outputs for every real clip of `batches`, on the host in dataset-index
     order: `z_<modality>` (views averaged, renormalised), `y_<modality>` (views averaged), `label`
     and `index`."""
     forward = self._forward_fn()
-    out: dict[str, list[np.ndarray]] = {}
-    for batch in batches:
-      batch = sharding.to_global({k: batch[k] for k in (*MODALITIES, 'index', 'label', 'mask')},
-                                 mesh)
-      result = multihost_utils.process_allgather(
-          forward(state.params, state.batch_stats, batch), tiled=True)
-      for key, value in result.items():
-        out.setdefault(key, []).append(np.asarray(value))
-    if not out:
-      raise ValueError('no batches to evaluate')
-    joined = {k: np.concatenate(v) for k, v in out.items()}
-    keep = joined.pop('mask') > 0
-    order = np.argsort(joined['index'][keep], kind='stable')
-    return {k: v[keep][order] for k, v in joined.items()}
+    return passes.ordered_pass(lambda batch: forward(state.params, state.batch_stats, batch),
+                               batches, self.context.mesh, keys=(*MODALITIES, 'label'))
+
+  def cluster_probs(self, state: TrainState, batch: base.Batch) -> dict[str, jax.Array]:
+    """`Clusters`: the cluster head of the video, of the audio and their average, `[1, B, K]`."""
+    if 'clu' not in self.levels:
+      raise ValueError("config.iicl.losses=('ins',) trains no cluster head, so there are no cluster "
+                       'labels to write; its clusters are k-means in the instance space (--mode=eval)')
+    out = self._forward_fn()(state.params, state.batch_stats, batch)
+    return {view: probs[None] for view, probs in _cluster_views(out).items()}
+
+  def encoders(self, state: TrainState) -> dict[str, base.Encoder]:
+    """`HasEncoders`: the video and the audio encoder."""
+    return {m: base.Encoder(getattr(self.model, m), {
+        'params': state.params[m], 'batch_stats': state.batch_stats.get(m, {})}, m)
+            for m in MODALITIES}
 
   @functools.lru_cache(maxsize=None)
   def _forward_fn(self):
@@ -307,20 +311,19 @@ class IICL(base.Method):
       flat = {m: batch[m].reshape((-1,) + batch[m].shape[-(_RANK[m] - 1):]) for m in MODALITIES}
       outputs = self.model.apply({'params': params, 'batch_stats': batch_stats}, flat['video'],
                                  flat['audio'], train=False)
-      out = {k: batch[k] for k in ('index', 'label', 'mask')}
+      out = {'label': batch['label']} if 'label' in batch else {}
       for name, x in outputs.items():
         mean = x.reshape(-1, views, x.shape[-1]).mean(axis=1)
         out[name] = l2_normalize(mean) if name.startswith('z_') else mean
       return out
     return forward
 
-  def evaluate(self, state: TrainState, batches: Iterator[dict[str, np.ndarray]],
-               mesh: jax.sharding.Mesh) -> dict[str, float]:
+  def evaluate(self, state: TrainState, batches: Iterator[base.Batch]) -> dict[str, float]:
     """Table II: `METRICS` of the cluster heads' argmax per view (`<view>/<metric>/mean`, std 0 for
     the single head) and of k-means in the instance space (`instance k-means: <view>/<metric>/mean`
     and `/std` over the runs). Table III: cross-modal retrieval mAP in the instance space
     (`cross-modal mAP/video→audio`, `.../audio→video`). Only clips with a ground-truth label count."""
-    out = self.outputs(state, batches, mesh)
+    out = self.outputs(state, batches)
     known = out['label'] >= 0
     if not known.any():
       return {}
@@ -373,44 +376,8 @@ class IICL(base.Method):
                + tables.cross_modal({'instance space': cross}))
     return text
 
-  def export_labels(self, state: TrainState, data, mesh: jax.sharding.Mesh, workdir: str) -> str:
-    """Writes `labels.csv`: video id, source, ground truth, then for each view (video, audio, both
-    averaged) the argmax cluster and its probability. Atomic (a temporary file, then a rename).
-    Returns the path."""
-    if 'clu' not in self.levels:
-      raise ValueError("config.iicl.losses=('ins',) trains no cluster head, so there are no cluster "
-                       'labels to write; its clusters are k-means in the instance space (--mode=eval)')
-    if self.config.label.save_probs:
-      raise ValueError('config.label.save_probs is not supported by IICL (SeLaVi only)')
-    source, split = self._label_source(data)
-    out = self.outputs(state, source.dataset_batches(augment=False), mesh)
-    views = _cluster_views(out)
-    path = os.path.join(workdir, self.config.label.file)
-    if jax.process_index() != 0:
-      return path
-    table = source.video_table(split)
-    with files.atomic_open(path, newline='') as f:
-      writer = csv.writer(f)
-      writer.writerow(['video_id', 'source', 'label'] + [f'{v}/cluster' for v in views]
-                      + [f'{v}/confidence' for v in views])
-      for row, i in enumerate(out['index']):
-        video = table[i]
-        writer.writerow([video['video_id'], video['source'], video['label_name']]
-                        + [int(p[row].argmax()) for p in views.values()]
-                        + [f'{p[row].max():.4f}' for p in views.values()])
-    logging.info('Wrote the clusters of %d videos to %s', len(out['index']), path)
-    return path
 
-  def _label_source(self, data) -> tuple[Any, str]:
-    """The training data, or the record set `config.label.dir` (videos never seen in training)."""
-    if not self.config.label.dir:
-      return data, self.config.data.get('train_split', 'train')
-    source = features.records(self.config, batch_size=self.config.batch_size,
-                              dir=self.config.label.dir, train_split=self.config.label.split)
-    return source, self.config.label.split
-
-
-def _cluster_views(out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _cluster_views(out: dict[str, Any]) -> dict[str, Any]:
   """Cluster probabilities of the video head, the audio head and their average, if there are heads."""
   if 'y_video' not in out:
     return {}

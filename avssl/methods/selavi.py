@@ -17,10 +17,8 @@ Table 3 b); and the ablations of Table 3 as switches (`alignment`, `prior`, `num
 
 from __future__ import annotations
 
-import csv
 import functools
 import itertools
-import os
 from typing import Any, Iterator
 
 import flax.linen as nn
@@ -30,13 +28,11 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
-from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from avssl import files, sharding
+from avssl import passes, sharding
 from avssl.clustering import alignment
 from avssl.clustering import sinkhorn as sk
-from avssl.evaluation import features
 from avssl.evaluation import metrics as metrics_lib
 from avssl.evaluation import tables
 from avssl.methods import base
@@ -94,9 +90,11 @@ class SeLaViModel(nn.Module):
 
 
 class SeLaVi(base.Method):
-  """Self-labelling across modalities; see the module docstring."""
+  """Self-labelling across modalities; see the module docstring. Implements `Clusters`,
+  `SelfLabels`, `ClusterPrior` and `HasEncoders`."""
 
-  def __init__(self, config: ml_collections.ConfigDict):
+  def __init__(self, config: ml_collections.ConfigDict, context: base.RunContext | None = None):
+    super().__init__(config, context)
     self.settings = config.selavi
     unknown = set(self.settings.modalities) - set(MODALITIES)
     if unknown or not self.settings.modalities:
@@ -109,7 +107,6 @@ class SeLaVi(base.Method):
       raise ValueError(f'config.selavi.num_heads={self.settings.num_heads} does not split into '
                        f'num_groups={self.settings.num_groups} equal groups')
     self.inputs = tuple(m for m in MODALITIES if m in self.settings.modalities)
-    super().__init__(config)
 
   def build_model(self) -> nn.Module:
     norm = Norm.from_config(self.config.model)
@@ -157,6 +154,18 @@ class SeLaVi(base.Method):
     return loss, base.StepOutput(updates['batch_stats'], metrics, state.method_state)
 
   # The label update.
+
+  def scheduled_update(self, state: TrainState, step: int) -> base.Update | None:
+    """A label update (and its summary scalars) at each step of `label_update_steps`."""
+    if step not in self._update_steps:
+      return None
+    data = self.context.data
+    state = self.label_update(state, data, self.context.mesh)
+    return base.Update(state, self.label_update_summary(state, data), data_pass=True)
+
+  @functools.cached_property
+  def _update_steps(self) -> frozenset[int]:
+    return frozenset(self.label_update_steps(self.context.total_steps, self.context.steps_per_epoch))
 
   def label_update_steps(self, total_steps: int, steps_per_epoch: int) -> list[int]:
     """total_steps · linspace(0, 1, nopts)^1.5, the first at step 0; the last point (the end of
@@ -283,52 +292,61 @@ class SeLaVi(base.Method):
     params['audio_heads']['heads']['out'] = sharding.placed_like(dense, out)
     return state.replace(params=params), {**log_probs, 'audio': audio}
 
-  # Evaluation and label export.
+  # Evaluation and labels.
 
-  def predictions(self, state: TrainState, batches: Iterator[dict[str, np.ndarray]],
-                  mesh: jax.sharding.Mesh, with_probs: bool = False) -> dict[str, np.ndarray]:
-    """Per-head argmax and confidence of every view the model has ('video', 'audio', and
-    'video + audio' from the averaged log-probabilities, Eq. 6), with index, mask and label; on host.
-    With `with_probs`, also each view's soft assignment `[heads, K, N]`."""
-    heads = tuple(range(self.settings.num_heads))
-    forward = self._prediction_fn(heads, with_probs)
-    out: dict[str, list] = {}
-    for batch in batches:
-      result = forward(state.params, state.batch_stats, sharding.to_global(batch, mesh))
-      for key, value in multihost_utils.process_allgather(result, tiled=True).items():
-        out.setdefault(key, []).append(np.asarray(value))
-    return {k: np.concatenate(v, axis=-1) for k, v in out.items()}
+  def predictions(self, state: TrainState, batches: Iterator[base.Batch]) -> dict[str, np.ndarray]:
+    """Per-head argmax and confidence `[N, heads]` of every view the model has ('video', 'audio', and
+    'video + audio' from the averaged log-probabilities, Eq. 6), with index and label; on the host,
+    real rows only, in dataset-index order."""
+    forward = self._prediction_fn(tuple(range(self.settings.num_heads)))
+    return passes.ordered_pass(lambda batch: forward(state.params, state.batch_stats, batch),
+                               batches, self.context.mesh)
+
+  def _views(self, params, batch_stats, batch, heads: tuple[int, ...]) -> dict[str, jax.Array]:
+    """Each view's log-probabilities `[len(heads), B, K]`."""
+    views = self._log_prob_fn(heads)(params, batch_stats, batch)
+    if 'concat' in views:
+      views = {'video + audio': views['concat']}
+    elif len(views) == 2:  # Eq. 6's average, renormalised: the normalised geometric mean.
+      views['video + audio'] = jax.nn.log_softmax(_average(list(views.values())), axis=-1)
+    return views
 
   @functools.lru_cache(maxsize=None)
-  def _prediction_fn(self, heads: tuple[int, ...], with_probs: bool):
-    log_probs = self._log_prob_fn(heads)
-
+  def _prediction_fn(self, heads: tuple[int, ...]):
     @jax.jit
     def forward(params, batch_stats, batch):
-      views = log_probs(params, batch_stats, batch)
-      if 'concat' in views:
-        views = {'video + audio': views['concat']}
-      elif len(views) == 2:  # Eq. 6's average, renormalised: the normalised geometric mean.
-        views['video + audio'] = jax.nn.log_softmax(_average(list(views.values())), axis=-1)
-      out = {'index': batch['index'], 'mask': batch['mask'], 'label': batch['label']}
-      for name, lp in views.items():
-        out[f'{name}/label'] = jnp.argmax(lp, axis=-1)
-        out[f'{name}/confidence'] = jnp.exp(jnp.max(lp, axis=-1))
-        if with_probs:
-          out[f'{name}/probs'] = jnp.exp(jnp.swapaxes(lp, 1, 2))  # Examples last, as the others.
+      out = {'label': batch['label']}
+      for name, lp in self._views(params, batch_stats, batch, heads).items():
+        out[f'{name}/label'] = jnp.argmax(lp, axis=-1).T  # [B, heads]
+        out[f'{name}/confidence'] = jnp.exp(jnp.max(lp, axis=-1)).T
       return out
     return forward
 
-  def evaluate(self, state: TrainState, batches: Iterator[dict[str, np.ndarray]],
-               mesh: jax.sharding.Mesh) -> dict[str, float]:
+  def cluster_probs(self, state: TrainState, batch: base.Batch) -> dict[str, jax.Array]:
+    """`Clusters`: the probabilities `[heads, B, K]` of every view (see `predictions`)."""
+    views = self._views(state.params, state.batch_stats, batch,
+                        tuple(range(self.settings.num_heads)))
+    return {name: jnp.exp(lp) for name, lp in views.items()}
+
+  def self_labels(self, state: TrainState) -> dict[str, np.ndarray]:
+    """`SelfLabels`: the self-label table `[N, heads]` of the last label update."""
+    return {'self-labels': sharding.host_copy(state.method_state['self_labels'])}
+
+  def encoders(self, state: TrainState) -> dict[str, base.Encoder]:
+    """`HasEncoders`: the encoder of each modality the model has."""
+    return {m: base.Encoder(getattr(self.model, m), {
+        'params': state.params[m], 'batch_stats': state.batch_stats.get(m, {})}, m)
+            for m in self.inputs}
+
+  def evaluate(self, state: TrainState, batches: Iterator[base.Batch]) -> dict[str, float]:
     """Clustering metrics against ground truth (Table 2): per head, mean ± std over heads, for each
     view; with the self-label table too when the evaluation split is the training split."""
-    pred = self.predictions(state, batches, mesh)
-    keep = (pred['mask'] > 0) & (pred['label'] >= 0)
+    pred = self.predictions(state, batches)
+    keep = pred['label'] >= 0
     if not keep.any():
       return {}
     truth = pred['label'][keep]
-    views = {name[:-len('/label')]: pred[name][:, keep].T for name in pred if name.endswith('/label')}
+    views = {name[:-len('/label')]: pred[name][keep] for name in pred if name.endswith('/label')}
     if self.config.data.eval_split == self.config.data.train_split:
       table = sharding.host_copy(state.method_state['self_labels'])
       views['self-labels'] = table[pred['index'][keep]]
@@ -344,60 +362,6 @@ class SeLaVi(base.Method):
     """`evaluate`'s results as a Markdown table shaped like the paper's Table 2 (mean ± std)."""
     return metrics_lib.markdown_table(tables.rows_of('', results))
 
-  def export_labels(self, state: TrainState, data, mesh: jax.sharding.Mesh, workdir: str) -> str:
-    """Writes `labels.csv`: video id, source, ground truth, then per head the cluster and its
-    confidence for each view, and the self-label for training videos. Atomic: temporary file, then
-    rename, so an interrupted run leaves no partial file. With `config.label.save_probs`, also each
-    view's soft assignments `[N, heads, K]` in the rows' order as `labels_<view>_probs.npy`. Returns
-    the path."""
-    source, split = self._label_source(data)
-    save_probs = self.config.label.save_probs
-    pred = self.predictions(state, source.dataset_batches(augment=False), mesh, save_probs)
-    keep = pred['mask'] > 0
-    order = np.argsort(pred['index'][keep])
-    index = pred['index'][keep][order]
-    table = source.video_table(split)
-    self_labels = None
-    if source is data:
-      self_labels = sharding.host_copy(state.method_state['self_labels'])
-    views = [name[:-len('/label')] for name in pred if name.endswith('/label')]
-    columns = lambda key: pred[key][:, keep][:, order].T  # [videos, heads], in index order.
-    labels = np.concatenate([columns(f'{v}/label') for v in views], axis=1)
-    confidence = np.concatenate([columns(f'{v}/confidence') for v in views], axis=1)
-    heads = range(self.settings.num_heads)
-    path = os.path.join(workdir, self.config.label.file)
-    if jax.process_index() == 0:
-      header = ['video_id', 'source', 'label']
-      header += [f'{v}/head{h}' for v in views for h in heads]
-      header += [f'{v}/confidence{h}' for v in views for h in heads]
-      if self_labels is not None:
-        header += [f'self_label/head{h}' for h in heads]
-      with files.atomic_open(path, newline='') as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        for row, i in enumerate(index):
-          video = table[i]
-          values = [video['video_id'], video['source'], video['label_name']]
-          values += labels[row].tolist() + [f'{c:.4f}' for c in confidence[row]]
-          if self_labels is not None:
-            values += self_labels[i].tolist()
-          writer.writerow(values)
-      logging.info('Wrote the labels of %d videos to %s', len(index), path)
-      for view in views if save_probs else ():
-        probs = np.moveaxis(pred[f'{view}/probs'][..., keep][..., order], -1, 0)  # [N, heads, K]
-        name = f'{os.path.splitext(path)[0]}_{view.replace(" + ", "_")}_probs.npy'
-        with files.atomic_open(name, 'wb') as f:
-          np.save(f, probs)
-    return path
-
-  def _label_source(self, data):
-    """The training data, or the record set `config.label.dir` (videos never seen in training)."""
-    if not self.config.label.dir:
-      return data, self.config.data.train_split
-    source = features.records(self.config, batch_size=self.config.batch_size,
-                              dir=self.config.label.dir, train_split=self.config.label.split)
-    return source, self.config.label.split
-
 
 def _mean_std(name: str, values: tuple[float, float]) -> dict[str, float]:
   return {f'label_update/{name}/mean': float(values[0]), f'label_update/{name}/std': float(values[1])}
@@ -406,9 +370,10 @@ def _mean_std(name: str, values: tuple[float, float]) -> dict[str, float]:
 def _ground_truth(data, split: str) -> np.ndarray | None:
   """The classes of the training videos in dataset-index order (-1: unknown), or None where the data
   has no video table or no labels."""
-  if not hasattr(data, 'video_table'):
+  videos = data.video_table(split)
+  if videos is None:
     return None
-  truth = np.array([int(v['label_index'] or -1) for v in data.video_table(split)], np.int64)
+  truth = np.array([int(v['label_index'] or -1) for v in videos], np.int64)
   return truth if (truth >= 0).any() else None
 
 

@@ -12,7 +12,6 @@ from typing import Iterator
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from avssl import sharding
@@ -46,11 +45,10 @@ class Supervised(base.Method):
     hits = (logits.argmax(-1) == batch['label']) * batch['mask']
     return hits.sum(), batch['mask'].sum()
 
-  def evaluate(self, state: TrainState, batches: Iterator[dict[str, np.ndarray]],
-               mesh: jax.sharding.Mesh) -> dict[str, float]:
+  def evaluate(self, state: TrainState, batches: Iterator[base.Batch]) -> dict[str, float]:
     correct = total = 0.0
     for batch in batches:
-      hits, count = self._correct(state, sharding.to_global(batch, mesh))
+      hits, count = self._correct(state, sharding.to_global(batch, self.context.mesh))
       correct += float(hits)
       total += float(count)
     return {'eval_accuracy': correct / max(total, 1.0)}

@@ -27,7 +27,7 @@ pseudo-label loss of a held-out `holdout_fraction` of the training clips has not
 `patience` epochs, at the latest after `epochs_per_iteration`: the authors train "until the validation
 loss saturates" (`docs/papers_and_releases.md`). Held-out clips stay in the data stream and in
 the k-means but not in the loss: the training step only adds up their cross-entropy (no gradient), and
-`epoch_end` (the loop's hook after each epoch) decides from that sum, which lives in the checkpointed
+`epoch_end` (called by `scheduled_update` at the top of each epoch's first step) decides from that sum, which lives in the checkpointed
 method state, so a resumed run decides as an uninterrupted one. Cluster-balanced sampling (DeepCluster
 samples uniformly over pseudo-classes) is done as loss re-weighting, so the data pipeline stays shared:
 a clip of cluster c weighs N / (K · n_c), which over a uniform stream has the expectation of
@@ -35,17 +35,16 @@ class-uniform sampling.
 
 Evaluation: at each label update, the NMI, accuracy and purity of every k-means clustering against the
 ground truth (when the data has labels) go into the method state, so `evaluate` reports them per
-iteration and `report` as a table; `export_labels` (`--mode=label`) writes the pseudo-labels and the
-clusters ranked by purity (§5, Table 6).
+iteration and `report` as a table; `--mode=label` writes the heads' clusters and the pseudo-labels
+(`cluster_probs`, `self_labels`) and, with ground truth, every clustering's clusters ranked by purity
+(§5, Table 6; `avssl/reporting/ranking.py`).
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import functools
 import math
-import os
 import re
 import zlib
 from typing import Any, Iterator
@@ -60,7 +59,7 @@ from absl import logging
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
-from avssl import config_lib, files, optim, sharding
+from avssl import config_lib, optim, sharding
 from avssl.clustering import kmeans as kmeans_lib
 from avssl.evaluation import metrics as metrics_lib
 from avssl.methods import base
@@ -179,9 +178,11 @@ class XDCModel(nn.Module):
 
 
 class XDC(base.Method):
-  """Deep clustering across modalities; see the module docstring."""
+  """Deep clustering across modalities; see the module docstring. Implements `Clusters` (the
+  heads), `SelfLabels` (the k-means pseudo-labels) and `HasEncoders`."""
 
-  def __init__(self, config: ml_collections.ConfigDict):
+  def __init__(self, config: ml_collections.ConfigDict, context: base.RunContext | None = None):
+    super().__init__(config, context)
     s = self.settings = config.xdc
     self.wiring = wiring(s.variant)
     if s.stop not in STOPS:
@@ -195,7 +196,6 @@ class XDC(base.Method):
       raise ValueError(f'config.xdc.epochs_per_iteration={s.epochs_per_iteration} must be > 0')
     self.norm = Norm.from_config(config.model)
     self.inputs = tuple(m for m in ('video', 'audio') if m in self.wiring.encoders.values())
-    super().__init__(config)
 
   def build_model(self) -> nn.Module:
     build = {'video': lambda: encoders.video_encoder(self.config.model.video, self.norm),
@@ -279,6 +279,24 @@ class XDC(base.Method):
     return (draw < fraction).astype(jnp.float32)
 
   # Deep-clustering iterations.
+
+  def scheduled_update(self, state: TrainState, step: int) -> base.Update | None:
+    """At the top of a step that starts an epoch, `epoch_end` (the held-out loss; with 'plateau',
+    maybe a new iteration); then, at a step of `label_update_steps`, a new iteration."""
+    context = self.context
+    changed = data_pass = False
+    if step and step % context.steps_per_epoch == 0 and self.settings.holdout_fraction:
+      before = int(state.method_state['iteration'])
+      state = self.epoch_end(state, context.data, context.mesh)
+      changed, data_pass = True, int(state.method_state['iteration']) != before
+    if step in self._update_steps:
+      state = self.label_update(state, context.data, context.mesh)
+      changed = data_pass = True
+    return base.Update(state, {}, data_pass) if changed else None
+
+  @functools.cached_property
+  def _update_steps(self) -> frozenset[int]:
+    return frozenset(self.label_update_steps(self.context.total_steps, self.context.steps_per_epoch))
 
   def label_update_steps(self, total_steps: int, steps_per_epoch: int) -> list[int]:
     """Every `epochs_per_iteration` epochs from step 0 ('epochs'); only step 0 ('plateau', where
@@ -404,14 +422,48 @@ class XDC(base.Method):
     return state.replace(params=sharding.placed_like(params, state.params),
                          opt_state=sharding.placed_like(opt_state, state.opt_state))
 
-  # Evaluation and label export.
+  # Evaluation and labels.
 
-  def evaluate(self, state: TrainState, batches: Iterator[dict[str, np.ndarray]],
-               mesh: jax.sharding.Mesh) -> dict[str, float]:
+  def cluster_probs(self, state: TrainState, batch: base.Batch) -> dict[str, jax.Array]:
+    """`Clusters`: each head's softmax `[1, B, K]` (views of a clip averaged), named
+    `<encoder>_<clustering>` (`video_audio`: the video encoder's head for the audio clusters)."""
+    inputs, views = {}, {}
+    for m in self.inputs:
+      x = batch[m]
+      views[m] = x.shape[1] if x.ndim > _INPUT_RANK[m] else 1
+      inputs[m] = x.reshape((-1,) + x.shape[-(_INPUT_RANK[m] - 1):])
+    _, logits = self._apply({'params': state.params, 'batch_stats': state.batch_stats}, inputs,
+                            train=False)
+    out = {}
+    for encoder, clustering in self.wiring.heads:
+      name = head_name(encoder, clustering)
+      p = jax.nn.softmax(logits[name].astype(jnp.float32), axis=-1)
+      out[name] = p.reshape(-1, views[self.wiring.encoders[encoder]], p.shape[-1]).mean(axis=1)[None]
+    return out
+
+  def self_labels(self, state: TrainState) -> dict[str, np.ndarray]:
+    """`SelfLabels`: each clustering's k-means pseudo-labels `[N, 1]` as `self-labels <name>`;
+    none before the first label update."""
+    if int(state.method_state['iteration']) == 0:
+      return {}
+    return {f'self-labels {name}': sharding.host_copy(table)[:, None]
+            for name, table in state.method_state['labels'].items()}
+
+  def encoders(self, state: TrainState) -> dict[str, base.Encoder]:
+    """`HasEncoders`: the first encoder of each modality (`video`, `audio`)."""
+    out = {}
+    for module, name, modality in zip(self.model.encoders, self.model.names, self.model.modalities):
+      if modality not in out:
+        out[modality] = base.Encoder(module, {'params': state.params[name],
+                                              'batch_stats': state.batch_stats.get(name, {})},
+                                     modality)
+    return out
+
+  def evaluate(self, state: TrainState, batches: Iterator[base.Batch]) -> dict[str, float]:
     """The k-means clusterings' quality against the ground truth: `iteration<r>/<clustering>/<metric>`
     for every iteration so far, `<clustering>/<metric>` for the current pseudo-labels; with the last
     epoch's `holdout_loss`. Empty when the data has no labels and nothing was held out."""
-    del batches, mesh  # The pseudo-labels are of the training clips, scored when they were made.
+    del batches  # The pseudo-labels are of the training clips, scored when they were made.
     method_state = state.method_state
     done = int(method_state['iteration'])
     results = {}
@@ -434,80 +486,6 @@ class XDC(base.Method):
   def report(self, results: dict[str, float]) -> str | None:
     """The quality of each iteration's clusterings as a Markdown table (values in %)."""
     return quality_table(results, tuple(self._evaluated().keys() - self.wiring.clusterings.keys()))
-
-  def export_labels(self, state: TrainState, data, mesh: jax.sharding.Mesh, workdir: str) -> str:
-    """Writes `labels.csv` (video id, source, ground truth, the pseudo-label of every clustering) and,
-    when the records have labels, `clusters.md` / `clusters.csv`: every clustering's clusters ranked by
-    purity against the ground truth (§5, Table 6). Atomic writes. Returns the labels' path."""
-    del mesh
-    if int(state.method_state['iteration']) == 0:
-      raise ValueError('this checkpoint has no k-means labels yet (no label update ran): train first')
-    if self.config.label.dir or self.config.label.save_probs:
-      raise ValueError('XDC labels its training videos with the k-means pseudo-labels it trained on: '
-                       'config.label.dir and config.label.save_probs are not supported')
-    if not hasattr(data, 'video_table'):
-      raise ValueError(f'--mode=label writes video ids from records; config.data.name='
-                       f'{self.config.data.name!r} has none')
-    videos = data.video_table(self.config.data.get('train_split', 'train'))
-    labels = {name: sharding.host_copy(table) for name, table in state.method_state['labels'].items()}
-    truth = np.array([int(v['label_index'] or -1) for v in videos], np.int64)
-    class_names = {int(t): v['label_name'] for t, v in zip(truth, videos) if t >= 0}
-    path = os.path.join(workdir, self.config.label.file)
-    if jax.process_index() != 0:
-      return path
-    with files.atomic_open(path, newline='') as f:
-      writer = csv.writer(f)
-      writer.writerow(['video_id', 'source', 'label'] + [f'{name}/cluster' for name in labels])
-      for i, video in enumerate(videos):
-        writer.writerow([video['video_id'], video['source'], video['label_name']]
-                        + [int(table[i]) for table in labels.values()])
-    logging.info('Wrote the pseudo-labels of %d videos to %s', len(videos), path)
-    if (truth >= 0).any():
-      ranked = {name: rank_clusters(truth, table, class_names) for name, table in labels.items()}
-      write_cluster_ranking(ranked, workdir)
-    return path
-
-
-def rank_clusters(truth: np.ndarray, clusters: np.ndarray, class_names: dict[int, str],
-                  top: int = 3) -> list[dict[str, Any]]:
-  """Clusters ranked by purity w.r.t. the ground truth (XDC §5): per cluster with labelled clips, its
-  size, labelled count, purity (share of its majority class) and `top` most frequent classes."""
-  known = truth >= 0
-  rows = []
-  for cluster in np.unique(clusters):
-    members = clusters == cluster
-    classes, counts = np.unique(truth[members & known], return_counts=True)
-    if not len(classes):
-      continue
-    order = np.argsort(-counts, kind='stable')
-    labelled = int(counts.sum())
-    rows.append({'cluster': int(cluster), 'size': int(members.sum()), 'labelled': labelled,
-                 'purity': float(counts[order[0]] / labelled),
-                 'classes': [(class_names.get(int(classes[i]), str(classes[i])),
-                              float(counts[i] / labelled)) for i in order[:top]]})
-  rows.sort(key=lambda r: (-r['purity'], -r['size'], r['cluster']))
-  return rows
-
-
-def write_cluster_ranking(ranked: dict[str, list[dict[str, Any]]], workdir: str) -> None:
-  """`clusters.md` (a table per clustering) and `clusters.csv` (one row per cluster) in `workdir`."""
-  lines = []
-  for name, rows in ranked.items():
-    lines += [f'## {name}: clusters ranked by purity', '',
-              '| Rank | Cluster | Size | Purity | Classes |', '|---:|---:|---:|---:|:---|']
-    for rank, r in enumerate(rows, start=1):
-      classes = ', '.join(f'{c} ({100 * p:.0f}%)' for c, p in r['classes'])
-      lines.append(f"| {rank} | {r['cluster']} | {r['size']} | {100 * r['purity']:.1f} | {classes} |")
-    lines.append('')
-  with files.atomic_open(os.path.join(workdir, 'clusters.md')) as f:
-    f.write('\n'.join(lines))
-  with files.atomic_open(os.path.join(workdir, 'clusters.csv'), newline='') as f:
-    writer = csv.writer(f)
-    writer.writerow(['clustering', 'rank', 'cluster', 'size', 'labelled', 'purity', 'majority_class'])
-    for name, rows in ranked.items():
-      for rank, r in enumerate(rows, start=1):
-        writer.writerow([name, rank, r['cluster'], r['size'], r['labelled'], f"{r['purity']:.4f}",
-                         r['classes'][0][0]])
 
 
 def cluster_quality(truth: np.ndarray, clusters: np.ndarray) -> np.ndarray:

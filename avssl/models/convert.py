@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable
 import jax
 import numpy as np
 
-PyTree = Any
+from avssl.types import PyTree
 StateDict = dict[str, np.ndarray]
 # A Flax variable path (collection, module..., leaf) -> the checkpoint key(s) it comes from: one key, a
 # list of keys to stack on a new leading axis (vmapped heads), or None when the checkpoint has none.

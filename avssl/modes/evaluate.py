@@ -31,7 +31,7 @@ from avssl import files, sharding
 from avssl.data import datasets
 from avssl.data import splits
 from avssl.evaluation import baselines, features, probe, retrieval, robustness, tables
-from avssl.methods.base import Method
+from avssl.methods.base import HasEncoders, Method
 from avssl.modes.setup import setup
 from avssl.train_state import TrainState
 
@@ -69,7 +69,7 @@ class Result:
 
 def method_evaluation(ctx: Context) -> Result:
   """The method's own `evaluate` on the run's evaluation split, and its `report`."""
-  results = ctx.method.evaluate(ctx.state, ctx.data.eval_batches(), ctx.mesh)
+  results = ctx.method.evaluate(ctx.state, ctx.data.eval_batches())
   ctx.method_results = results
   report = ctx.method.report(results)
   write_method_results(ctx.workdir, ctx.step, results, report)
@@ -93,7 +93,7 @@ def write_method_results(workdir: str, step: int, results: dict[str, float],
 
 
 def _num_classes(ctx: Context, labels: np.ndarray) -> int:
-  classes = getattr(ctx.data, 'classes', None) or ctx.config.data.get('num_classes', 0)
+  classes = ctx.data.classes or ctx.config.data.get('num_classes', 0)
   count = len(classes) if isinstance(classes, (list, tuple)) else int(classes)
   return count or int(labels.max()) + 1
 
@@ -108,11 +108,12 @@ def _features(ctx: Context, encoders: dict[str, tuple[str, str]], batches: Calla
     x = first()[modality]
     return x[0, 0] if x.ndim == features.RANK[modality] + 2 else x[0]
 
+  trained = ctx.method.encoders(ctx.state) if isinstance(ctx.method, HasEncoders) else {}
   built = {}
   for name, (source, modality) in encoders.items():
     module = features.encoder_module(ctx.config, modality, None if modality == 'audio' else pool)
     variables = features.encoder_variables(source, module, modality,
-                                           functools.partial(example, modality), state=ctx.state,
+                                           functools.partial(example, modality), trained=trained,
                                            seed=ctx.config.seed + 1)
     built[name] = features.Encoder(module, variables, modality)
   return features.extract(built, batches(), ctx.mesh, transform)
@@ -168,7 +169,7 @@ def robustness_evaluation(ctx: Context) -> Result:
     return baselines.kmeans_quality(baselines.video_features([feats.views]), feats.labels, k,
                                     runs=settings.baseline_runs, mesh=ctx.host_mesh)['nmi']['mean']
 
-  curve = robustness.curve(lambda b: ctx.method.evaluate(ctx.state, b, ctx.mesh),
+  curve = robustness.curve(lambda b: ctx.method.evaluate(ctx.state, b),
                            ctx.data.eval_batches, settings.factors, settings.views,
                            baseline if settings.baseline_runs else None)
   meta = ctx.meta(degradation=curve['protocol'], factors=settings.factors,

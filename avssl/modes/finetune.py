@@ -28,6 +28,7 @@ import numpy as np
 from absl import logging
 
 from avssl import checkpointing, files, methods, sharding
+from avssl.methods import base
 from avssl.modes import train
 from avssl.data import datasets
 
@@ -76,18 +77,20 @@ def finetune_fold(config: ml_collections.ConfigDict, directory: str, workdir: st
 
   # The selection restores into the trained state's structure and placement; the method's evaluation
   # is compiled once per model and batch shape, so the loop's and these share it.
-  method, mesh = methods.build(config), sharding.make_mesh()
+  steps_per_epoch = val_source.num_train // config.batch_size
+  method = methods.build(config, base.RunContext(sharding.make_mesh(), val_source, steps_per_epoch,
+                                                 int(final.step)))
   placement = jax.tree.map(lambda x: x.sharding, final)
   checkpointer = checkpointing.Checkpointer(workdir, every_steps=1, keep=None)
   try:
     val = {}
     for step in sorted(checkpointer.all_steps()):
       state = checkpointer.restore(final, placement, step)
-      val[step] = method.evaluate(state, val_source.eval_batches(), mesh)
+      val[step] = method.evaluate(state, val_source.eval_batches())
       logging.info('%s: step %d on %s: %s', workdir, step, settings.val_split, val[step])
     selected = select(val, settings.select_metric)
     state = checkpointer.restore(final, placement, selected)
-    test = method.evaluate(state, test_source.eval_batches(), mesh)  # The one read of test.
+    test = method.evaluate(state, test_source.eval_batches())  # The one read of test.
     logging.info('%s: selected step %d on %s; %s: %s', workdir, selected, settings.val_split,
                  settings.test_split, test)
   finally:
@@ -129,7 +132,7 @@ def _eval_source(config: ml_collections.ConfigDict, split: str) -> datasets.Data
   source = datasets.build(data, batch_size=config.finetune.eval_batch_size or config.batch_size,
                           process_index=jax.process_index(), process_count=jax.process_count(),
                           seed=config.seed)
-  if not getattr(source, 'num_eval', 1):
+  if not source.num_eval:
     raise ValueError(f'{config.data.dir} has no videos in split {split!r}'
                      + (' (make_records --val_fraction writes one)'
                         if split == config.finetune.val_split else ''))

@@ -1,16 +1,32 @@
 """`--mode=label`: the cluster labels of the latest checkpoint (`labels.csv`), the cluster browser
-beside them and the run's training plots."""
+beside them, the clusters ranked by purity and the run's training plots.
+
+`labels.csv` has one column scheme for every method that implements `methods.base.Clusters` (see
+README.md, "labels.csv"): `video_id, source, label`, then for each view `v` of the method's
+`cluster_probs` and each head `h` (from 0) `{v}/head{h}` (the argmax cluster) and
+`{v}/head{h}/confidence` (its probability, 4 decimals); then, when the labelled videos are the training
+split and the method keeps labels in its state (`SelfLabels`), each of those as `{name}/head{h}`
+without a confidence (`self-labels/head{h}` for SeLaVi).
+"""
 
 from __future__ import annotations
 
+import csv
 import os
 
 import jax
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
+from absl import logging
 
+from avssl import files, passes
+from avssl.data import datasets
+from avssl.evaluation import features
 from avssl.loop import Run
+from avssl.methods import base
 from avssl.modes.setup import setup
-from avssl.reporting import browser, plots
+from avssl.reporting import browser, plots, ranking
 
 
 def label(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -23,18 +39,86 @@ def label(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 
 def write_labels(run: Run) -> str:
-  """The method's cluster labels of `run.state` (`labels.csv`, see the method's `export_labels`), and
-  beside them the cluster browser (`browser/index.html`, see `avssl/evaluation/browser.py`) and the
-  run's training plots (`plots/*.png`, also as TensorBoard images). Returns the labels' path."""
-  export = getattr(run.method, 'export_labels', None)
-  if export is None:
-    raise ValueError(f'method {run.config.method!r} produces no cluster labels; --mode=label needs a '
-                     'clustering method such as selavi')
-  path = export(run.state, run.data, run.mesh, run.workdir)
-  if jax.process_index() == 0:
-    labels = browser.read_labels(path)
-    browser.write(labels, run.config.label.get('dir') or run.config.data.dir,
-                  os.path.join(run.workdir, 'browser'),
-                  title=os.path.basename(os.path.abspath(run.workdir)))
-    plots.write(run.workdir, labels, run.method.cluster_prior(run.state), int(run.state.step))
+  """`labels.csv` of `run.state` (see the module docstring) and beside it the cluster browser
+  (`browser/index.html`, see `avssl/reporting/browser.py`), with ground truth the clusters ranked by
+  purity (`clusters.md`, `clusters.csv`) and the run's training plots (`plots/*.png`, also as
+  TensorBoard images). Returns the labels' path."""
+  method, config = run.method, run.config
+  if not isinstance(method, base.Clusters):
+    raise SystemExit(f'--mode=label: method {config.method!r} does not cluster (it implements no '
+                     'methods.base.Clusters), so there are no cluster labels to write; use a '
+                     'clustering method such as selavi, xdc or iicl')
+  source, split = _label_source(run)
+  videos = source.video_table(split)
+  if videos is None:
+    raise ValueError(f'--mode=label writes video ids from records; config.data.name='
+                     f'{config.data.name!r} has none')
+  save_probs = bool(config.label.get('save_probs'))
+
+  @jax.jit
+  def forward(state, batch):
+    out = {}
+    for view, probs in method.cluster_probs(state, batch).items():
+      probs = jnp.swapaxes(probs, 0, 1)  # [B, heads, K]
+      out[f'{view}/label'] = jnp.argmax(probs, axis=-1)
+      out[f'{view}/confidence'] = jnp.max(probs, axis=-1)
+      if save_probs:
+        out[f'{view}/probs'] = probs
+    return out
+
+  out = passes.ordered_pass(lambda batch: forward(run.state, batch),
+                            source.dataset_batches(augment=False), run.mesh,
+                            keys=(*method.inputs, 'label'))
+  views = [name[:-len('/label')] for name in out if name.endswith('/label')]
+  index = out['index']
+  extra = {}
+  if source is run.data and isinstance(method, base.SelfLabels):
+    extra = {name: table[index] for name, table in method.self_labels(run.state).items()}
+  path = os.path.join(run.workdir, config.label.file)
+  if jax.process_index() != 0:
+    return path
+  header = ['video_id', 'source', 'label']
+  columns = []
+  for v in views:
+    for h in range(out[f'{v}/label'].shape[1]):
+      header += [f'{v}/head{h}', f'{v}/head{h}/confidence']
+      columns += [(out[f'{v}/label'][:, h], '{:d}'), (out[f'{v}/confidence'][:, h], '{:.4f}')]
+  for name, table in extra.items():
+    for h in range(table.shape[1]):
+      header.append(f'{name}/head{h}')
+      columns.append((table[:, h], '{:d}'))
+  with files.atomic_open(path, newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(header)
+    for row, i in enumerate(index):
+      video = videos[i]
+      writer.writerow([video['video_id'], video['source'], video['label_name']]
+                      + [fmt.format(values[row].item()) for values, fmt in columns])
+  logging.info('Wrote the labels of %d videos to %s', len(index), path)
+  for view in views if save_probs else ():
+    name = f'{os.path.splitext(path)[0]}_{view.replace(" + ", "_")}_probs.npy'
+    with files.atomic_open(name, 'wb') as f:
+      np.save(f, out[f'{view}/probs'])  # [N, heads, K], rows in the order of labels.csv.
+
+  labels = browser.read_labels(path)
+  if (labels.truth >= 0).any():
+    class_names = dict(enumerate(labels.classes))
+    ranking.write_cluster_ranking(
+        {name: ranking.rank_clusters(labels.truth, clusters, class_names)
+         for name, clusters in labels.clusterings.items()}, run.workdir)
+  browser.write(labels, config.label.get('dir') or config.data.dir,
+                os.path.join(run.workdir, 'browser'),
+                title=os.path.basename(os.path.abspath(run.workdir)))
+  prior = method.cluster_prior(run.state) if isinstance(method, base.ClusterPrior) else None
+  plots.write(run.workdir, labels, prior, int(run.state.step))
   return path
+
+
+def _label_source(run: Run) -> tuple[datasets.DataSource, str]:
+  """The training data, or the record set `config.label.dir` (videos never seen in training)."""
+  config = run.config
+  if not config.label.get('dir'):
+    return run.data, config.data.get('train_split', 'train')
+  source = features.records(config, batch_size=config.batch_size, dir=config.label.dir,
+                            train_split=config.label.split)
+  return source, config.label.split

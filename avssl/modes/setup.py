@@ -13,6 +13,7 @@ from absl import logging
 from avssl import checkpointing, config_lib, methods, optim, sharding, train_state
 from avssl.data import datasets
 from avssl.loop import Run
+from avssl.methods.base import RunContext
 from avssl.train_state import TrainState
 
 
@@ -24,12 +25,11 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
   data = datasets.build(config.data, batch_size=config.batch_size,
                         process_index=jax.process_index(), process_count=jax.process_count(),
                         seed=config.seed)
-  method = methods.build(config)
   steps_per_epoch = data.steps_per_epoch
-  method.mesh, method.steps_per_epoch = mesh, steps_per_epoch
   total_steps = config_lib.steps(config, 'total', steps_per_epoch)
   if total_steps is None:
     raise ValueError('config sets neither total_steps nor total_epochs; set one of them')
+  method = methods.build(config, RunContext(mesh, data, steps_per_epoch, total_steps))
   lr = optim.learning_rate(config.schedule, steps_per_epoch, total_steps)
   tx = optim.optimizer(config.optimizer, lr)
   example = jax.tree.map(lambda x: x[:1], next(data.train_batches(0)))

@@ -35,7 +35,7 @@ def evaluate_and_write(run: loop.Run, state: TrainState, writer: metric_writers.
                         step: int) -> dict[str, float]:
   """The method's evaluation during and at the end of training: logged, and written to `eval.json`
   (and the method's table to `eval.md`)."""
-  results = run.method.evaluate(state, run.data.eval_batches(), run.mesh)
+  results = run.method.evaluate(state, run.data.eval_batches())
   if not results:
     return results
   writer.write_scalars(step, results)

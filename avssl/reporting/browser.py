@@ -54,8 +54,10 @@ TOP_CLASSES = 10
 SITE_FILES = ('index.html', 'browser.js', 'browser.css')
 SITE_DIR = os.path.join(os.path.dirname(__file__), 'browser_site')
 
-_CLUSTERING = re.compile(r'^(?P<view>.+)/(?:head(?P<head>\d+)|cluster)$')
-_CONFIDENCE = re.compile(r'^(?P<view>.+)/confidence(?P<head>\d+)$')
+#: The columns of `labels.csv` (README.md, "labels.csv"): these three, then clusterings and confidences.
+ID_COLUMNS = ('video_id', 'source', 'label')
+_CLUSTERING = re.compile(r'^(?P<view>.+)/head(?P<head>\d+)$')
+_CONFIDENCE = re.compile(r'^(?P<clustering>.+/head\d+)/confidence$')
 
 
 @dataclasses.dataclass
@@ -66,7 +68,7 @@ class Labels:
     video_ids, sources: each video's id and source file.
     truth: `[N]` index into `classes`, -1 where the video has no ground-truth label.
     classes: the ground-truth class names present, sorted.
-    clusterings: column name (`<view>/head<h>` or `<name>/cluster`) -> `[N]` cluster ids.
+    clusterings: column name (`<view>/head<h>`) -> `[N]` cluster ids.
     confidences: clustering name -> `[N]` confidence, for the clusterings that have one.
   """
   video_ids: list[str]
@@ -78,15 +80,21 @@ class Labels:
 
 
 def read_labels(path: str) -> Labels:
-  """Reads a `labels.csv` of any method: `video_id`, `source`, optional `label`, and cluster columns
-  (`<view>/head<h>` with optional `<view>/confidence<h>`, or `<name>/cluster`); other columns are
-  ignored. Rows stream into typed arrays, so 200,000 videos × 40 columns stay small in memory."""
+  """Reads the `labels.csv` of `--mode=label` (README.md, "labels.csv"): `video_id`, `source`,
+  `label`, then `<view>/head<h>` cluster columns, each with an optional `<view>/head<h>/confidence`.
+  A file of another scheme (the per-method ones of earlier versions) is refused. Rows stream into
+  typed arrays, so 200,000 videos × 40 columns stay small in memory."""
   with open(path, newline='') as f:
     reader = csv.reader(f)
     header = next(reader)
     missing = {'video_id', 'source'} - set(header)
     if missing:
       raise ValueError(f'{path}: no {sorted(missing)} column; expected the labels.csv of --mode=label')
+    unknown = [name for name in header if name not in ID_COLUMNS and not _CLUSTERING.match(name)
+               and not _CONFIDENCE.match(name)]
+    if unknown:
+      raise ValueError(f'{path}: column {unknown[0]!r} is not of the labels.csv scheme (an older '
+                       'version wrote it); rerun --mode=label to rewrite it')
     clusters = {i: array.array('q') for i, name in enumerate(header) if _CLUSTERING.match(name)}
     confidences = {i: array.array('d') for i, name in enumerate(header) if _CONFIDENCE.match(name)}
     id_at, source_at = header.index('video_id'), header.index('source')
@@ -105,14 +113,10 @@ def read_labels(path: str) -> Labels:
   truth = np.array([lookup.get(name, -1) for name in names], np.int64)
   by_name = {header[i]: np.asarray(v, np.int64) for i, v in clusters.items()}
   order = sorted(by_name, key=lambda name: not name.startswith(f'{PREFERRED_VIEW}/'))
-  confidence = {_clustering_of(header[i]): np.asarray(v) for i, v in confidences.items()}
+  confidence = {_CONFIDENCE.match(header[i])['clustering']: np.asarray(v)
+                for i, v in confidences.items()}
   return Labels(ids, sources, truth, classes, {name: by_name[name] for name in order},
                 {name: c for name, c in confidence.items() if name in by_name})
-
-
-def _clustering_of(confidence_column: str) -> str:
-  match = _CONFIDENCE.match(confidence_column)
-  return f"{match['view']}/head{match['head']}"
 
 
 def write(labels: Labels, records_dir: str | None, output_dir: str, *, title: str = '',

@@ -178,5 +178,4 @@ def _size_groups(labels: browser.Labels) -> dict[str, list[np.ndarray]]:
   for name, clusters in labels.clusterings.items():
     views.setdefault(name.rsplit('/', 1)[0], []).append(clusters)
   first = next(iter(views), None)
-  chosen = {v: views[v] for v in ('self_label', first) if v in views}
-  return {('self-labels' if v == 'self_label' else v): c for v, c in chosen.items()}
+  return {v: views[v] for v in ('self-labels', first) if v in views}
