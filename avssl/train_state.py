@@ -7,7 +7,8 @@ numbers as an uninterrupted one.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.struct
 import jax

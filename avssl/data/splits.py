@@ -8,7 +8,7 @@ linear probe's weight-decay selection (`avssl/evaluation/probe.py`).
 from __future__ import annotations
 
 import re
-from typing import Hashable, Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 

@@ -22,7 +22,7 @@ import dataclasses
 import fractions
 import math
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import av
 import numpy as np

@@ -32,7 +32,8 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-from typing import Any, Hashable, Sequence
+from collections.abc import Hashable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp

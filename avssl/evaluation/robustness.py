@@ -15,10 +15,10 @@ optionally with k-means on the trained video encoder's degraded features as a ba
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from avssl.data import datasets

@@ -33,7 +33,7 @@ class Norm:
                         dtype=self.dtype, param_dtype=jnp.float32, scale_init=scale_init, name=name)
 
   @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict) -> 'Norm':
+  def from_config(cls, config: ml_collections.ConfigDict) -> Norm:
     """From `bn_momentum` (Flax decay), `bn_eps` and `dtype` ('float32' or 'bfloat16')."""
     return cls(float(config.bn_momentum), float(config.bn_eps), jnp.dtype(config.dtype))
 

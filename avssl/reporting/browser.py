@@ -33,7 +33,8 @@ import os
 import re
 import shutil
 import wave
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import scipy.signal
