@@ -108,6 +108,7 @@ def swav_codes(scores: jax.Array, eps: float = 0.05, num_iters: int = 3,
   marginals over the (global) batch and the prototypes; rows of the result sum to 1."""
   result = sinkhorn(scores, 1.0 / eps, tol=None, num_iters=num_iters, return_plan=True, mesh=mesh,
                     mode=mode)
+  assert result.plan is not None  # return_plan=True
   return result.plan * scores.shape[0]
 
 
@@ -310,6 +311,6 @@ def sinkhorn_heads(log_p: jax.Array, lam: float, *, col_marginals: jax.Array | N
     jax.block_until_ready(result.labels)  # one head's buffers alive at a time
     results.append(result)
   stack = lambda name: jnp.stack([getattr(r, name) for r in results])
-  plans = [r.plan for r in results]
+  plans = [r.plan for r in results if r.plan is not None]  # All heads or none (one return_plan).
   return Result(stack('labels'), stack('log_alpha'), stack('iterations'), stack('error'),
-                jnp.stack(plans) if plans[0] is not None else None)
+                jnp.stack(plans) if plans else None)

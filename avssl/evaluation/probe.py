@@ -242,5 +242,5 @@ def average_over_folds(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if all(numeric(v) for v in values):
       array = np.asarray(values, np.float64)
       summary[name] = {'mean': float(array.mean()), 'std': float(array.std()),
-                       'per_fold': [float(v) for v in values]}
+                       'per_fold': array.tolist()}
   return summary

@@ -40,7 +40,7 @@ def degrade(video: jax.Array, factor: int) -> jax.Array:
 
 
 @functools.lru_cache(maxsize=None)
-def degrade_fn(factor: int) -> Callable[[jax.Array], jax.Array]:
+def degrade_fn(factor: int) -> Callable[[jax.typing.ArrayLike], jax.Array]:
   """`degrade` at a fixed factor, jitted (also a `features.extract` transform)."""
   return jax.jit(functools.partial(degrade, factor=factor))
 

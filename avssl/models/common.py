@@ -48,7 +48,8 @@ def conv(features: int, kernel: tuple[int, ...], strides: tuple[int, ...] | int 
   """
   strides = (strides,) * len(kernel) if isinstance(strides, int) else tuple(strides)
   if len(kernel) == 3 and (kernel[0] == 1 or kernel[1:] == (1, 1)):
-    return FactorizedConv3D(features, tuple(kernel), strides, norm.dtype, name=name)
+    (kt, kh, kw), (st, sh, sw) = kernel, strides
+    return FactorizedConv3D(features, (kt, kh, kw), (st, sh, sw), norm.dtype, name=name)
   return nn.Conv(features, kernel, strides=strides, padding=tuple((k // 2, k // 2) for k in kernel),
                  use_bias=False, kernel_init=conv_init, dtype=norm.dtype, param_dtype=jnp.float32,
                  name=name)

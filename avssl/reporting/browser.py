@@ -98,8 +98,8 @@ def read_labels(path: str) -> Labels:
       names.append(row[label_at] if label_at is not None else '')
       for i, values in clusters.items():
         values.append(int(row[i]))
-      for i, values in confidences.items():
-        values.append(float(row[i]))
+      for i, scores in confidences.items():
+        scores.append(float(row[i]))
   classes = sorted(set(names) - {''})
   lookup = {name: i for i, name in enumerate(classes)}
   truth = np.array([lookup.get(name, -1) for name in names], np.int64)
@@ -112,6 +112,7 @@ def read_labels(path: str) -> Labels:
 
 def _clustering_of(confidence_column: str) -> str:
   match = _CONFIDENCE.match(confidence_column)
+  assert match is not None, confidence_column  # Only matching columns are read as confidences.
   return f"{match['view']}/head{match['head']}"
 
 
@@ -185,6 +186,8 @@ def _site(labels: Labels, title: str, members_per_cluster: int, num_media: int) 
   clusterings = []
   for i, (name, clusters) in enumerate(labels.clusterings.items()):
     match = _CLUSTERING.match(name)
+    if match is None:
+      raise ValueError(f'clustering {name!r} is not named <view>/head<h>')
     entry = {'id': f'h{i}', 'name': name, 'view': match['view'], 'head': match['head'],
              'clusters': int(np.unique(clusters).size), 'confidence': name in labels.confidences}
     if has_truth:
@@ -296,7 +299,7 @@ def _write_media(video_ids: list[str], records_dir: str, site: str) -> dict[str,
   the site-relative paths of what it has ('strip', 'audio'). Videos not in the records get none
   (counted in the log), so labels of records that moved still browse."""
   wanted = set(video_ids)
-  media = {}
+  media: dict[str, dict[str, str]] = {}
   for video_id, features in _read_records(os.path.expanduser(records_dir), wanted):
     stem = hashlib.sha1(video_id.encode()).hexdigest()[:20]
     files = {'strip': (_strip(features['frames']), 'jpg'),
