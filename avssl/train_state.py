@@ -20,8 +20,7 @@ from avssl import sharding
 PyTree = Any
 
 
-@flax.struct.dataclass
-class TrainState:
+class TrainState(flax.struct.PyTreeNode):
   """step, params, batch_stats, opt_state, rng and the method's own state (e.g. SeLaVi's self-labels)."""
   step: jax.Array
   params: PyTree

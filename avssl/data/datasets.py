@@ -58,6 +58,7 @@ def _import_builtin() -> None:
 class DataSource(abc.ABC):
   """Host-local batches of one dataset for one process."""
   num_train: int
+  steps_per_epoch: int
 
   @abc.abstractmethod
   def train_batches(self, start_step: int) -> Iterator[Batch]:

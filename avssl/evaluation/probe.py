@@ -149,7 +149,7 @@ def _video_accuracy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def linear_probe(train_views: Any, train_labels: Any, test_views: Any, test_labels: Any, *,
-                 val_fraction: float = 0.1, groups: Sequence[Hashable] | None = None,
+                 val_fraction: float = 0.1, groups: Sequence[Hashable] | np.ndarray | None = None,
                  weight_decays: Sequence[float] = WEIGHT_DECAYS, epochs: int = 10,
                  learning_rate: float = 1e-3, batch_size: int = 256, seed: int = 0,
                  mesh: Mesh | None = None) -> dict[str, Any]:
