@@ -18,9 +18,10 @@ from avssl.train_state import TrainState
 
 
 class Checkpointer:
-  """Saves every `every_steps` steps and at the end, keeps the newest `keep`, restores the latest."""
+  """Saves every `every_steps` steps and at the end, keeps the newest `keep` (None: all), restores
+  the latest."""
 
-  def __init__(self, workdir: str, every_steps: int, keep: int):
+  def __init__(self, workdir: str, every_steps: int, keep: int | None):
     self.every_steps = max(int(every_steps), 1)
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                            enable_async_checkpointing=True)

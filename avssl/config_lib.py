@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib.util
 import pathlib
 import sys
-from typing import Any
+from typing import Any, overload
 
 import ml_collections
 
@@ -56,6 +56,16 @@ def optional(field_type: type) -> ml_collections.FieldReference:
   return ml_collections.FieldReference(None, field_type=field_type)
 
 
+@overload
+def steps(config: ml_collections.ConfigDict, name: str, steps_per_epoch: int,
+          default: int) -> int: ...
+
+
+@overload
+def steps(config: ml_collections.ConfigDict, name: str, steps_per_epoch: int,
+          default: None = None) -> int | None: ...
+
+
 def steps(config: ml_collections.ConfigDict, name: str, steps_per_epoch: int,
           default: int | None = None) -> int | None:
   """Resolves the duration `name` from `<name>_steps` or `<name>_epochs` into a step count."""
@@ -90,7 +100,7 @@ def load(spec: str) -> ml_collections.ConfigDict:
   path, _, arg = spec.partition(':')
   make_importable(path)
   module_spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, path)
-  if module_spec is None or not pathlib.Path(path).is_file():
+  if module_spec is None or module_spec.loader is None or not pathlib.Path(path).is_file():
     raise FileNotFoundError(f'no config file at {path}')
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)

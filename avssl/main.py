@@ -26,9 +26,10 @@ from avssl.modes import evaluate, finetune, label, train
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (with :args).',
                                           lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and outputs.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and outputs.',
+                               required=True)
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'label', 'finetune'], 'What to run.')
-flags.mark_flags_as_required(['config', 'workdir'])
+flags.mark_flags_as_required(['config'])
 
 
 def _parse_flags(argv: list[str]) -> list[str]:

@@ -18,7 +18,7 @@ updates are zeros whatever the gradient, momentum or weight decay. Unlisted name
 
 from __future__ import annotations
 
-from typing import Any, Collection, Mapping
+from collections.abc import Collection, Mapping
 
 import jax
 import jax.numpy as jnp

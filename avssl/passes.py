@@ -7,7 +7,7 @@ of each (globally sharded) batch, its outputs for every real row on the host, in
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import jax
 import numpy as np

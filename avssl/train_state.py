@@ -7,7 +7,7 @@ numbers as an uninterrupted one.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
 
 import flax.struct
 import jax
@@ -19,8 +19,7 @@ from avssl import sharding
 from avssl.types import PyTree
 
 
-@flax.struct.dataclass
-class TrainState:
+class TrainState(flax.struct.PyTreeNode):
   """step, params, batch_stats, opt_state, rng and the method's own state (e.g. SeLaVi's self-labels)."""
   step: jax.Array
   params: PyTree

@@ -18,7 +18,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
-from typing import Any, Callable, Iterable, NamedTuple, Sequence, TextIO
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple, TextIO
 
 SPLITS = ('train', 'val', 'test')
 

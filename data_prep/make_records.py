@@ -45,7 +45,8 @@ import math
 import multiprocessing
 import os
 import sys
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from absl import app
 from absl import flags
@@ -299,8 +300,9 @@ def _write_shard(output_dir: str, shard: Shard, results, bar: tqdm.tqdm) -> None
         bar.update()
   except (OSError, tf.errors.OpError) as e:
     _remove(base + '.tfrecord.tmp')
-    raise SystemExit(f'make_records: cannot write {base}.tfrecord ({e}). Finished shards are kept; '
-                     'free some space (or fix the folder) and run the same command to resume.')
+    message = (f'make_records: cannot write {base}.tfrecord ({e}). Finished shards are kept; free '
+               'some space (or fix the folder) and run the same command to resume.')
+    raise SystemExit(message) from e
   os.replace(base + '.tfrecord.tmp', base + '.tfrecord')
   _write_json(base + '.json', rows)
 

@@ -4,7 +4,6 @@ heads re-initialised at every deep-clustering iteration, and a :tiny run that re
 import csv
 import functools
 import shutil
-import types
 
 import jax
 import jax.numpy as jnp

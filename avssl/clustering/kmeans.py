@@ -371,6 +371,8 @@ def kmeans(x: np.ndarray | jax.Array, k: int, *, iters: int = 20, n_init: int = 
   explicit = not isinstance(init, str)
   if not explicit and init != 'k-means++':
     raise ValueError(f"init={init!r}; use 'k-means++' or an array of initial centroids")
+  if n_init < 1:
+    raise ValueError(f'n_init={n_init}; need at least one run')
   if explicit and n_init != 1:
     raise ValueError(f'n_init={n_init} restarts from one explicit init would repeat one run; use 1')
   dim = x.shape[1] if pca_dim is None else pca_dim
@@ -405,6 +407,7 @@ def kmeans(x: np.ndarray | jax.Array, k: int, *, iters: int = 20, n_init: int = 
                                              block=block, cosine=metric == 'cosine')
     if best is None or float(inertia) < best.inertia:
       best = KMeansResult(centroids, labels, float(inertia), int(its))
+  assert best is not None  # n_init >= 1 runs.
   centroids = best.centroids + offset if offset is not None else best.centroids
   labels = best.labels if best.labels.shape[0] == n else best.labels[:n]
   return dataclasses.replace(best, centroids=centroids, labels=labels)

@@ -80,8 +80,8 @@ def sorted_marginal(prior: jax.Array, mass: jax.Array, order: str = 'paper') -> 
   return r / jnp.sum(r)
 
 
-def guided_logits(scores: jax.Array, other_codes: jax.Array, eps1: float, eps2: float,
-                  sign: float = 1.0) -> jax.Array:
+def guided_logits(scores: jax.Array, other_codes: jax.Array, eps1: float,
+                  eps2: float | jax.Array, sign: float = 1.0) -> jax.Array:
   """GOCA's guided kernel (Eq. 6-10) as logits for `sinkhorn(..., lam=1)`.
 
   K = exp((-C + λ₂ log D') / (λ₁ + λ₂)) with cost C = -S and D' the other modality's codes: the closed
@@ -290,6 +290,6 @@ def sinkhorn_heads(log_p: jax.Array, lam: float, *, col_marginals: jax.Array | N
     jax.block_until_ready(result.labels)  # one head's buffers alive at a time
     results.append(result)
   stack = lambda name: jnp.stack([getattr(r, name) for r in results])
-  plans = [r.plan for r in results]
+  plans = [r.plan for r in results if r.plan is not None]  # All heads or none (one return_plan).
   return Result(stack('labels'), stack('log_alpha'), stack('iterations'), stack('error'),
-                jnp.stack(plans) if plans[0] is not None else None)
+                jnp.stack(plans) if plans else None)

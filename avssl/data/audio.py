@@ -18,6 +18,7 @@ Two front ends:
 from __future__ import annotations
 
 import decimal
+from collections.abc import Callable
 
 import ml_collections
 from ml_collections import config_dict
@@ -170,7 +171,7 @@ def spectrogram(waveform: tf.Tensor, sample_rate: int,
   return _FRONT_ENDS[config.mode](waveform, sample_rate, **options)[..., tf.newaxis]
 
 
-_FRONT_ENDS = {'logfbank': logfbank, 'logmel': logmel}
+_FRONT_ENDS: dict[str, Callable[..., tf.Tensor]] = {'logfbank': logfbank, 'logmel': logmel}
 
 
 def _selavi_filterbank(num_filters: int, nfft: int, sample_rate: int) -> np.ndarray:

@@ -13,14 +13,16 @@ uninterrupted run sees, and one process with 8 devices see the same global batch
 from __future__ import annotations
 
 import abc
-from typing import Any, Callable, Iterator
+import importlib
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import ml_collections
 import numpy as np
 
 from avssl.types import Batch
 
-_BUILDERS: dict[str, Callable[..., 'DataSource']] = {}
+_BUILDERS: dict[str, Callable[..., DataSource]] = {}
 
 
 def register(name: str) -> Callable:
@@ -33,7 +35,7 @@ def register(name: str) -> Callable:
 
 
 def build(config: ml_collections.ConfigDict, *, batch_size: int, process_index: int,
-          process_count: int, seed: int) -> 'DataSource':
+          process_count: int, seed: int) -> DataSource:
   """The data source named by `config.name`, feeding this process's share of `batch_size`."""
   if config.name not in _BUILDERS:
     _import_builtin()
@@ -44,9 +46,9 @@ def build(config: ml_collections.ConfigDict, *, batch_size: int, process_index: 
 
 
 def _import_builtin() -> None:
-  # pylint: disable=g-import-not-at-top,unused-import
-  from avssl.data import pipeline
-  from avssl.data import synthetic
+  """Imports the built-in data sources, whose modules register them."""
+  for module in ('pipeline', 'synthetic'):
+    importlib.import_module(f'avssl.data.{module}')
 
 
 class DataSource(abc.ABC):

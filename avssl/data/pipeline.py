@@ -30,7 +30,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import ml_collections
 import numpy as np
@@ -263,7 +264,7 @@ class RecordSource(datasets.DataSource):
     """Frames (and flow) of the window of `num_frames` (default the config's) starting at `start`:
     decoded, augmented or cropped."""
     config = self.config
-    out = {}
+    out: dict[str, tf.Tensor] = {}
     if not config.with_video:
       return out
     total = tf.shape(features['frames'])[0]
@@ -362,8 +363,9 @@ def _augment_train(frames: tf.Tensor, flow: tf.Tensor | None, config: ml_collect
     flow = augment.resize_flow_short_side(flow, size, config.antialias)
     flow = augment.flip_flow(augment.crop(flow, window), flip)
   if config.color_jitter:
+    brightness, contrast, saturation, hue = config.color_jitter
     frames = augment.color_jitter(frames, augment.sample_color_jitter(
-        seeds[3], *config.color_jitter, p=config.color_jitter_prob))
+        seeds[3], brightness, contrast, saturation, hue, p=config.color_jitter_prob))
   if config.grayscale_prob:
     frames = augment.grayscale(frames, augment.sample_grayscale(seeds[4], config.grayscale_prob))
   if config.blur_prob:

@@ -8,7 +8,7 @@ linear probe's weight-decay selection (`avssl/evaluation/probe.py`).
 from __future__ import annotations
 
 import re
-from typing import Hashable, Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 
@@ -37,8 +37,9 @@ def group_of(video_id: str, pattern: str = UCF101_GROUP) -> str:
   return match.group(1) if match.re.groups else match.group(0)
 
 
-def split_train_val(labels: Sequence[int] | np.ndarray, groups: Sequence[Hashable] | None = None, *,
-                    fraction: float, seed: int = 0) -> np.ndarray:
+def split_train_val(labels: Sequence[int] | np.ndarray,
+                    groups: Sequence[Hashable] | np.ndarray | None = None, *, fraction: float,
+                    seed: int = 0) -> np.ndarray:
   """`[N]` bool, True for the videos of a validation split of about `fraction` of them.
 
   Whole groups go to one side (without `groups`, each video is its own group). Groups are visited once

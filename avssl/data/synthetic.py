@@ -250,7 +250,8 @@ def class_name(c: int, num_classes: int) -> str:
 def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[float, float, float]:
   k = (np.array([5.0, 3.0, 1.0]) + 6.0 * h) % 6.0
   rgb = v - v * s * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
-  return tuple(float(x) for x in rgb)
+  r, g, b = (float(x) for x in rgb)
+  return r, g, b
 
 
 # avsynth: which clip has which class.

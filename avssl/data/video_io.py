@@ -22,7 +22,7 @@ import dataclasses
 import fractions
 import math
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import av
 import numpy as np
@@ -119,13 +119,13 @@ def _decode(container: av.container.InputContainer, fps: float, short_side: int 
   _check_truncation(container, video, duration)
   _check_duration(duration, min_duration)
   num_frames = max(1, math.floor(duration * fps + 1e-6))
-  frames = _resample_frames(frames, times, t0, fps, num_frames, size)
-  waveform = None
+  rgb = _resample_frames(frames, times, t0, fps, num_frames, size)
+  aligned = None
   if has_audio:
     container.seek(0)
     samples, audio_start = _audio(container, sample_rate)
-    waveform = _align(samples, audio_start - t0, sample_rate, round(duration * sample_rate))
-  return Decoded(frames, waveform, fps, sample_rate, duration, source_fps)
+    aligned = _align(samples, audio_start - t0, sample_rate, round(duration * sample_rate))
+  return Decoded(rgb, aligned, fps, sample_rate, duration, source_fps)
 
 
 def _check_duration(duration: float, min_duration: float) -> None:
@@ -150,17 +150,18 @@ def _video_frames(container: av.container.InputContainer, video: av.VideoStream,
                   fps: float) -> tuple[list[av.VideoFrame], np.ndarray, float]:
   """All decoded frames (still in the codec's format) and their presentation times in seconds."""
   video.thread_type = 'AUTO'
-  frames, times = [], []
+  frames: list[av.VideoFrame] = []
+  stamps: list[float] = []
   for frame in container.decode(video):
     if frame.time is None:
       continue
     frames.append(frame)
-    times.append(frame.time)
+    stamps.append(frame.time)
   if not frames:
     raise MediaError('no decodable video frames')
-  order = np.argsort(times, kind='stable')
+  order = np.argsort(stamps, kind='stable')
   frames = [frames[i] for i in order]
-  times = np.asarray(times, np.float64)[order]
+  times = np.asarray(stamps, np.float64)[order]
   rate = float(video.average_rate) if video.average_rate else 0.0
   if rate <= 0:
     rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else fps
@@ -175,12 +176,8 @@ def _resample_frames(frames: list[av.VideoFrame], times: np.ndarray, t0: float, 
   targets = t0 + np.arange(num_frames) / fps
   chosen = np.clip(np.searchsorted(times, targets + 1e-6, side='right') - 1, 0, len(times) - 1)
   kwargs = {} if size is None else {'height': size[0], 'width': size[1], 'interpolation': 'AREA'}
-  out, last, rgb = [], None, None
-  for i in chosen:
-    if i != last:
-      last, rgb = i, frames[i].to_ndarray(format='rgb24', **kwargs)
-    out.append(rgb)
-  return np.stack(out)
+  rgb = {i: frames[i].to_ndarray(format='rgb24', **kwargs) for i in np.unique(chosen).tolist()}
+  return np.stack([rgb[i] for i in chosen.tolist()])
 
 
 def _audio(container: av.container.InputContainer, sample_rate: int) -> tuple[np.ndarray, float]:
@@ -190,7 +187,8 @@ def _audio(container: av.container.InputContainer, sample_rate: int) -> tuple[np
   """
   stream = container.streams.audio[0]
   resampler = av.AudioResampler(format='flt', layout='mono', rate=sample_rate)
-  chunks, start = [], None
+  chunks: list[np.ndarray] = []
+  start: float | None = None
   for frame in container.decode(stream):
     if start is None and frame.time is not None:
       start = frame.time
@@ -232,23 +230,27 @@ def write_video(path: str, frames: np.ndarray, fps: float, waveform: np.ndarray 
     crf: x264 quality (lower is better).
     audio_layout: channel layout written ('mono', 'stereo', '5.1', ...); must match the waveform.
   """
+  if waveform is not None and sample_rate is None:
+    raise ValueError('write_video: a waveform needs its sample_rate')
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   options = {'movflags': 'faststart'} if path.endswith(('.mp4', '.mov')) else {}
   with av.open(path, 'w', options=options) as container:
     stream = container.add_stream(codec, rate=_rate(fps))
+    if not isinstance(stream, av.VideoStream):
+      raise ValueError(f'write_video: codec={codec!r} is not a video codec')
     stream.height, stream.width = frames.shape[1:3]
     stream.pix_fmt = 'yuv420p'
     if codec == 'libx264':
       stream.options = {'crf': str(crf), 'preset': 'veryfast'}
     audio = None
-    if waveform is not None:
+    if waveform is not None and sample_rate is not None:
       audio = container.add_stream('aac', rate=sample_rate, layout=audio_layout)
       audio.options = {'aac_coder': 'fast'}  # Half the encoding time of the default coder.
     for frame in frames:
       container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame),
                                                              format='rgb24')))
     container.mux(stream.encode(None))
-    if audio is not None:
+    if audio is not None and waveform is not None and sample_rate is not None:
       for chunk in _audio_frames(waveform, sample_rate, audio_layout):
         container.mux(audio.encode(chunk))
       container.mux(audio.encode(None))

@@ -33,7 +33,8 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-from typing import Any, Hashable, Sequence
+from collections.abc import Hashable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -149,7 +150,7 @@ def _video_accuracy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def linear_probe(train_views: Any, train_labels: Any, test_views: Any, test_labels: Any, *,
-                 val_fraction: float = 0.1, groups: Sequence[Hashable] | None = None,
+                 val_fraction: float = 0.1, groups: Sequence[Hashable] | np.ndarray | None = None,
                  weight_decays: Sequence[float] = WEIGHT_DECAYS, epochs: int = 10,
                  learning_rate: float = 1e-3, batch_size: int = 256, seed: int = 0,
                  mesh: Mesh | None = None) -> dict[str, Any]:
@@ -242,5 +243,5 @@ def average_over_folds(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if all(numeric(v) for v in values):
       array = np.asarray(values, np.float64)
       summary[name] = {'mean': float(array.mean()), 'std': float(array.std()),
-                       'per_fold': [float(v) for v in values]}
+                       'per_fold': array.tolist()}
   return summary

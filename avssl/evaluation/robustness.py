@@ -15,10 +15,10 @@ optionally with k-means on the trained video encoder's degraded features as a ba
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from avssl.data import datasets
@@ -40,7 +40,7 @@ def degrade(video: jax.Array, factor: int) -> jax.Array:
 
 
 @functools.lru_cache(maxsize=None)
-def degrade_fn(factor: int) -> Callable[[jax.Array], jax.Array]:
+def degrade_fn(factor: int) -> Callable[[jax.typing.ArrayLike], jax.Array]:
   """`degrade` at a fixed factor, jitted (also a `features.extract` transform)."""
   return jax.jit(functools.partial(degrade, factor=factor))
 

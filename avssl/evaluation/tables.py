@@ -14,7 +14,8 @@ differ mostly in exactly those. Layouts:
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from avssl.evaluation import metrics
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Iterator, NamedTuple, Protocol, runtime_checkable
+from collections.abc import Iterator
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import flax.linen as nn
 import jax
@@ -77,7 +78,15 @@ class Method:
     that calls its parts directly). The model is built on first use (`model`), so a subclass may set
     its attributes before or after calling this."""
     self.config = config
-    self.context = context
+    self._context = context
+
+  @property
+  def context(self) -> RunContext:
+    """The run's `RunContext`; an error for a method built without one that needs it."""
+    if self._context is None:
+      raise RuntimeError(f'{type(self).__name__} was built without a RunContext, and this call needs '
+                         'the run\'s data or mesh: build it with methods.build(config, context)')
+    return self._context
 
   def build_model(self) -> nn.Module:
     raise NotImplementedError(f'{type(self).__name__} must define build_model()')

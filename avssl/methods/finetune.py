@@ -23,13 +23,12 @@ softmax averaged (`aggregate='softmax'`, the usual reading of XDC's "average the
 from __future__ import annotations
 
 import functools
-from typing import Iterator
+from collections.abc import Iterator
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
 from avssl import sharding
@@ -67,10 +66,9 @@ class FinetuneModel(nn.Module):
   @nn.compact
   def __call__(self, video: jax.Array | None = None, audio: jax.Array | None = None, *,
                train: bool) -> jax.Array:
-    if self.video is not None:
-      features = self.video(video, train and not self.frozen)
-    else:
-      features = self.audio(audio, train and not self.frozen)
+    encoder, x = (self.video, video) if self.video is not None else (self.audio, audio)
+    assert encoder is not None, 'FinetuneModel needs a video or an audio encoder'
+    features = encoder(x, train and not self.frozen)
     if self.frozen:
       features = jax.lax.stop_gradient(features)
     features = nn.Dropout(self.dropout, deterministic=not train)(features.astype(jnp.float32))

@@ -29,7 +29,8 @@ flip (the data pipeline), Gaussian blur applied to RGB.
 from __future__ import annotations
 
 import functools
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -240,6 +241,7 @@ class GOCA(base.Method):
     s = self.settings
     result = sk.sinkhorn(logits, 1.0, mode=s.sinkhorn_mode, num_iters=s.sinkhorn_iters, tol=None,
                          mesh=self._mesh, return_plan=True, row_mask=mask)
+    assert result.plan is not None  # return_plan=True
     rows = logits.shape[0] if mask is None else jnp.sum(mask)
     return result.plan * rows
 
@@ -270,7 +272,7 @@ class GOCA(base.Method):
     queue = state.method_state.get('queue')
 
     def codes_of(with_queue: bool) -> dict[str, jax.Array]:
-      out = {m: [] for m in scores}
+      out: dict[str, list[jax.Array]] = {m: [] for m in scores}
       for t in range(self.num_code_views):
         rows = {m: scores[m][t] for m in scores}
         if with_queue:
@@ -318,11 +320,12 @@ class GOCA(base.Method):
     scores = {m: z[m] @ prototypes[m].T for m in z}
     codes, method_state = self._codes(jax.lax.stop_gradient(scores), z, prototypes, state)
     losses = {m: swapped_prediction(scores[m], codes[m], s.temperature) for m in scores}
-    loss = sum(losses.values())
+    loss = functools.reduce(jnp.add, losses.values())
     metrics = {f'loss_{m}': v for m, v in losses.items()}
     if s.prototypes == 'online':
-      separation = sum(prototypes_lib.separation_loss(p) for p in
-                       {self.prototype_set(m): prototypes[m] for m in self.streams}.values())
+      separation = functools.reduce(jnp.add, (
+          prototypes_lib.separation_loss(p)
+          for p in {self.prototype_set(m): prototypes[m] for m in self.streams}.values()))
       loss = loss + s.separation_weight * separation
       metrics['separation'] = separation
     if len(codes) == 2:

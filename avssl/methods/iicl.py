@@ -34,7 +34,8 @@ mAP in the instance space, where both modalities share one embedding space).
 from __future__ import annotations
 
 import functools
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -131,7 +132,7 @@ def losses(outputs: dict[str, jax.Array], *, tau_ins: float, tau_clu: float,
   """Eq. 3-6 for the heads present in `outputs` (`z_video`, `z_audio`: [N, D]; `y_video`, `y_audio`:
   [N, C] probabilities): `loss_ins` (Eq. 4) with its two directions, `loss_clu` (Eq. 6) with its two
   directions and `entropy` (H(Y), already subtracted in `loss_clu`)."""
-  terms = {}
+  terms: dict[str, jax.Array] = {}
   if 'z_video' in outputs:
     v, a = cross_modal_nce(outputs['z_video'], outputs['z_audio'], tau_ins, intra_negatives)
     terms.update(loss_ins=v + a, loss_ins_video=v, loss_ins_audio=a)

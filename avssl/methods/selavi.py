@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import functools
 import itertools
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -225,7 +226,7 @@ class SeLaVi(base.Method):
     if truth is not None:
       for name, metric in (('nmi', metrics_lib.nmi), ('ari', metrics_lib.ari)):
         values = [metric(truth, table[:, h]) for h in range(table.shape[1])]
-        summary.update(_mean_std(name, (np.mean(values), np.std(values))))
+        summary.update(_mean_std(name, (float(np.mean(values)), float(np.std(values)))))
     return summary
 
   def cluster_prior(self, state: TrainState) -> np.ndarray:
@@ -378,7 +379,10 @@ def _ground_truth(data, split: str) -> np.ndarray | None:
 
 
 def _average(log_probs: list[jax.Array]) -> jax.Array:
-  return sum(log_probs) / len(log_probs)
+  total = log_probs[0]
+  for log_p in log_probs[1:]:
+    total = total + log_p
+  return total / len(log_probs)
 
 
 @jax.jit

@@ -7,7 +7,7 @@ it is what the loop's own tests train.
 from __future__ import annotations
 
 import functools
-from typing import Iterator
+from collections.abc import Iterator
 
 import flax.linen as nn
 import jax

@@ -47,7 +47,8 @@ import functools
 import math
 import re
 import zlib
-from typing import Any, Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -111,9 +112,9 @@ class Wiring:
     monitored: clusterings made for evaluation only (CDC's per-modality k-means).
   """
   encoders: dict[str, str]
-  clusterings: dict[str, tuple[str, ...]]
+  clusterings: Mapping[str, tuple[str, ...]]
   heads: tuple[tuple[str, str], ...]
-  monitored: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+  monitored: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
 
 def wiring(variant: str) -> Wiring:
@@ -499,15 +500,16 @@ def cluster_quality(truth: np.ndarray, clusters: np.ndarray) -> np.ndarray:
 def quality_table(results: dict[str, float], eval_only: tuple[str, ...] = ()) -> str | None:
   """One run's `evaluate` results as a Markdown table: a row per iteration, per clustering its NMI,
   accuracy and purity in %. Clusterings in `eval_only` are marked so."""
-  names, iterations = {}, set()
+  found: dict[str, None] = {}
+  iterations = set()
   for key in results:
     match = re.fullmatch(r'iteration(\d+)/(.+)/(\w+)', key)
     if match:
       iterations.add(int(match[1]))
-      names.setdefault(match[2], None)
-  if not names:
+      found.setdefault(match[2], None)
+  if not found:
     return None
-  names = sorted(names, key=lambda c: (_ORDER.get(c, len(_ORDER)), c))
+  names = sorted(found, key=lambda c: (_ORDER.get(c, len(_ORDER)), c))
   headers = [f"{name}{' (eval only)' if name in eval_only else ''} {_TITLES[q]}"
              for name in names for q in QUALITY]
   lines = ['| Iteration | ' + ' | '.join(headers) + ' |', '|---:|' + '---:|' * len(headers)]
@@ -557,13 +559,15 @@ def _compact_fn(mesh: jax.sharding.Mesh, hops: int):
     out = jax.tree.map(jnp.zeros_like, rows)
     for hop in range(hops):  # Output rows come from this device's block and the next ones'.
       received = rows if not hop else jax.tree.map(
-          lambda x: lax.ppermute(x, axis, [((j + hop) % devices, j) for j in range(devices)]), rows)
+          lambda x, hop=hop: lax.ppermute(x, axis, [((j + hop) % devices, j) for j in range(devices)]),
+          rows)
       source = jnp.minimum(me + hop, devices - 1)
       offset = position - starts[source]
       take = (me + hop < devices) & (offset >= 0) & (offset < counts[source])
       offset = jnp.clip(offset, 0, block - 1)
       out = jax.tree.map(
-          lambda o, x: jnp.where(take.reshape((-1,) + (1,) * (x.ndim - 1)), x[offset], o),
+          lambda o, x, take=take, offset=offset: jnp.where(
+              take.reshape((-1,) + (1,) * (x.ndim - 1)), x[offset], o),
           out, received)
     return out
 

@@ -33,7 +33,7 @@ class Norm:
                         dtype=self.dtype, param_dtype=jnp.float32, scale_init=scale_init, name=name)
 
   @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict) -> 'Norm':
+  def from_config(cls, config: ml_collections.ConfigDict) -> Norm:
     """From `bn_momentum` (Flax decay), `bn_eps` and `dtype` ('float32' or 'bfloat16')."""
     return cls(float(config.bn_momentum), float(config.bn_eps), jnp.dtype(config.dtype))
 
@@ -48,7 +48,8 @@ def conv(features: int, kernel: tuple[int, ...], strides: tuple[int, ...] | int 
   """
   strides = (strides,) * len(kernel) if isinstance(strides, int) else tuple(strides)
   if len(kernel) == 3 and (kernel[0] == 1 or kernel[1:] == (1, 1)):
-    return FactorizedConv3D(features, tuple(kernel), strides, norm.dtype, name=name)
+    (kt, kh, kw), (st, sh, sw) = kernel, strides
+    return FactorizedConv3D(features, (kt, kh, kw), (st, sh, sw), norm.dtype, name=name)
   return nn.Conv(features, kernel, strides=strides, padding=tuple((k // 2, k // 2) for k in kernel),
                  use_bias=False, kernel_init=conv_init, dtype=norm.dtype, param_dtype=jnp.float32,
                  name=name)

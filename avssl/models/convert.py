@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import jax
 import numpy as np

@@ -15,7 +15,7 @@ only for the second conv of each stage's first block (288/576/1152 instead of 23
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax

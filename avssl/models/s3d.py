@@ -15,7 +15,7 @@ PyTorch's default 1e-5. Pass `norm=Norm(eps=1e-5)` to match CoCLR checkpoints.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax

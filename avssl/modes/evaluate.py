@@ -20,7 +20,8 @@ import dataclasses
 import functools
 import json
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import ml_collections
@@ -203,7 +204,7 @@ def retrieval_evaluation(ctx: Context) -> Result:
   rows, values = {}, {}
   for name in s.modalities:
     parts = name.split(' + ')
-    views = lambda feats: retrieval.joint_views([feats[m].views for m in parts])
+    views = lambda feats, parts=parts: retrieval.joint_views([feats[m].views for m in parts])
     result = retrieval.retrieval(views(gallery), gallery[parts[0]].labels, views(test),
                                  test[parts[0]].labels, ks=s.ks, center=s.center,
                                  mesh=ctx.host_mesh)
@@ -230,12 +231,15 @@ def probe_evaluation(ctx: Context) -> Result:
   for directory in s.dirs or (ctx.config.data.dir,):
     source = _records(ctx, directory, s.train_split, s.test_split, s.clips, s.crops, (s.modality,))
     wanted = {s.modality: (s.encoder, s.modality)}
-    train = _features(ctx, wanted, lambda: source.dataset_batches(augment=False),
+    train = _features(ctx, wanted, lambda source=source: source.dataset_batches(augment=False),
                       s.pool)[s.modality]
     test = _features(ctx, wanted, source.eval_batches, s.pool)[s.modality]
     groups = None
     if s.group_pattern:
       table = source.video_table(s.train_split)
+      if table is None:
+        raise ValueError(f'evaluation.probe.group_pattern needs records with video ids; {directory} '
+                         'has none')
       groups = np.array([splits.group_of(table[i]['video_id'], s.group_pattern)
                          for i in train.index])
     folds.append(probe.linear_probe(train.views, train.labels, test.views, test.labels,

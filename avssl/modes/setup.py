@@ -73,7 +73,7 @@ def initialise_from(state: TrainState, workdir: str) -> TrainState:
   for collection in ('params', 'batch_stats'):
     saved = _flat(raw[collection])  # A raw restore gives the saved TrainState as a dict.
     updates[collection] = jax.tree_util.tree_map_with_path(
-        lambda path, x: take(path, x, saved.get(jax.tree_util.keystr(path))),
+        lambda path, x, saved=saved: take(path, x, saved.get(jax.tree_util.keystr(path))),
         getattr(state, collection))
   if not copied:
     raise ValueError(f'init_from={workdir}: no parameter of its checkpoint matches this model')

@@ -34,7 +34,8 @@ import os
 import re
 import shutil
 import wave
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import scipy.signal
@@ -106,15 +107,14 @@ def read_labels(path: str) -> Labels:
       names.append(row[label_at] if label_at is not None else '')
       for i, values in clusters.items():
         values.append(int(row[i]))
-      for i, values in confidences.items():
-        values.append(float(row[i]))
+      for i, scores in confidences.items():
+        scores.append(float(row[i]))
   classes = sorted(set(names) - {''})
   lookup = {name: i for i, name in enumerate(classes)}
   truth = np.array([lookup.get(name, -1) for name in names], np.int64)
   by_name = {header[i]: np.asarray(v, np.int64) for i, v in clusters.items()}
   order = sorted(by_name, key=lambda name: not name.startswith(f'{PREFERRED_VIEW}/'))
-  confidence = {_CONFIDENCE.match(header[i])['clustering']: np.asarray(v)
-                for i, v in confidences.items()}
+  confidence = {header[i][:-len('/confidence')]: np.asarray(v) for i, v in confidences.items()}
   return Labels(ids, sources, truth, classes, {name: by_name[name] for name in order},
                 {name: c for name, c in confidence.items() if name in by_name})
 
@@ -189,6 +189,8 @@ def _site(labels: Labels, title: str, members_per_cluster: int, num_media: int) 
   clusterings = []
   for i, (name, clusters) in enumerate(labels.clusterings.items()):
     match = _CLUSTERING.match(name)
+    if match is None:
+      raise ValueError(f'clustering {name!r} is not named <view>/head<h>')
     entry = {'id': f'h{i}', 'name': name, 'view': match['view'], 'head': match['head'],
              'clusters': int(np.unique(clusters).size), 'confidence': name in labels.confidences}
     if has_truth:
@@ -300,7 +302,7 @@ def _write_media(video_ids: list[str], records_dir: str, site: str) -> dict[str,
   the site-relative paths of what it has ('strip', 'audio'). Videos not in the records get none
   (counted in the log), so labels of records that moved still browse."""
   wanted = set(video_ids)
-  media = {}
+  media: dict[str, dict[str, str]] = {}
   for video_id, features in _read_records(os.path.expanduser(records_dir), wanted):
     stem = hashlib.sha1(video_id.encode()).hexdigest()[:20]
     files = {'strip': (_strip(features['frames']), 'jpg'),

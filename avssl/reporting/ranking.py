@@ -17,7 +17,7 @@ def rank_clusters(truth: np.ndarray, clusters: np.ndarray, class_names: dict[int
   """Clusters ranked by purity w.r.t. the ground truth (XDC §5): per cluster with labelled clips, its
   size, labelled count, purity (share of its majority class) and `top` most frequent classes."""
   known = truth >= 0
-  rows = []
+  rows: list[dict[str, Any]] = []
   for cluster in np.unique(clusters):
     members = clusters == cluster
     classes, counts = np.unique(truth[members & known], return_counts=True)
