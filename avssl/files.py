@@ -30,6 +30,13 @@ def _gfile():
   return tf.io.gfile
 
 
+def _clear_ram(path: str) -> None:
+  """Removes `path` on `ram://`, whose files TensorFlow appends to when written again (`gs://` and
+  local files are replaced), so that a write means the same everywhere."""
+  if path.startswith('ram://') and _gfile().exists(path):
+    _gfile().remove(path)
+
+
 def is_url(path: str) -> bool:
   """Whether `path` is a URL (`gs://...`, `ram://...`) rather than a local path."""
   return bool(_URL.match(os.fspath(path)))
@@ -84,12 +91,15 @@ def open(path: str, mode: str = 'r', **kwargs) -> IO:  # pylint: disable=redefin
     with _gfile().GFile(path, 'rb') as f:
       data = f.read()
     return io.StringIO(data.decode(kwargs.get('encoding') or 'utf-8'), newline=kwargs.get('newline'))
+  if 'w' in mode:
+    _clear_ram(path)
   return _gfile().GFile(path, mode)
 
 
 def copy(source: str, target: str) -> None:
   """Copies one file, replacing `target`; either side may be a URL (uploads, downloads)."""
   if is_url(source) or is_url(target):
+    _clear_ram(target)
     _gfile().copy(source, target, overwrite=True)
   else:
     shutil.copyfile(source, target)
