@@ -20,8 +20,8 @@ from avssl.train_state import TrainState
 class Checkpointer:
   """Saves every `every_steps` steps and at the end, keeps the newest `keep`, restores the latest.
 
-  Checkpoints go to `directory`, or by default to `<workdir>/checkpoints`; a URL (`gs://...`) reaches
-  orbax unchanged, a local path made absolute (orbax requires it).
+  Checkpoints go to `directory`, or by default to `<workdir>/checkpoints`; a URL (`gs://...`)
+  reaches orbax unchanged, a local path made absolute (orbax requires it).
   """
 
   def __init__(self, workdir: str, every_steps: int, keep: int, directory: str = ''):

@@ -90,7 +90,8 @@ def open(path: str, mode: str = 'r', **kwargs) -> IO:  # pylint: disable=redefin
   if 'r' in mode and 'b' not in mode:
     with _gfile().GFile(path, 'rb') as f:
       data = f.read()
-    return io.StringIO(data.decode(kwargs.get('encoding') or 'utf-8'), newline=kwargs.get('newline'))
+    text = data.decode(kwargs.get('encoding') or 'utf-8')
+    return io.StringIO(text, newline=kwargs.get('newline'))
   if 'w' in mode:
     _clear_ram(path)
   return _gfile().GFile(path, mode)

@@ -299,7 +299,8 @@ def _write_shard(output_dir: str, shard: Shard, results, bar: tqdm.tqdm) -> None
         rows.append(row)
         bar.update()
   except (OSError, tf.errors.OpError) as e:
-    files.remove(base + '.tfrecord.tmp')
+    with contextlib.suppress(OSError, tf.errors.OpError):  # Best effort, as the write failed.
+      files.remove(base + '.tfrecord.tmp')
     raise SystemExit(f'make_records: cannot write {base}.tfrecord ({e}). Finished shards are kept; '
                      'free some space (or fix the folder) and run the same command to resume.')
   files.rename(base + '.tfrecord.tmp', base + '.tfrecord')

@@ -115,8 +115,8 @@ def main(argv: list[str] | None = None) -> dict:
     raise SystemExit(str(e)) from e
   start = time.perf_counter()
   if files.is_url(args.output_dir):
-    raise SystemExit(f'--output_dir={args.output_dir}: PyAV writes videos to local files only; write '
-                     'them locally (make_records can then write its records to a URL)')
+    raise SystemExit(f'--output_dir={args.output_dir}: PyAV writes videos to local files only; '
+                     'write them locally (make_records can then write its records to a URL)')
   info = describe(spec, args.crf)
   _write_manifest(args.output_dir, info)
   partial_dir = os.path.join(args.output_dir, _PARTIAL)

@@ -1,5 +1,6 @@
-"""The storage layer (`avssl/files.py`): local paths and URLs alike, records and runs on `ram://` (TensorFlow's
-in-memory filesystem, standing in for `gs://`), and a source-tree check that nothing goes around it."""
+"""The storage layer (`avssl/files.py`): local paths and URLs alike, records and runs on `ram://`
+(TensorFlow's in-memory filesystem, standing in for `gs://`), and a source-tree check that nothing
+goes around it."""
 
 import ast
 import json
@@ -153,8 +154,8 @@ def test_make_records_to_ram_is_read_back_and_resumes(tmp_path, monkeypatch):
 
 
 def test_make_records_command_takes_a_url(tmp_path):
-  from data_prep import make_records  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
+  from data_prep import make_records  # pylint: disable=g-import-not-at-top
   videos = _videos(tmp_path / 'videos', 3)
   out = f'ram://{tmp_path.name}/cli'
   flags.FLAGS([__file__, '--dataset=folder', f'--input={videos}', f'--output_dir={out}',
@@ -163,7 +164,8 @@ def test_make_records_command_takes_a_url(tmp_path):
     make_records.main([__file__])
   finally:
     flags.FLAGS.unparse_flags()
-  assert files.exists(files.join(out, 'manifest.json')) and files.exists(files.join(out, 'train.csv'))
+  assert files.exists(files.join(out, 'manifest.json'))
+  assert files.exists(files.join(out, 'train.csv'))
 
 
 def test_raw_video_folders_must_be_local():
@@ -230,8 +232,8 @@ ALLOWED = {
     ('avssl/data/video_io.py', 'write_video'):
         'PyAV writes the container to a local file; its folder is made locally',
     ('data_prep/annotations.py', '_list_dir'):
-        'scans a local folder of media files (PyAV decodes local files only); os.scandir gives each '
-        "entry's type without a stat per file, which matters for 100,000s of videos",
+        'scans a local folder of media files (PyAV decodes local files only); os.scandir gives '
+        "each entry's type without a stat per file, which matters for 100,000s of videos",
     ('data_prep/annotations.py', '_assemble'):
         'checks that each media file exists on local disk, where PyAV will decode it',
 }

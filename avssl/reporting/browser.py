@@ -17,9 +17,9 @@ server or network:
 - `media/`: for each sampled video, a strip of frames (JPEG) and an audio snippet (WAV), written once
   however many clusterings show the video.
 
-The site is built in a local folder and then put in place, so a reader never sees half of one: a local
-site is renamed over the old one; a site at a URL (`gs://`) replaces the old one file by file with
-`index.html` last, so the page appears only when everything it loads is there.
+The site is built in a local folder and then put in place, so a reader never sees half of one: a
+local site is renamed over the old one; a site at a URL (`gs://`) replaces the old one file by file
+with `index.html` last, so the page appears only when everything it loads is there.
 """
 
 from __future__ import annotations
@@ -318,8 +318,9 @@ def _write_media(video_ids: list[str], records_dir: str, site: str) -> dict[str,
   media = {}
   for video_id, features in _read_records(files.local_or_url(records_dir), wanted):
     stem = hashlib.sha1(video_id.encode()).hexdigest()[:20]
-    outputs = {'strip': (_strip(features['frames']), 'jpg'),
-               'audio': (_snippet(features['waveform'].numpy(), int(features['sample_rate'])), 'wav')}
+    outputs = {
+        'strip': (_strip(features['frames']), 'jpg'),
+        'audio': (_snippet(features['waveform'].numpy(), int(features['sample_rate'])), 'wav')}
     media[video_id] = {}
     for kind, (data, extension) in outputs.items():
       if data is not None:
