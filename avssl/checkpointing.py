@@ -8,25 +8,34 @@ half-written checkpoint that a restart would pick up; saves run in the backgroun
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
+from avssl import files
 from avssl.train_state import TrainState
 
 
 class Checkpointer:
-  """Saves every `every_steps` steps and at the end, keeps the newest `keep` (None: all), restores
-  the latest."""
+  """Saves every `every_steps` steps and at the end, keeps the newest `keep` (None: all),
+  restores the latest.
 
-  def __init__(self, workdir: str, every_steps: int, keep: int | None):
+  Checkpoints go to `directory`, or by default to `<workdir>/checkpoints`; a URL (`gs://...`)
+  reaches orbax unchanged, a local path made absolute (orbax requires it).
+  """
+
+  def __init__(self, workdir: str, every_steps: int, keep: int | None, directory: str = ''):
     self.every_steps = max(int(every_steps), 1)
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                            enable_async_checkpointing=True)
-    self._manager = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), 'checkpoints'),
-                                          options=options)
+    self._manager = ocp.CheckpointManager(
+        files.local_or_url(directory or files.join(workdir, 'checkpoints')), options=options)
+
+  @property
+  def directory(self) -> str:
+    """Where the checkpoints are (for messages that tell the user where to look)."""
+    return str(self._manager.directory)
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()

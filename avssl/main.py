@@ -21,13 +21,13 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from avssl import config_lib
+from avssl import config_lib, files
 from avssl.modes import evaluate, finetune, label, train
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (with :args).',
                                           lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and outputs.',
-                               required=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and outputs: a '
+                               'local path or a URL (gs://...).', required=True)
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'label', 'finetune'], 'What to run.')
 flags.mark_flags_as_required(['config'])
 
@@ -88,7 +88,7 @@ def main(argv: list[str]) -> None:
   logging.info('process %d of %d; %d local devices, %d in all (%s)', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.devices()[0].platform)
-  mode, workdir = _MODE.value, _WORKDIR.value
+  mode, workdir = _MODE.value, files.local_or_url(_WORKDIR.value)
   if mode == 'train':
     train.train_and_evaluate(config, workdir)
   elif mode == 'eval':

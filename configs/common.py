@@ -29,6 +29,7 @@ def loop_config(*, batch_size: int, total_epochs: float, seed: int) -> ml_collec
   config.checkpoint_every_steps = config_lib.optional(int)
   config.checkpoint_every_epochs = 5.0
   config.keep_checkpoints = 3
+  config.checkpoint_dir = ''  # Where checkpoints go ('' = <workdir>/checkpoints); a path or a URL.
   config.init_from = ''  # Another run's workdir whose weights start this run (matching names/shapes).
   config.distributed = config_lib.distributed_config()
   config.evaluation = evaluation_config()

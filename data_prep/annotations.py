@@ -21,6 +21,8 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple, TextIO
 
+from avssl import files
+
 SPLITS = ('train', 'val', 'test')
 
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.m4v', '.mpg', '.mpeg', '.flv', '.ogv', '.3gp')
@@ -106,7 +108,7 @@ def folder(root: str, extensions: Sequence[str] = MEDIA_EXTENSIONS, split: str |
   `missing`.
   """
   _check_split(split)
-  root = _directory(root, 'root')
+  root = _video_directory(root, 'root')
   suffixes = tuple(_dotted(e) for e in extensions)
   missing: list[tuple[str, str]] = []
   top_dirs, top_files = _list_dir(root)
@@ -120,10 +122,10 @@ def folder(root: str, extensions: Sequence[str] = MEDIA_EXTENSIONS, split: str |
   found: list[tuple[str, str, str]] = []  # (split, class folder or '', relative path)
   class_names: set[str] = set()
   for group_split, group in groups:
-    dirs, files = _list_dir(os.path.join(root, group))
+    dirs, names = _list_dir(os.path.join(root, group))
     if dirs:
       class_names.update(dirs)
-      for name in files:
+      for name in names:
         missing.append((_join(group, name), 'not inside a class folder'))
       for class_name in dirs:
         class_dir = _join(group, class_name)
@@ -131,7 +133,7 @@ def folder(root: str, extensions: Sequence[str] = MEDIA_EXTENSIONS, split: str |
         missing.extend((_join(class_dir, d), 'nested folder not scanned') for d in nested)
         found.extend((group_split, class_name, _join(class_dir, f)) for f in class_files)
     else:
-      found.extend((group_split, '', _join(group, f)) for f in files)
+      found.extend((group_split, '', _join(group, f)) for f in names)
   classes = sorted(class_names)
   index = {name: i for i, name in enumerate(classes)}
   entries = []
@@ -153,7 +155,7 @@ def vggsound(csv_path: str, video_dir: str, file_pattern: str = VGGSOUND_FILE_PA
   whole file, sorted (309 in the released file).
   """
   _check_split(split)
-  video_dir = _directory(video_dir, 'video_dir')
+  video_dir = _video_directory(video_dir, 'video_dir')
   rows = []
   for where, row in _read_csv(csv_path, 'VGG-Sound CSV'):
     if len(row) != 4:
@@ -185,7 +187,7 @@ def kinetics400(csv_path: str | Sequence[str], video_dir: str, file_pattern: str
   `{youtube_id}_{time_start:06d}_{time_end:06d}`. Classes are all labels of the given CSVs, sorted.
   """
   _check_split(split)
-  video_dir = _directory(video_dir, 'video_dir')
+  video_dir = _video_directory(video_dir, 'video_dir')
   rows = _read_kinetics(csv_path)
   classes = sorted({row.label for row in rows if row.label})
   index = {name: i for i, name in enumerate(classes)}
@@ -204,7 +206,7 @@ def kinetics_sound(csv_path: str | Sequence[str], video_dir: str, file_pattern: 
   which catches a CSV whose class names differ from Kinetics-400's.
   """
   _check_split(split)
-  video_dir = _directory(video_dir, 'video_dir')
+  video_dir = _video_directory(video_dir, 'video_dir')
   rows = _read_kinetics(csv_path)
   unlabelled = next((row for row in rows if not row.label), None)
   if unlabelled is not None:
@@ -233,13 +235,13 @@ def ave(annotations_path: str, video_dir: str, split_dir: str | None = None,
   so the video_id is `{VideoID}_{start}_{end}`.
   """
   _check_split(split)
-  video_dir = _directory(video_dir, 'video_dir')
-  split_dir = _directory(split_dir or os.path.dirname(os.path.abspath(annotations_path)), 'split_dir')
+  video_dir = _video_directory(video_dir, 'video_dir')
+  split_dir = _directory(split_dir or os.path.dirname(files.local_or_url(annotations_path)), 'split_dir')
   classes = sorted({row[0] for row in _read_ave(annotations_path)})
   index = {name: i for i, name in enumerate(classes)}
   entries = []
   for entry_split, file_name in (('train', 'trainSet.txt'), ('val', 'valSet.txt'), ('test', 'testSet.txt')):
-    for category, video, start, end, where in _read_ave(os.path.join(split_dir, file_name)):
+    for category, video, start, end, where in _read_ave(files.join(split_dir, file_name)):
       if category not in index:
         raise ValueError(f'{where}: category {category!r} does not occur in {annotations_path}')
       entries.append(Entry(f'{video}_{start:g}_{end:g}', os.path.join(video_dir, f'{video}.mp4'), entry_split,
@@ -257,12 +259,12 @@ def ucf101(split_dir: str, video_dir: str, fold: int = 1, split: str | None = No
   """
   _check_split(split)
   _check_fold(fold, 3)
-  video_dir = _directory(video_dir, 'video_dir')
-  classes = _read_class_index(os.path.join(split_dir, 'classInd.txt'))
+  video_dir = _video_directory(video_dir, 'video_dir')
+  classes = _read_class_index(files.join(split_dir, 'classInd.txt'))
   index = {name: i for i, name in enumerate(classes)}
   entries = []
   for entry_split, list_name in (('train', 'trainlist'), ('test', 'testlist')):
-    for where, fields in _read_fields(os.path.join(split_dir, f'{list_name}{fold:02d}.txt'), 'UCF-101 list'):
+    for where, fields in _read_fields(files.join(split_dir, f'{list_name}{fold:02d}.txt'), 'UCF-101 list'):
       if len(fields) not in (1, 2):
         raise ValueError(f'{where}: expected "Class/video.avi" with an optional class number, got {fields}')
       rel = fields[0]
@@ -286,17 +288,17 @@ def hmdb51(split_dir: str, video_dir: str, fold: int = 1, split: str | None = No
   """
   _check_split(split)
   _check_fold(fold, 3)
-  video_dir = _directory(video_dir, 'video_dir')
+  video_dir = _video_directory(video_dir, 'video_dir')
   split_dir = _directory(split_dir, 'split_dir')
   suffix = f'_test_split{fold}.txt'
-  split_files = sorted(name for name in os.listdir(split_dir) if name.endswith(suffix))
+  split_files = sorted(name for name in files.listdir(split_dir) if name.endswith(suffix))
   if not split_files:
     raise FileNotFoundError(f'split_dir {split_dir} has no *{suffix} files '
                             '(HMDB-51 testTrainMulti_7030_splits)')
   classes = [name[:-len(suffix)] for name in split_files]
   entries = []
   for label_index, (class_name, file_name) in enumerate(zip(classes, split_files)):
-    for where, fields in _read_fields(os.path.join(split_dir, file_name), 'HMDB-51 split'):
+    for where, fields in _read_fields(files.join(split_dir, file_name), 'HMDB-51 split'):
       if len(fields) != 2:
         raise ValueError(f'{where}: expected "video.avi id", got {fields}')
       name, tag = fields[0], _parse_int(fields[1], where, 'id')
@@ -317,7 +319,7 @@ def esc50(csv_path: str, audio_dir: str, fold: int | None = None, split: str | N
   video_id is the file name without extension.
   """
   _check_split(split)
-  audio_dir = _directory(audio_dir, 'audio_dir')
+  audio_dir = _video_directory(audio_dir, 'audio_dir')
   rows = _read_csv(csv_path, 'ESC-50 CSV')
   if not rows:
     raise ValueError(f'{csv_path}: empty; expected the header filename,fold,target,category,...')
@@ -474,9 +476,9 @@ def _assemble(entries: Iterable[Entry], classes: list[str], split: str | None,
 
 
 def _open_text(path: str, what: str) -> TextIO:
-  if not os.path.isfile(path):
+  if not files.exists(path) or files.isdir(path):
     raise FileNotFoundError(f'{what} {path} does not exist')
-  return open(path, encoding='utf-8-sig', newline='')
+  return files.open(path, encoding='utf-8-sig', newline='')
 
 
 def _read_lines(path: str, what: str) -> list[tuple[str, str]]:
@@ -539,9 +541,18 @@ def _format(pattern: str, fields: dict[str, Any], where: str) -> str:
 
 
 def _directory(path: str, what: str) -> str:
-  if not os.path.isdir(path):
+  """A folder of annotation files, local or at a URL, as an absolute path or the URL."""
+  if not files.isdir(path):
     raise FileNotFoundError(f'{what} {path} is not a directory')
-  return os.path.abspath(path)
+  return files.local_or_url(path)
+
+
+def _video_directory(path: str, what: str) -> str:
+  """A folder of media files: local, since PyAV decodes local files only."""
+  if files.is_url(path):
+    raise ValueError(f'{what} {path}: media files are decoded from local disk; copy them there '
+                     '(gsutil -m cp -r) and pass the local folder')
+  return _directory(path, what)
 
 
 def _list_dir(path: str) -> tuple[list[str], list[str]]:

@@ -66,7 +66,8 @@ _SPLIT_DIR = flags.DEFINE_string('split_dir', None, 'AVE: the folder of trainSet
 _FOLD = flags.DEFINE_integer('fold', None, 'UCF101/HMDB51 split (1-3), ESC-50 test fold (1-5).')
 _FILE_PATTERN = flags.DEFINE_string('file_pattern', None,
                                     'VGG-Sound/Kinetics: file name pattern of the downloaded clips.')
-_OUTPUT_DIR = flags.DEFINE_string('output_dir', None, 'Where shards and manifest.json go.')
+_OUTPUT_DIR = flags.DEFINE_string('output_dir', None, 'Where shards and manifest.json go: a '
+                                  'local path or a URL (gs://...).')
 _FPS = flags.DEFINE_float('fps', 30.0, 'Frame rate of the stored frames (the papers sample 30 fps).')
 _SHORT_SIDE = flags.DEFINE_integer('short_side', 160, 'Short side of the stored frames; 160 is the '
                                    'largest random resize of SeLaVi\'s augmentation.')
@@ -225,10 +226,10 @@ def _write_json(path: str, value: Any) -> None:
 
 def _check_resume(output_dir: str, header: dict[str, Any]) -> None:
   """A second run into the same folder must be the same conversion, or shards would mix."""
-  path = os.path.join(output_dir, MANIFEST)
-  if not os.path.exists(path):
+  path = files.join(output_dir, MANIFEST)
+  if not files.exists(path):
     return
-  with open(path) as f:
+  with files.open(path) as f:
     previous = json.load(f)
   if previous.get('val_split') != header['val_split']:
     raise app.UsageError(
@@ -249,12 +250,12 @@ def run(parsed: annotations.Annotations, output_dir: str, settings: Settings, *,
 
   `val_split` is how `parsed` was passed through `carve_val`, if it was; it is recorded and checked.
   """
-  os.makedirs(output_dir, exist_ok=True)
+  files.makedirs(output_dir)
   header = {'dataset': dataset, 'settings': dataclasses.asdict(settings),
             'val_split': dataclasses.asdict(val_split) if val_split else None,
             'inputs': {'count': len(parsed.entries), 'sha256': _inputs_digest(parsed.entries)}}
   _check_resume(output_dir, header)
-  _write_json(os.path.join(output_dir, MANIFEST), {**header, 'status': 'in progress'})
+  _write_json(files.join(output_dir, MANIFEST), {**header, 'status': 'in progress'})
   shards = plan_shards(parsed.entries, settings.examples_per_shard)
   pending = [s for s in shards if not _finished(output_dir, s)]
   todo = [(e, settings) for s in pending for e in s.entries]
@@ -265,7 +266,7 @@ def run(parsed: annotations.Annotations, output_dir: str, settings: Settings, *,
         _write_shard(output_dir, shard, results, bar)
   rows = [(shard, _load_rows(output_dir, shard)) for shard in shards]
   manifest = _manifest(rows, parsed, header)
-  _write_json(os.path.join(output_dir, MANIFEST), manifest)
+  _write_json(files.join(output_dir, MANIFEST), manifest)
   _write_tables(output_dir, rows)
   return manifest
 
@@ -278,14 +279,14 @@ def _pool(workers: int):
 
 
 def _finished(output_dir: str, shard: Shard) -> bool:
-  base = os.path.join(output_dir, shard.name)
-  return os.path.exists(base + '.tfrecord') and os.path.exists(base + '.json')
+  base = files.join(output_dir, shard.name)
+  return files.exists(base + '.tfrecord') and files.exists(base + '.json')
 
 
 def _write_shard(output_dir: str, shard: Shard, results, bar: tqdm.tqdm) -> None:
   """Writes one shard under a temporary name; renames it and its result file only when complete."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  base = os.path.join(output_dir, shard.name)
+  base = files.join(output_dir, shard.name)
   rows = []
   try:
     with tf.io.TFRecordWriter(base + '.tfrecord.tmp') as writer:
@@ -299,23 +300,16 @@ def _write_shard(output_dir: str, shard: Shard, results, bar: tqdm.tqdm) -> None
         rows.append(row)
         bar.update()
   except (OSError, tf.errors.OpError) as e:
-    _remove(base + '.tfrecord.tmp')
-    message = (f'make_records: cannot write {base}.tfrecord ({e}). Finished shards are kept; free '
-               'some space (or fix the folder) and run the same command to resume.')
-    raise SystemExit(message) from e
-  os.replace(base + '.tfrecord.tmp', base + '.tfrecord')
-  _write_json(base + '.json', rows)
-
-
-def _remove(path: str) -> None:
-  try:
-    os.remove(path)
-  except OSError:
-    pass
+    with contextlib.suppress(OSError, tf.errors.OpError):  # Best effort, as the write failed.
+      files.remove(base + '.tfrecord.tmp')
+    raise SystemExit(f'make_records: cannot write {base}.tfrecord ({e}). Finished shards are kept; '
+                     'free some space (or fix the folder) and run the same command to resume.') from e
+  files.rename(base + '.tfrecord.tmp', base + '.tfrecord')
+  _write_json(base + '.json', rows)  # Written last: it marks the shard finished (`_finished`).
 
 
 def _load_rows(output_dir: str, shard: Shard) -> list[dict[str, Any]]:
-  with open(os.path.join(output_dir, shard.name + '.json')) as f:
+  with files.open(files.join(output_dir, shard.name + '.json')) as f:
     return json.load(f)
 
 
@@ -355,7 +349,7 @@ def _write_tables(output_dir: str, shard_rows: list[tuple[Shard, list[dict[str, 
   for shard, rows in shard_rows:
     by_split[shard.split] += [r for r in rows if r['written']]
   for split, rows in by_split.items():
-    with files.atomic_open(os.path.join(output_dir, f'{split}.csv'), newline='') as f:
+    with files.atomic_open(files.join(output_dir, f'{split}.csv'), newline='') as f:
       writer = csv.writer(f)
       writer.writerow(['index', 'video_id', 'source', 'label_index', 'label_name', 'duration'])
       for i, r in enumerate(rows):
@@ -369,7 +363,7 @@ def summary(manifest: dict[str, Any], output_dir: str) -> str:
   return (f'make_records: {counts["inputs"]} inputs: {counts["written"]} written, '
           f'{counts["skipped"]} skipped' + (f' ({reasons})' if reasons else '') +
           f', {counts["missing"]} listed but absent or unusable'
-          f' -> {os.path.join(output_dir, MANIFEST)}')
+          f' -> {files.join(output_dir, MANIFEST)}')
 
 
 def parse_inputs(dataset: str, given: dict[str, Any]) -> annotations.Annotations:
@@ -380,7 +374,7 @@ def parse_inputs(dataset: str, given: dict[str, Any]) -> annotations.Annotations
   """
   parser = annotations.PARSERS[dataset]
   names = list(inspect.signature(parser).parameters)
-  kwargs = {names[0]: os.path.expanduser(given.pop('input'))}
+  kwargs = {names[0]: files.local_or_url(given.pop('input'))}
   for flag, value in given.items():
     if value is None:
       continue
@@ -388,7 +382,7 @@ def parse_inputs(dataset: str, given: dict[str, Any]) -> annotations.Annotations
     if name not in names:
       raise app.UsageError(f'--{flag} does not apply to --dataset={dataset} (it takes '
                            f'{", ".join("--" + n for n in names[1:])})')
-    kwargs[name] = os.path.expanduser(value) if isinstance(value, str) and flag != 'file_pattern' \
+    kwargs[name] = files.local_or_url(value) if isinstance(value, str) and flag != 'file_pattern' \
         else value
   return parser(**kwargs)
 
@@ -416,7 +410,7 @@ def main(argv: Sequence[str]) -> None:
       min_duration=_MIN_DURATION.value, flow=_FLOW.value, audio_only=audio_only,
       require_audio=_REQUIRE_AUDIO.value, jpeg_quality=_JPEG_QUALITY.value,
       examples_per_shard=_PER_SHARD.value)
-  output_dir = os.path.expanduser(_OUTPUT_DIR.value)
+  output_dir = files.local_or_url(_OUTPUT_DIR.value)
   manifest = run(parsed, output_dir, settings, dataset=_DATASET.value, workers=_WORKERS.value,
                  val_split=val_split)
   print(summary(manifest, output_dir))

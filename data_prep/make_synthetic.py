@@ -26,6 +26,7 @@ import time
 import numpy as np
 import tqdm
 
+from avssl import files
 from avssl.data import synthetic, video_io
 
 _PARTIAL = '.partial'
@@ -102,7 +103,7 @@ def write_clip(job: tuple[synthetic.AvsynthSpec, int, str, str, int]) -> None:
   frames, waveform, _ = synthetic.render_clip(spec, index)
   partial = os.path.join(partial_dir, os.path.basename(path))
   video_io.write_video(partial, frames, spec.fps, waveform, spec.sample_rate, crf=crf)
-  os.replace(partial, path)
+  files.rename(partial, path)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -113,15 +114,18 @@ def main(argv: list[str] | None = None) -> dict:
   except ValueError as e:
     raise SystemExit(str(e)) from e
   start = time.perf_counter()
+  if files.is_url(args.output_dir):
+    raise SystemExit(f'--output_dir={args.output_dir}: PyAV writes videos to local files only; '
+                     'write them locally (make_records can then write its records to a URL)')
   info = describe(spec, args.crf)
   _write_manifest(args.output_dir, info)
   partial_dir = os.path.join(args.output_dir, _PARTIAL)
-  os.makedirs(partial_dir, exist_ok=True)
+  files.makedirs(partial_dir)
   jobs = []
   for index in range(spec.num_videos):
     path = os.path.join(args.output_dir, video_path(spec, index))
-    if not os.path.exists(path):
-      os.makedirs(os.path.dirname(path), exist_ok=True)
+    if not files.exists(path):
+      files.makedirs(os.path.dirname(path))
       jobs.append((spec, index, path, partial_dir, args.crf))
   progress = tqdm.tqdm(total=len(jobs), desc='avsynth', unit='clip', disable=not jobs)
   if args.workers <= 1:
@@ -145,18 +149,17 @@ def main(argv: list[str] | None = None) -> dict:
 def _write_manifest(output_dir: str, info: dict) -> None:
   """Writes avsynth.json, refusing to mix clips of another spec into an existing folder."""
   path = os.path.join(output_dir, 'avsynth.json')
-  if os.path.exists(path):
-    with open(path) as f:
+  if files.exists(path):
+    with files.open(path) as f:
       old = json.load(f)
     new = json.loads(json.dumps(info))
     for key in ('spec', 'encoding'):
       if old.get(key) != new[key]:
         raise SystemExit(f'{path} was written with a different {key} ({old.get(key)}); pass the '
                          'same arguments to resume it, or a new --output_dir')
-  os.makedirs(output_dir, exist_ok=True)
-  with open(path + '.tmp', 'w') as f:
+  files.makedirs(output_dir)
+  with files.atomic_open(path) as f:
     json.dump(info, f, indent=1)
-  os.replace(path + '.tmp', path)
 
 
 if __name__ == '__main__':

@@ -24,6 +24,7 @@ import av
 import cv2
 import numpy as np
 
+from avssl import files
 from avssl.data import flow as flow_lib
 
 # GOCA's README resizes frames to short side 256 before flow, for every dataset alike
@@ -88,7 +89,8 @@ def _resized(width: int, height: int, short_side: int) -> tuple[int, int]:
 
 def save_flow(path: str, flow: np.ndarray, fps: float) -> None:
   """Writes quantised flow losslessly (zip-deflated .npz), with the frame rate it was computed at."""
-  np.savez_compressed(path, flow=flow, fps=np.float32(fps))
+  with files.atomic_open(path, 'wb') as f:
+    np.savez_compressed(f, flow=flow, fps=np.float32(fps))
 
 
 def flow_stats(flow: np.ndarray) -> dict[str, float]:

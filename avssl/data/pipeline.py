@@ -37,6 +37,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from avssl import files
 from avssl.data import audio, augment, datasets, flow as flow_lib, records
 
 MANIFEST = 'manifest.json'
@@ -69,11 +70,11 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
 
 
 def read_manifest(directory: str) -> dict[str, Any]:
-  path = os.path.join(os.path.expanduser(directory), MANIFEST)
-  if not os.path.exists(path):
+  path = files.join(files.local_or_url(directory), MANIFEST)
+  if not files.exists(path):
     raise FileNotFoundError(f'{path} not found: config.data.dir must be a folder written by '
                             'python -m data_prep.make_records')
-  with open(path) as f:
+  with files.open(path) as f:
     manifest = json.load(f)
   if manifest.get('status') != 'complete':
     raise ValueError(f'{path}: the conversion did not finish; re-run the same make_records command')
@@ -88,7 +89,7 @@ class RecordSource(datasets.DataSource):
     if batch_size % process_count:
       raise ValueError(f'batch_size={batch_size} does not divide over {process_count} processes')
     self.config, self.seed = config, seed
-    self.directory = os.path.expanduser(config.dir)
+    self.directory = files.local_or_url(config.dir)
     self.manifest = read_manifest(self.directory)
     self.process_index, self.process_count = process_index, process_count
     self.batch_size, self.local_batch = batch_size, batch_size // process_count
@@ -120,12 +121,12 @@ class RecordSource(datasets.DataSource):
     return shards[index::self.process_count]
 
   def _files(self, shards: list[dict[str, Any]]) -> tuple[list[str], list[int]]:
-    return [os.path.join(self.directory, s['file']) for s in shards], [s['offset'] for s in shards]
+    return [files.join(self.directory, s['file']) for s in shards], [s['offset'] for s in shards]
 
   def video_table(self, split: str | None = None) -> list[dict[str, str]]:
     """Rows of `{split}.csv` (index, video_id, source, label), in dataset-index order."""
     import csv  # pylint: disable=g-import-not-at-top
-    with open(os.path.join(self.directory, f'{split or self.config.train_split}.csv')) as f:
+    with files.open(files.join(self.directory, f'{split or self.config.train_split}.csv')) as f:
       return list(csv.DictReader(f))
 
   # Training stream.

@@ -14,6 +14,10 @@ round(duration * sample_rate), duration being the video stream's.
 
 Files that cannot be used raise `MediaError` with a short reason, which `data_prep` writes to its
 manifest; nothing else in a bad file can stop a conversion.
+
+Media files are local: PyAV (FFmpeg) opens local paths, not `gs://` URLs, so this module is the one
+that does not go through `avssl.files`. Videos on Cloud Storage are copied to local disk first; the
+records made from them may go anywhere (`make_records --output_dir=gs://...`).
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 import jax
 import numpy as np
 
+from avssl import files
 from avssl.types import PyTree
 StateDict = dict[str, np.ndarray]
 # A Flax variable path (collection, module..., leaf) -> the checkpoint key(s) it comes from: one key, a
@@ -59,7 +60,7 @@ def load_state_dict(path: str, trusted: bool = False) -> StateDict:
   """
   ext = os.path.splitext(path)[1]
   if ext == '.npz':
-    with np.load(path) as data:
+    with files.open(path, 'rb') as f, np.load(f) as data:
       return {k: data[k] for k in data.files}
   if ext not in ('.pth', '.pt', '.tar'):
     raise ValueError(f'{path}: expected a .pth, .pt, .tar or .npz file')
@@ -69,7 +70,8 @@ def load_state_dict(path: str, trusted: bool = False) -> StateDict:
     raise ImportError(f'{path}: reading a PyTorch file needs torch; install it, or save the state '
                       'dict as .npz where torch is installed (see avssl/models/convert.py)') from e
   try:
-    checkpoint = torch.load(path, map_location='cpu', weights_only=not trusted)
+    with files.open(path, 'rb') as f:
+      checkpoint = torch.load(f, map_location='cpu', weights_only=not trusted)
   except Exception as e:  # torch raises UnpicklingError subclasses that vary by version
     if trusted:
       raise

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
+from avssl import files
 from avssl.evaluation import metrics, tables
 from avssl.methods import goca, xdc
 
@@ -29,11 +29,11 @@ LAYOUTS = ('clustering', 'xdc', 'goca')
 
 def read_json(workdir: str, name: str) -> dict[str, Any]:
   """`workdir/name`, or an error saying which mode writes it."""
-  path = os.path.join(workdir, name)
-  if not os.path.exists(path):
+  path = files.join(workdir, name)
+  if not files.exists(path):
     raise SystemExit(f'{path} not found: train{" (or --mode=eval)" if name == "eval.json" else ""}'
                      f'{"" if name == "eval.json" else " and run --mode=eval on"} {workdir} first')
-  with open(path) as f:
+  with files.open(path) as f:
     return json.load(f)
 
 
@@ -54,7 +54,7 @@ def table(layout: str, runs: dict[str, str], metric: str = 'nmi') -> str:
       raise SystemExit(f'--metric={metric!r}: use one of {", ".join(xdc.QUALITY)}')
     return xdc.comparison_table({name: read_json(w, 'eval.json') for name, w in runs.items()}, metric)
   return goca.comparison_tables({
-      name: {e: read_json(w, os.path.join('eval', f'{e}.json')) for e in ('retrieval', 'kmeans')}
+      name: {e: read_json(w, files.join('eval', f'{e}.json')) for e in ('retrieval', 'kmeans')}
       for name, w in runs.items()})
 
 

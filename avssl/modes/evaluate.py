@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -86,10 +85,10 @@ def write_method_results(workdir: str, step: int, results: dict[str, float],
   """`eval.json` (flat scalars, read by `avssl.modes.compare`) and `eval.md`, atomically."""
   if jax.process_index() != 0 or not results:
     return
-  with files.atomic_open(os.path.join(workdir, 'eval.json')) as f:
+  with files.atomic_open(files.join(workdir, 'eval.json')) as f:
     json.dump({'step': step, **results}, f, indent=1, sort_keys=True)
   if table:
-    with files.atomic_open(os.path.join(workdir, 'eval.md')) as f:
+    with files.atomic_open(files.join(workdir, 'eval.md')) as f:
       f.write(table + '\n')
 
 
@@ -269,7 +268,7 @@ def check(names: tuple[str, ...]) -> None:
 def run(ctx: Context, names: tuple[str, ...]) -> dict[str, Any]:
   """Runs the evaluations `names` in order; writes each one's JSON and table, and `tables.md`."""
   check(names)
-  out_dir = os.path.join(ctx.workdir, 'eval')
+  out_dir = files.join(ctx.workdir, 'eval')
   results, texts = {}, []
   for name in names:
     logging.info('Evaluation %r of step %d', name, ctx.step)
@@ -277,14 +276,14 @@ def run(ctx: Context, names: tuple[str, ...]) -> dict[str, Any]:
     results[name] = result.values
     texts.append(result.table)
     if jax.process_index() == 0:
-      os.makedirs(out_dir, exist_ok=True)
-      with files.atomic_open(os.path.join(out_dir, f'{name}.json')) as f:
+      files.makedirs(out_dir)
+      with files.atomic_open(files.join(out_dir, f'{name}.json')) as f:
         json.dump({'step': ctx.step, **_jsonable(result.values)}, f, indent=1)
-      with files.atomic_open(os.path.join(out_dir, f'{name}.md')) as f:
+      with files.atomic_open(files.join(out_dir, f'{name}.md')) as f:
         f.write(result.table + '\n')
       logging.info('%s', result.table)
   if jax.process_index() == 0 and texts:
-    with files.atomic_open(os.path.join(out_dir, 'tables.md')) as f:
+    with files.atomic_open(files.join(out_dir, 'tables.md')) as f:
       f.write('\n\n'.join(texts) + '\n')
   return results
 
@@ -307,7 +306,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
   built = setup(config, workdir)
   try:
     if built.checkpointer.latest_step() is None:
-      raise FileNotFoundError(f'no checkpoint in {os.path.join(workdir, "checkpoints")}: train first')
+      raise FileNotFoundError(f'no checkpoint in {built.checkpointer.directory}: train first')
     context = Context(config, built.method, built.state, built.data, built.mesh, workdir,
                       int(built.state.step), config_name)
     return run(context, tuple(config.evaluation.run))

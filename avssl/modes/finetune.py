@@ -44,7 +44,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   folds = []
   for i, directory in enumerate(dirs, start=1):
     logging.info('Finetuning fold %d of %d: %s', i, len(dirs), directory)
-    folds.append(finetune_fold(config, directory, os.path.join(workdir, f'fold{i}')))
+    folds.append(finetune_fold(config, directory, files.join(workdir, f'fold{i}')))
   metrics = sorted(folds[0]['test'])
   summary = {}
   for name in metrics:
@@ -55,7 +55,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
              'test_split': settings.test_split, 'num_folds': len(folds), 'test': summary,
              'folds': folds}
   if jax.process_index() == 0:
-    with files.atomic_open(os.path.join(workdir, RESULTS)) as f:
+    with files.atomic_open(files.join(workdir, RESULTS)) as f:
       json.dump(results, f, indent=1, sort_keys=True)
   name = settings.select_metric
   logging.info('Finetuning over %d folds: test %s %.4f ± %.4f', len(folds), name,
@@ -70,6 +70,8 @@ def finetune_fold(config: ml_collections.ConfigDict, directory: str, workdir: st
   config.data.dir = directory
   config.data.eval_split = settings.val_split  # The loop's own evaluation reads val, never test.
   config.keep_checkpoints = None  # Every checkpoint stays for the selection.
+  if config.get('checkpoint_dir'):  # One folder per fold, named as the fold's workdir.
+    config.checkpoint_dir = files.join(config.checkpoint_dir, os.path.basename(workdir))
   # Both splits must exist before hours of training; building a source reads only the manifest.
   val_source = _eval_source(config, settings.val_split)
   test_source = _eval_source(config, settings.test_split)
@@ -81,7 +83,8 @@ def finetune_fold(config: ml_collections.ConfigDict, directory: str, workdir: st
   method = methods.build(config, base.RunContext(sharding.make_mesh(), val_source, steps_per_epoch,
                                                  int(final.step)))
   placement = jax.tree.map(lambda x: x.sharding, final)
-  checkpointer = checkpointing.Checkpointer(workdir, every_steps=1, keep=None)
+  checkpointer = checkpointing.Checkpointer(workdir, every_steps=1, keep=None,
+                                            directory=config.get('checkpoint_dir', ''))
   try:
     val = {}
     for step in sorted(checkpointer.all_steps()):
@@ -99,7 +102,7 @@ def finetune_fold(config: ml_collections.ConfigDict, directory: str, workdir: st
             'selected_epoch': selected / (val_source.num_train // config.batch_size),
             'val': {str(step): results for step, results in val.items()}, 'test': test}
   if jax.process_index() == 0:
-    with files.atomic_open(os.path.join(workdir, RESULTS)) as f:
+    with files.atomic_open(files.join(workdir, RESULTS)) as f:
       json.dump(result, f, indent=1, sort_keys=True)
   return result
 

@@ -74,7 +74,7 @@ def write_labels(run: Run) -> str:
   extra = {}
   if source is run.data and isinstance(method, base.SelfLabels):
     extra = {name: table[index] for name, table in method.self_labels(run.state).items()}
-  path = os.path.join(run.workdir, config.label.file)
+  path = files.join(run.workdir, config.label.file)
   if jax.process_index() != 0:
     return path
   header = ['video_id', 'source', 'label']
@@ -107,8 +107,8 @@ def write_labels(run: Run) -> str:
         {name: ranking.rank_clusters(labels.truth, clusters, class_names)
          for name, clusters in labels.clusterings.items()}, run.workdir)
   browser.write(labels, config.label.get('dir') or config.data.dir,
-                os.path.join(run.workdir, 'browser'),
-                title=os.path.basename(os.path.abspath(run.workdir)))
+                files.join(run.workdir, 'browser'),
+                title=os.path.basename(run.workdir.rstrip('/')))
   prior = method.cluster_prior(run.state) if isinstance(method, base.ClusterPrior) else None
   plots.write(run.workdir, labels, prior, int(run.state.step))
   return path

@@ -37,7 +37,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
       lambda rng: method.init_variables(rng, example),
       lambda: method.init_method_state(data.num_train), tx, jax.random.PRNGKey(config.seed), mesh)
   checkpointer = checkpointing.Checkpointer(workdir, config_lib.steps(
-      config, 'checkpoint_every', steps_per_epoch, default=total_steps), config.keep_checkpoints)
+      config, 'checkpoint_every', steps_per_epoch, default=total_steps), config.keep_checkpoints,
+      directory=config.get('checkpoint_dir', ''))
   if checkpointer.latest_step() is not None:
     logging.info('Resuming from the checkpoint of step %d in %s', checkpointer.latest_step(), workdir)
     state = checkpointer.restore(state, state_sharding)

@@ -17,7 +17,7 @@ from avssl.train_state import TrainState
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains from the latest checkpoint in `workdir` (or from scratch) to the configured end."""
   run = setup(config, workdir)
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  writer = make_writer(workdir)
   start = int(run.state.step)
   logging.info('Training %s from step %d to %d (%d steps per epoch) on %d devices in %d processes',
                config.method, start, run.total_steps, run.steps_per_epoch, jax.device_count(),
@@ -29,6 +29,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     run.checkpointer.close()
     writer.close()
   return state
+
+
+def make_writer(workdir: str) -> metric_writers.MetricWriter:
+  """Logs on every process; TensorBoard events in `workdir` on process 0 only. The workdir reaches
+  TensorFlow's summary writer as given, so a URL (`gs://...`, `ram://...`) is written there (clu's
+  default writer turns it into an etils path first, which knows `gs://` but not every scheme)."""
+  writers: list[metric_writers.MetricWriter] = [metric_writers.LoggingWriter()]
+  if jax.process_index() == 0:
+    writers.append(metric_writers.SummaryWriter(workdir))
+  return metric_writers.AsyncMultiWriter(writers)
 
 
 def evaluate_and_write(run: loop.Run, state: TrainState, writer: metric_writers.MetricWriter,

@@ -17,7 +17,9 @@ server or network:
 - `media/`: for each sampled video, a strip of frames (JPEG) and an audio snippet (WAV), written once
   however many clusterings show the video.
 
-The site is built in a temporary folder and swapped in whole, so a reader never sees half of one.
+The site is built in a local folder and then put in place, so a reader never sees half of one: a
+local site is renamed over the old one; a site at a URL (`gs://`) replaces the old one file by file
+with `index.html` last, so the page appears only when everything it loads is there.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import json
 import math
 import os
 import re
-import shutil
+import tempfile
 import wave
 from collections.abc import Iterator
 from typing import Any
@@ -42,6 +44,7 @@ import scipy.signal
 import tensorflow as tf
 from absl import logging
 
+from avssl import files
 from avssl.data import pipeline, records
 from avssl.evaluation import metrics as metrics_lib
 
@@ -85,7 +88,7 @@ def read_labels(path: str) -> Labels:
   `label`, then `<view>/head<h>` cluster columns, each with an optional `<view>/head<h>/confidence`.
   A file of another scheme (the per-method ones of earlier versions) is refused. Rows stream into
   typed arrays, so 200,000 videos × 40 columns stay small in memory."""
-  with open(path, newline='') as f:
+  with files.open(path, newline='') as f:
     reader = csv.reader(f)
     header = next(reader)
     missing = {'video_id', 'source'} - set(header)
@@ -132,24 +135,26 @@ def write(labels: Labels, records_dir: str | None, output_dir: str, *, title: st
     members_per_cluster: how many members each cluster shows: half the most confident, half the least
       (a seeded random sample for clusterings without confidences, such as the self-labels).
   """
-  tmp = f'{output_dir}.tmp'
-  shutil.rmtree(tmp, ignore_errors=True)
-  try:
-    num_media = _build(labels, records_dir, tmp, title, members_per_cluster)
-    _swap(tmp, output_dir)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
+  with tempfile.TemporaryDirectory(prefix='avssl-browser-') as scratch:
+    # Beside a local output_dir, so that the finished site is renamed (not copied) into place.
+    tmp = os.path.join(scratch, 'site') if files.is_url(output_dir) else f'{output_dir}.tmp'
+    files.rmtree(tmp)
+    try:
+      num_media = _build(labels, records_dir, tmp, title, members_per_cluster)
+      (_upload if files.is_url(output_dir) else _swap)(tmp, output_dir)
+    finally:
+      files.rmtree(tmp)
   logging.info('Wrote the cluster browser of %d clusterings (media of %d videos) to %s',
                len(labels.clusterings), num_media, output_dir)
-  return os.path.join(output_dir, 'index.html')
+  return files.join(output_dir, 'index.html')
 
 
 def _build(labels: Labels, records_dir: str | None, site: str, title: str,
            members_per_cluster: int) -> int:
   """Writes the whole site into the new folder `site`; returns how many videos got media."""
-  os.makedirs(os.path.join(site, 'data'))
+  files.makedirs(os.path.join(site, 'data'))
   for name in SITE_FILES:
-    shutil.copy(os.path.join(SITE_DIR, name), os.path.join(site, name))
+    files.copy(os.path.join(SITE_DIR, name), os.path.join(site, name))
   samples = {name: _sample(labels.clusterings[name], labels.confidences.get(name),
                            members_per_cluster) for name in labels.clusterings}
   rows = sorted({r for sample in samples.values() for members in sample.values() for r, _ in members})
@@ -163,19 +168,29 @@ def _build(labels: Labels, records_dir: str | None, site: str, title: str,
 def _swap(tmp: str, output_dir: str) -> None:
   """Puts the finished site `tmp` in place of `output_dir`."""
   old = f'{output_dir}.old'
-  shutil.rmtree(old, ignore_errors=True)
-  if os.path.exists(output_dir):
-    os.replace(output_dir, old)
-  os.replace(tmp, output_dir)
-  shutil.rmtree(old, ignore_errors=True)
+  files.rmtree(old)
+  if files.exists(output_dir):
+    files.rename(output_dir, old)
+  files.rename(tmp, output_dir)
+  files.rmtree(old)
+
+
+def _upload(tmp: str, output_dir: str) -> None:
+  """Replaces the site at the URL `output_dir` by the finished local site `tmp`, `index.html` last:
+  an object store has no folder rename, and the page is not there until all it loads is."""
+  files.rmtree(output_dir)
+  for relative in sorted(files.list_files(tmp), key=lambda name: name == 'index.html'):
+    target = files.join(output_dir, relative)
+    files.makedirs(os.path.dirname(target))
+    files.copy(os.path.join(tmp, relative), target)
 
 
 def _write_data(site: str, key: str, value: Any) -> None:
   """`data/<key>.js`: the value as JSON handed to the page. JSON is a JavaScript expression whose
   strings are all escaped, so nothing in the data can run as code."""
   path = os.path.join(site, 'data', f'{key}.js')
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, 'w') as f:
+  files.makedirs(os.path.dirname(path))
+  with files.open(path, 'w') as f:
     f.write(f'AVSSL.receive({json.dumps(key)}, '
             f'{json.dumps(value, separators=(",", ":"), allow_nan=False)});\n')
 
@@ -303,12 +318,13 @@ def _write_media(video_ids: list[str], records_dir: str, site: str) -> dict[str,
   (counted in the log), so labels of records that moved still browse."""
   wanted = set(video_ids)
   media: dict[str, dict[str, str]] = {}
-  for video_id, features in _read_records(os.path.expanduser(records_dir), wanted):
+  for video_id, features in _read_records(files.local_or_url(records_dir), wanted):
     stem = hashlib.sha1(video_id.encode()).hexdigest()[:20]
-    files = {'strip': (_strip(features['frames']), 'jpg'),
-             'audio': (_snippet(features['waveform'].numpy(), int(features['sample_rate'])), 'wav')}
+    outputs = {
+        'strip': (_strip(features['frames']), 'jpg'),
+        'audio': (_snippet(features['waveform'].numpy(), int(features['sample_rate'])), 'wav')}
     media[video_id] = {}
-    for kind, (data, extension) in files.items():
+    for kind, (data, extension) in outputs.items():
       if data is not None:
         media[video_id][kind] = _write_file(site, f'media/{stem[:2]}/{stem}.{extension}', data)
   if len(media) < len(wanted):
@@ -319,8 +335,8 @@ def _write_media(video_ids: list[str], records_dir: str, site: str) -> dict[str,
 
 def _write_file(site: str, relative: str, data: bytes) -> str:
   path = os.path.join(site, relative)
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, 'wb') as f:
+  files.makedirs(os.path.dirname(path))
+  with files.open(path, 'wb') as f:
     f.write(data)
   return relative
 
@@ -330,7 +346,7 @@ def _read_records(directory: str, wanted: set[str]) -> Iterator[tuple[str, dict[
   their dataset indices, and only the shards holding them are read, up to the last one needed."""
   manifest = pipeline.read_manifest(directory)
   for split, info in manifest['splits'].items():
-    with open(os.path.join(directory, f'{split}.csv'), newline='') as f:
+    with files.open(files.join(directory, f'{split}.csv'), newline='') as f:
       indices = {int(r['index']): r['video_id'] for r in csv.DictReader(f) if r['video_id'] in wanted}
     for shard in info['shards']:
       local = sorted(i - shard['offset'] for i in indices
@@ -338,7 +354,7 @@ def _read_records(directory: str, wanted: set[str]) -> Iterator[tuple[str, dict[
       if not local:
         continue
       keep = set(local)
-      stream = tf.data.TFRecordDataset(os.path.join(directory, shard['file']))
+      stream = tf.data.TFRecordDataset(files.join(directory, shard['file']))
       for position, serialized in enumerate(itertools.islice(stream, local[-1] + 1)):
         if position in keep:
           yield indices[shard['offset'] + position], records.parse(serialized)

@@ -12,8 +12,6 @@ checkpoint. Each figure is written as `<workdir>/plots/<name>.png` and as a Tens
 
 from __future__ import annotations
 
-import glob
-import os
 from collections.abc import Callable
 
 import numpy as np
@@ -36,7 +34,7 @@ def read_scalars(workdir: str) -> Scalars:
   resumed from an earlier checkpoint) keeps its later value; a file cut short by a crash is read up to
   its last whole record."""
   scalars: Scalars = {}
-  for path in sorted(glob.glob(os.path.join(workdir, 'events.out.tfevents.*'))):
+  for path in files.glob(files.join(workdir, 'events.out.tfevents.*')):
     try:
       for record in tf.data.TFRecordDataset(path):
         event = tf.compat.v1.Event.FromString(record.numpy())
@@ -60,19 +58,19 @@ def write(workdir: str, labels: browser.Labels, prior: np.ndarray | None, step: 
       'cluster_sizes': lambda: sizes_figure(labels, prior),
       'head_agreement': lambda: agreement_figure(scalars),
   }
-  os.makedirs(os.path.join(workdir, 'plots'), exist_ok=True)
+  files.makedirs(files.join(workdir, 'plots'))
   paths, images = [], {}
   for name, draw in figures.items():
     figure = draw()
     if figure is None:
       logging.info('Plot %s left out: the run logged none of its data', name)
       continue
-    paths.append(os.path.join(workdir, 'plots', f'{name}.png'))
+    paths.append(files.join(workdir, 'plots', f'{name}.png'))
     images[f'plots/{name}'] = _save(figure, paths[-1])
   writer = metric_writers.SummaryWriter(workdir)
   writer.write_images(step, images)
   writer.close()
-  logging.info('Wrote %d plots to %s', len(paths), os.path.join(workdir, 'plots'))
+  logging.info('Wrote %d plots to %s', len(paths), files.join(workdir, 'plots'))
   return paths
 
 
