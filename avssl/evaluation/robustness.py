@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 from avssl.data import datasets
+from avssl.evaluation import tables
 
 FACTORS = (1, 4, 8, 16)
 PROTOCOL = 'antialiased linear down-sampling by f, linear up-sampling back (jax.image.resize)'
@@ -65,7 +66,7 @@ def curve(evaluate: Callable[[Iterator[datasets.Batch]], dict[str, float]],
   for factor in factors:
     results = evaluate(degraded(batches(), factor))
     for view in views:
-      key = f'{view}/nmi/mean'
+      key = tables.clustering_key(view, 'nmi', 'mean')
       if key not in results:
         raise ValueError(f'the method reports no {key!r}; the robustness curve needs its per-view '
                          f'clustering NMI (it reports {sorted(results)[:6]}...)')

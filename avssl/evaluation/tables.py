@@ -84,15 +84,31 @@ def probe(rows: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 VIEWS = ('video + audio', 'video', 'audio', 'self-labels')
+#: The statistics a clustering result carries per metric: over heads (SeLaVi) or runs (k-means).
+STATS = ('mean', 'std')
+
+
+def clustering_key(view: str, metric: str, stat: str) -> str:
+  """The flat result key (`eval.json`) of one clustering statistic, e.g. `video + audio/nmi/mean`:
+  written by the methods' `evaluate`, read by `rows_of`, the k-means and robustness evaluations."""
+  return f'{view}/{metric}/{stat}'
+
+
+def split_clustering_key(key: str) -> tuple[str, str, str] | None:
+  """`(view, metric, stat)` of a `clustering_key` whose stat is one of `STATS`, else None."""
+  parts = key.rsplit('/', 2)
+  if len(parts) == 3 and parts[2] in STATS:
+    return parts[0], parts[1], parts[2]
+  return None
 
 
 def rows_of(name: str, results: dict[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
-  """`eval.json`'s flat `view/metric/stat` keys → `{'<name>: <view>': {metric: {mean, std}}}`, in
+  """`eval.json`'s flat `clustering_key`s → `{'<name>: <view>': {metric: {mean, std}}}`, in
   the order of `VIEWS` (then any other view)."""
   views: dict[str, dict[str, dict[str, float]]] = {}
   for key, value in results.items():
-    parts = key.rsplit('/', 2)
-    if len(parts) == 3 and parts[2] in ('mean', 'std'):
+    parts = split_clustering_key(key)
+    if parts is not None:
       view, metric, stat = parts
       views.setdefault(view, {}).setdefault(metric, {})[stat] = value
   order = sorted(views, key=lambda v: (VIEWS.index(v) if v in VIEWS else len(VIEWS), v))

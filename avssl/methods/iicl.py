@@ -333,8 +333,8 @@ class IICL(base.Method):
     for view, probs in _cluster_views(out).items():
       scores = metrics_lib.cluster_metrics(labels, probs[known].argmax(axis=-1))
       for metric in metrics_lib.METRICS:
-        results[f'{view}/{metric}/mean'] = scores[metric]
-        results[f'{view}/{metric}/std'] = 0.0
+        results[tables.clustering_key(view, metric, 'mean')] = scores[metric]
+        results[tables.clustering_key(view, metric, 'std')] = 0.0
     if 'ins' in self.levels:
       results.update(self._instance_space(out, known))
     return results

@@ -356,7 +356,7 @@ class SeLaVi(base.Method):
       per_head = metrics_lib.per_head(truth, labels)
       for metric in metrics_lib.METRICS:
         for stat in ('mean', 'std', 'head0', 'best_head_optimistic'):
-          results[f'{name}/{metric}/{stat}'] = float(per_head[metric][stat])
+          results[tables.clustering_key(name, metric, stat)] = float(per_head[metric][stat])
     return results
 
   def report(self, results: dict[str, float]) -> str:

@@ -474,7 +474,7 @@ class XDC(base.Method):
         if np.isnan(history[r]).any():
           continue
         for metric, value in zip(QUALITY, history[r]):
-          results[f'iteration{r}/{name}/{metric}'] = float(value)
+          results[iteration_key(r, name, metric)] = float(value)
           if r == done - 1:
             results[f'{name}/{metric}'] = float(value)
     last = float(method_state['holdout']['last'])
@@ -497,16 +497,28 @@ def cluster_quality(truth: np.ndarray, clusters: np.ndarray) -> np.ndarray:
                    metrics_lib.purity(truth, clusters)])
 
 
+def iteration_key(iteration: int, clustering: str, metric: str) -> str:
+  """The flat result key (`eval.json`) of one clustering's quality at one deep-clustering iteration,
+  e.g. `iteration2/video/nmi`: written by `evaluate`, read by `quality_table` and `comparison_table`."""
+  return f'iteration{iteration}/{clustering}/{metric}'
+
+
+def split_iteration_key(key: str) -> tuple[int, str, str] | None:
+  """`(iteration, clustering, metric)` of an `iteration_key`, else None."""
+  match = re.fullmatch(r'iteration(\d+)/(.+)/(\w+)', key)
+  return (int(match[1]), match[2], match[3]) if match else None
+
+
 def quality_table(results: dict[str, float], eval_only: tuple[str, ...] = ()) -> str | None:
   """One run's `evaluate` results as a Markdown table: a row per iteration, per clustering its NMI,
   accuracy and purity in %. Clusterings in `eval_only` are marked so."""
   found: dict[str, None] = {}
   iterations = set()
   for key in results:
-    match = re.fullmatch(r'iteration(\d+)/(.+)/(\w+)', key)
-    if match:
-      iterations.add(int(match[1]))
-      found.setdefault(match[2], None)
+    parsed = split_iteration_key(key)
+    if parsed:
+      iterations.add(parsed[0])
+      found.setdefault(parsed[1], None)
   if not found:
     return None
   names = sorted(found, key=lambda c: (_ORDER.get(c, len(_ORDER)), c))
@@ -514,7 +526,7 @@ def quality_table(results: dict[str, float], eval_only: tuple[str, ...] = ()) ->
              for name in names for q in QUALITY]
   lines = ['| Iteration | ' + ' | '.join(headers) + ' |', '|---:|' + '---:|' * len(headers)]
   for r in sorted(iterations):
-    cells = [_percent(results.get(f'iteration{r}/{name}/{q}')) for name in names for q in QUALITY]
+    cells = [_percent(results.get(iteration_key(r, name, q))) for name in names for q in QUALITY]
     lines.append(f'| {r} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
 
@@ -613,12 +625,12 @@ def _fold_in_name(key: jax.Array, name: str) -> jax.Array:
 def comparison_table(runs: dict[str, dict[str, float]], metric: str = 'nmi') -> str:
   """Several runs' `evaluate` results laid out like Table 1: a column per run (variant), a row per
   iteration and clustering, `metric` in %; '–' where a run has no such clustering."""
-  rows = sorted({(int(m[1]), m[2]) for results in runs.values() for key in results
-                 if (m := re.fullmatch(r'iteration(\d+)/(.+)/' + metric, key))},
+  rows = sorted({parsed[:2] for results in runs.values() for key in results
+                 if (parsed := split_iteration_key(key)) and parsed[2] == metric},
                 key=lambda r: (r[0], _ORDER.get(r[1], len(_ORDER)), r[1]))
   lines = [f'| Iteration: clustering ({_TITLES[metric]}) | ' + ' | '.join(runs) + ' |',
            '|:---|' + '---:|' * len(runs)]
   for r, name in rows:
-    cells = [_percent(results.get(f'iteration{r}/{name}/{metric}')) or '–' for results in runs.values()]
+    cells = [_percent(results.get(iteration_key(r, name, metric))) or '–' for results in runs.values()]
     lines.append(f'| {r}: {name} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)

@@ -141,10 +141,10 @@ def kmeans_evaluation(ctx: Context) -> Result:
       logging.info('%s: NMI %.3f ± %.3f over %d runs', row, result['nmi']['mean'],
                    result['nmi']['std'], settings.runs)
   for view in ('video + audio', 'video', 'audio', 'concat'):
-    if f'{view}/nmi/mean' in ctx.method_results:
+    if tables.clustering_key(view, 'nmi', 'mean') in ctx.method_results:
       rows[f'{ctx.config.method}: {view}'] = {
-          m: {'mean': ctx.method_results[f'{view}/{m}/mean'],
-              'std': ctx.method_results[f'{view}/{m}/std']} for m in tables.SELAVI}
+          m: {stat: ctx.method_results[tables.clustering_key(view, m, stat)]
+              for stat in tables.STATS} for m in tables.SELAVI}
   meta = ctx.meta(data=ctx.config.data.get('dir') or ctx.config.data.name,
                   split=ctx.config.data.get('eval_split', 'eval'), k=settings.k or 'number of classes',
                   runs=f'{settings.runs} k-means++ runs, mean ± std',
