@@ -4,9 +4,18 @@ A method owns its model, its loss, its own state (self-labels, priors, queues) a
 updates; the loop owns everything else (mesh, data feeding, optimiser, jit, checkpoints, logging,
 guards). Nothing method-specific lives in the loop, and nothing generic is copied into a method.
 
-The core interface is `Method`. What only some methods can do is a `typing.Protocol` below, checked
-with `isinstance` by the run modes that need it: `HasEncoders` (the evaluation suite), `Clusters`
-(`--mode=label`), `SelfLabels` and `ClusterPrior` (extra columns and plots of `--mode=label`).
+The core interface is `Method`, twelve members (`docs/extending.md` walks through a new method):
+
+- built from the run: `__init__(config, context)`, `context` (the run's `RunContext`: mesh, data,
+  steps per epoch, total steps);
+- the model: `inputs`, `build_model()`, `model` (built on first use), `init_variables(rng, batch)`;
+- the state and the step: `init_method_state(num_examples)`, `loss(params, state, batch, rng)`;
+- the schedule: `scheduled_update(state, step)`, the one hook for label updates and the like;
+- its own evaluation: `evaluate(state, batches)`, `report(results)`, `report_title`/`report_notes`.
+
+What only some methods can do is a `typing.Protocol` below, checked with `isinstance` by the run
+modes that need it: `HasEncoders` (the evaluation suite), `Clusters` (`--mode=label`), `SelfLabels`
+and `ClusterPrior` (extra columns and plots of `--mode=label`).
 """
 
 from __future__ import annotations
