@@ -4,7 +4,7 @@ A method owns its model, its loss, its own state (self-labels, priors, queues) a
 updates; the loop owns everything else (mesh, data feeding, optimiser, jit, checkpoints, logging,
 guards). Nothing method-specific lives in the loop, and nothing generic is copied into a method.
 
-The core interface is `Method`, twelve members (`docs/extending.md` walks through a new method):
+The core interface is `Method`, thirteen members (`docs/extending.md` walks through a new method):
 
 - built from the run: `__init__(config, context)`, `context` (the run's `RunContext`: mesh, data,
   steps per epoch, total steps);
