@@ -162,7 +162,7 @@ def test_first_step_codes_on_eight_devices_equal_one_device(avsynth_flow_records
   method = run.method
   eight = jax.jit(method.codes)(run.state.params, run.state, sharding.to_global(batch, run.mesh))
   one_device = jax.devices()[0]
-  method.context = dataclasses.replace(method.context, mesh=sharding.make_mesh([one_device]))
+  method._context = dataclasses.replace(method.context, mesh=sharding.make_mesh([one_device]))
   local = jax.device_put((run.state.params, run.state, batch), one_device)
   one = jax.jit(method.codes)(*local[:2], local[2])
   for m in goca.MODALITIES:

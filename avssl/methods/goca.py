@@ -220,7 +220,7 @@ class GOCA(base.Method):
   @property
   def _mesh(self) -> jax.sharding.Mesh:
     """The run's mesh (Sinkhorn over the global batch), or all devices for a method on its own."""
-    return self.context.mesh if self.context else sharding.make_mesh()
+    return self._context.mesh if self._context else sharding.make_mesh()
 
   def encoders(self, state: TrainState) -> dict[str, base.Encoder]:
     """`HasEncoders`: the RGB (`video`) and the flow backbone."""
@@ -231,7 +231,7 @@ class GOCA(base.Method):
   # Assignment.
 
   def _start_step(self, name: str) -> int:
-    steps_per_epoch = self.context.steps_per_epoch if self.context else 1
+    steps_per_epoch = self._context.steps_per_epoch if self._context else 1
     steps = config_lib.steps(self.settings, name, steps_per_epoch, default=0)
     return int(steps)
 
