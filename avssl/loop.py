@@ -9,16 +9,19 @@ and call `train`.
 from __future__ import annotations
 
 import dataclasses
+import json
+import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import jax
 import ml_collections
 import numpy as np
 import optax
+from absl import logging
 from clu import metric_writers, periodic_actions
 
-from avssl import checkpointing, config_lib, sharding
+from avssl import checkpointing, config_lib, files, preemption, sharding
 from avssl.data import datasets
 from avssl.methods.base import Method
 from avssl.train_state import TrainState
@@ -69,41 +72,122 @@ def train(run: Run, writer: metric_writers.MetricWriter,
           evaluate: Callable[[TrainState, int], Any]) -> TrainState:
   """Runs `run` from its state's step to `run.total_steps`; returns the final state (saved).
 
-  Before each step the method's `scheduled_update` may change the state (its scalars are logged); every `log_every` steps the metrics
-  are fetched, checked for NaN/Inf and logged; checkpoints follow `run.checkpointer`; every
-  `eval_every` steps (not the last, which the caller evaluates) `evaluate(state, step)` runs.
+  Step s is: the preemption check, the train step, the metrics every `log_every` steps (fetched one
+  step late, checked for NaN/Inf), `evaluate(state, s + 1)` every `eval_every` steps (not the last,
+  which the caller evaluates), the method's `scheduled_update` for step s + 1 (its scalars logged),
+  and the checkpoint of step s + 1 when on the interval or, with `config.checkpoint_after_update`,
+  right after an update that read the dataset. A checkpoint therefore always holds the update of its
+  own step (`TrainState.updated_at`), and a resume never redoes it.
+
+  A preemption notice (`avssl.preemption`) before a step or during a pass saves the state of that
+  step (before the interrupted update, which the resume redoes exactly), waits until the save is
+  durable and raises `preemption.Preempted`.
   """
   config, state = run.config, run.state
   start = int(state.step)
+  clock = _Clock(run, start)
   report = periodic_actions.ReportProgress(num_train_steps=run.total_steps, writer=writer)
   train_step = make_train_step(run)
   log_every = config_lib.steps(config, 'log_every', run.steps_per_epoch, default=1)
   eval_every = config_lib.steps(config, 'eval_every', run.steps_per_epoch)
-  batches: Iterator = run.data.train_batches(start)
-  history, pending = [], None
-  for step in range(start, run.total_steps):
-    update = run.method.scheduled_update(state, step)
-    if update is not None:
-      state = update.state
-      if update.scalars:
-        writer.write_scalars(step, update.scalars)
-    state, metrics = train_step(state, sharding.to_global(next(batches), run.mesh))
+  after_update = config.get('checkpoint_after_update', False)
+  history: list[dict[str, float]] = []
+  pending: tuple[int, dict[str, jax.Array]] | None = None
+
+  def flush() -> None:
+    nonlocal pending
     if pending is not None:
       history.append(_check_finite(*pending, run.checkpointer))
+      pending = None
+
+  def save(state: TrainState, step: int, *, final: bool = False) -> None:
+    flush()
+    if run.checkpointer.maybe_save(state, step, final=final):
+      clock.saved(step)
+
+  def stop(state: TrainState, step: int) -> NoReturn:
+    save(state, step, final=True)
+    run.checkpointer.wait()
+    logging.warning('preempted at step %d; rerun the same command to resume', step)
+    raise preemption.Preempted(step)
+
+  try:
+    state, passed = _scheduled_update(run, state, start, writer,
+                                      done=int(state.updated_at) == start)
+  except preemption.Preempted:
+    stop(state, start)
+  if passed and after_update:
+    save(state, start, final=True)
+  batches: Iterator = run.data.train_batches(start)
+  for step in range(start, run.total_steps):
+    if preemption.at_step(step):
+      stop(state, step)
+    state, metrics = train_step(state, sharding.to_global(next(batches), run.mesh))
+    flush()
     pending = (step, metrics)
     done = step + 1
     report(done)
-    if done % log_every == 0 or done == run.total_steps or done % run.checkpointer.every_steps == 0:
-      history.append(_check_finite(*pending, run.checkpointer))
-      pending = None
-      if done % log_every == 0 or done == run.total_steps:
-        writer.write_scalars(done, _mean(history))
-        history = []
-      run.checkpointer.maybe_save(state, done)
-    if eval_every and done % eval_every == 0 and done != run.total_steps:
-      evaluate(state, done)
-  run.checkpointer.maybe_save(state, run.total_steps, final=True)
+    if done % log_every == 0 or done == run.total_steps:
+      flush()
+      writer.write_scalars(done, {**_mean(history), **clock.scalars(done)})
+      history = []
+    try:
+      if eval_every and done % eval_every == 0 and done != run.total_steps:
+        evaluate(state, done)
+      passed = False
+      if done != run.total_steps:
+        state, passed = _scheduled_update(run, state, done, writer)
+    except preemption.Preempted:
+      stop(state, done)
+    if done % run.checkpointer.every_steps == 0 or (passed and after_update):
+      save(state, done, final=True)
+  save(state, run.total_steps, final=True)
   return state
+
+
+def _scheduled_update(run: Run, state: TrainState, step: int, writer: metric_writers.MetricWriter,
+                      *, done: bool = False) -> tuple[TrainState, bool]:
+  """The method's update before `step` (unless the state holds it already: `done`); the new state
+  and whether the update read the dataset (a label update)."""
+  if done:
+    return state, False
+  update = run.method.scheduled_update(state, step)
+  if update is None:
+    return state, False
+  if update.scalars:
+    writer.write_scalars(step, update.scalars)
+  marker = jax.device_put(np.int32(step), run.state_sharding.updated_at)
+  return update.state.replace(updated_at=marker), update.data_pass
+
+
+class _Clock:
+  """Training time across restarts (`progress.json` in the workdir, written with each checkpoint), so
+  the logged uptime and throughput describe the whole run, not the last process."""
+
+  def __init__(self, run: Run, start: int):
+    self._path = files.join(run.workdir, 'progress.json')
+    self._main = jax.process_index() == 0
+    self._before = 0.0
+    if start and files.exists(self._path):
+      with files.open(self._path) as f:
+        saved = json.load(f)
+      self._before = float(saved.get('uptime_s', 0.0))
+      logging.info('%.2f h of training before this process (%s)', self._before / 3600, self._path)
+    self._since = time.monotonic()
+    self._start = start
+
+  def uptime(self) -> float:
+    return self._before + time.monotonic() - self._since
+
+  def scalars(self, step: int) -> dict[str, float]:
+    elapsed = time.monotonic() - self._since
+    rate = (step - self._start) / elapsed if elapsed > 0 else 0.0
+    return {'uptime_hours': self.uptime() / 3600, 'steps_per_second': rate}
+
+  def saved(self, step: int) -> None:
+    if self._main:
+      with files.atomic_open(self._path) as f:
+        json.dump({'step': step, 'uptime_s': self.uptime()}, f)
 
 
 def _check_finite(step: int, metrics: dict[str, jax.Array],

@@ -21,7 +21,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from avssl import config_lib, files
+from avssl import config_lib, files, preemption
 from avssl.modes import evaluate, finetune, label, train
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (with :args).',
@@ -90,7 +90,10 @@ def main(argv: list[str]) -> None:
                jax.devices()[0].platform)
   mode, workdir = _MODE.value, files.local_or_url(_WORKDIR.value)
   if mode == 'train':
-    train.train_and_evaluate(config, workdir)
+    try:
+      train.train_and_evaluate(config, workdir)
+    except preemption.Preempted as e:  # Saved and durable: exit 0, so schedulers don't count a failure.
+      logging.warning('%s', e)
   elif mode == 'eval':
     evaluate.evaluate(config, workdir, config_flags.get_config_filename(flags.FLAGS['config']))
   elif mode == 'label':

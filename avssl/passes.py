@@ -2,7 +2,8 @@
 
 Evaluation, label export and the suite's feature extraction all need the same thing: a jitted function
 of each (globally sharded) batch, its outputs for every real row on the host, in dataset-index order.
-`ordered_pass` is that loop, written once.
+`ordered_pass` is that loop, written once; it is abandoned (`preemption.Preempted`) when a preemption
+notice arrives.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from avssl import sharding
+from avssl import preemption, sharding
 from avssl.types import Batch
 
 
@@ -36,6 +37,7 @@ def ordered_pass(fn: Callable[[Batch], dict[str, jax.Array]], batches: Iterator[
   """
   out: dict[str, list[np.ndarray]] = {}
   for batch in batches:
+    preemption.check()
     if keys is not None:
       batch = {k: batch[k] for k in (*keys, 'index', 'mask')}
     batch = sharding.to_global(batch, mesh)

@@ -20,13 +20,18 @@ from avssl.types import PyTree
 
 
 class TrainState(flax.struct.PyTreeNode):
-  """step, params, batch_stats, opt_state, rng and the method's own state (e.g. SeLaVi's self-labels)."""
+  """step, params, batch_stats, opt_state, rng and the method's own state (e.g. SeLaVi's self-labels).
+
+  `updated_at` is the step whose scheduled update (`Method.scheduled_update`) this state already
+  holds (-1: none), so a checkpoint saved right after a label update is resumed without redoing it.
+  """
   step: jax.Array
   params: PyTree
   batch_stats: PyTree
   opt_state: optax.OptState
   rng: jax.Array
   method_state: PyTree
+  updated_at: jax.Array | int = -1
 
   def step_rng(self) -> jax.Array:
     """The key for this step: `fold_in(rng, step)`."""
@@ -58,6 +63,7 @@ def create(init_variables: Callable[[jax.Array], dict[str, PyTree]],
         opt_state=tx.init(params),
         rng=state_rng,
         method_state=init_method_state(),
+        updated_at=jax.numpy.full((), -1, jax.numpy.int32),
     )
 
   abstract = jax.eval_shape(init)

@@ -29,6 +29,10 @@ def loop_config(*, batch_size: int, total_epochs: float, seed: int) -> ml_collec
   config.checkpoint_every_steps = config_lib.optional(int)
   config.checkpoint_every_epochs = 5.0
   config.keep_checkpoints = 3
+  # Also save right after every update that reads the dataset (SeLaVi's label updates, XDC's
+  # clusterings), so that a preemption or crash never costs a finished pass (methods without such
+  # updates are unaffected).
+  config.checkpoint_after_update = True
   config.checkpoint_dir = ''  # Where checkpoints go ('' = <workdir>/checkpoints); a path or a URL.
   config.init_from = ''  # Another run's workdir whose weights start this run (matching names/shapes).
   config.distributed = config_lib.distributed_config()

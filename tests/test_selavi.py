@@ -32,12 +32,14 @@ def test_label_updates_follow_the_prior_and_resume_identically(avsynth_records, 
   assert labels.shape == (58, config.selavi.num_heads) and labels.min() >= 0
   assert labels.max() < config.selavi.num_clusters
 
+  # A checkpoint holds the update of its own step (saved right after it), and says so.
   checkpointer = checkpointing.Checkpointer(str(tmp_path / 'a'), every_steps=1, keep=5)
-  for step, updates in ((1, 1), (2, 2)):  # After the first label update; after the second.
-    saved = checkpointer.restore_raw(step)['method_state']
-    assert set(saved) == {'self_labels', 'prior', 'updates', 'marginal_error'}
-    assert int(saved['updates']) == updates
-    assert float(np.max(saved['marginal_error'])) <= config.selavi.sinkhorn_tol
+  for step, updates in ((0, 1), (1, 2), (2, 2)):
+    saved = checkpointer.restore_raw(step)
+    assert set(saved['method_state']) == {'self_labels', 'prior', 'updates', 'marginal_error'}
+    assert int(saved['method_state']['updates']) == updates
+    assert int(saved['updated_at']) == min(step, 1)
+    assert float(np.max(saved['method_state']['marginal_error'])) <= config.selavi.sinkhorn_tol
   checkpointer.close()
 
   # A run interrupted after step 2 (its checkpoint is all that is left) resumes to the same end.

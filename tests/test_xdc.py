@@ -256,10 +256,12 @@ def test_tiny_run_does_two_iterations_and_resumes_between_them_identically(tmp_p
     assert labels.shape == (48,) and 0 <= labels.min() and labels.max() < config.xdc.num_clusters
 
   checkpointer = checkpointing.Checkpointer(str(tmp_path / 'a'), every_steps=3, keep=3)
-  between = checkpointer.restore_raw(3)['method_state']  # After iteration 0's epoch, before 1.
+  # Step 3's checkpoint holds step 3's update: the epoch-end decision and iteration 1's clustering.
+  first, between = (checkpointer.restore_raw(step) for step in (0, 3))
   checkpointer.close()
-  assert int(between['iteration']) == 1
-  assert float(between['holdout']['count']) > 0  # Held-out clips were seen, not trained on.
+  assert int(first['method_state']['iteration']) == 1 and int(first['updated_at']) == 0
+  assert int(between['method_state']['iteration']) == 2 and int(between['updated_at']) == 3
+  assert np.isfinite(float(between['method_state']['holdout']['last']))  # Iteration 0's held-out loss.
 
   shutil.copytree(tmp_path / 'a' / 'checkpoints' / '3', tmp_path / 'b' / 'checkpoints' / '3')
   resumed = train.train_and_evaluate(config, str(tmp_path / 'b'))

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from avssl import sharding
+from avssl import preemption, sharding
 from avssl.evaluation import features as features_lib
 from avssl.methods import base
 from avssl.models import encoders
@@ -175,6 +175,7 @@ class Finetune(base.Method):
     video-level cross-entropy (`eval_loss`), over the real examples of `batches`."""
     totals: dict[str, float] = {}
     for batch in batches:
+      preemption.check()
       batch = sharding.to_global(batch, self.context.mesh)
       sums = jax.device_get(_batch_sums(self.model, self.modality, self.settings.aggregate,
                                         state.params, state.batch_stats, batch[self.modality],

@@ -31,7 +31,7 @@ import optax
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from avssl import passes, sharding
+from avssl import passes, preemption, sharding
 from avssl.clustering import alignment
 from avssl.clustering import sinkhorn as sk
 from avssl.evaluation import metrics as metrics_lib
@@ -245,6 +245,7 @@ class SeLaVi(base.Method):
     batch_stats = state.batch_stats
     for i, batch in enumerate(itertools.islice(data.train_batches(0),
                                                 self.settings.bn_warmup_batches)):
+      preemption.check()
       batch_stats = forward(state.params, batch_stats, sharding.to_global(batch, mesh),
                             jax.random.fold_in(state.rng, 2**30 + i))
     return state.replace(batch_stats=sharding.placed_like(batch_stats, state.batch_stats))
@@ -257,6 +258,7 @@ class SeLaVi(base.Method):
     forward = self._log_prob_fn(heads)
     chunks, indices, masks = [], [], []
     for batch in batches:
+      preemption.check()
       batch = sharding.to_global(batch, mesh)
       chunks.append(forward(state.params, state.batch_stats, batch))
       indices.append(batch['index'])

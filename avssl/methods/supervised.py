@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from avssl import sharding
+from avssl import preemption, sharding
 from avssl.methods import base
 from avssl.models.small import SmallAVNet
 from avssl.train_state import TrainState
@@ -48,6 +48,7 @@ class Supervised(base.Method):
   def evaluate(self, state: TrainState, batches: Iterator[base.Batch]) -> dict[str, float]:
     correct = total = 0.0
     for batch in batches:
+      preemption.check()
       hits, count = self._correct(state, sharding.to_global(batch, self.context.mesh))
       correct += float(hits)
       total += float(count)

@@ -60,7 +60,7 @@ from absl import logging
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
-from avssl import config_lib, optim, sharding
+from avssl import config_lib, optim, preemption, sharding
 from avssl.clustering import kmeans as kmeans_lib
 from avssl.evaluation import metrics as metrics_lib
 from avssl.methods import base
@@ -386,6 +386,7 @@ class XDC(base.Method):
     forward = self._feature_fn()
     chunks = []
     for batch in batches:
+      preemption.check()
       batch = sharding.to_global({k: batch[k] for k in (*self.inputs, 'index', 'label', 'mask')},
                                  mesh)
       chunks.append({'features': forward(state.params, state.batch_stats, batch),

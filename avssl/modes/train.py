@@ -8,14 +8,24 @@ import ml_collections
 from absl import logging
 from clu import metric_writers
 
-from avssl import loop
+from avssl import loop, preemption
 from avssl.modes import evaluate as evaluate_mode
 from avssl.modes.setup import setup
 from avssl.train_state import TrainState
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-  """Trains from the latest checkpoint in `workdir` (or from scratch) to the configured end."""
+  """Trains from the latest checkpoint in `workdir` (or from scratch) to the configured end.
+
+  A SIGTERM (a preemption notice) saves the current step and raises `preemption.Preempted`; the same
+  command resumes (also when the notice interrupted the final evaluation: the checkpoint of the last
+  step is saved by then, and the rerun only evaluates).
+  """
+  with preemption.watch():
+    return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   run = setup(config, workdir)
   writer = make_writer(workdir)
   start = int(run.state.step)
@@ -24,7 +34,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                jax.process_count())
   try:
     state = loop.train(run, writer, lambda s, step: evaluate_and_write(run, s, writer, step))
-    evaluate_and_write(run, state, writer, run.total_steps)
+    try:
+      evaluate_and_write(run, state, writer, run.total_steps)
+    except preemption.Preempted as e:
+      raise preemption.Preempted(run.total_steps) from e
   finally:
     run.checkpointer.close()
     writer.close()
