@@ -1,18 +1,25 @@
 """Two processes x 4 CPU devices (jax.distributed on 127.0.0.1, gloo collectives), each feeding its own
-half of every batch, reach the same parameters as one process with 8 devices."""
+half of every batch: SeLaVi, label updates included, reaches the state of one process with 8 devices;
+and a SIGTERM to one of them stops both at the same step, with one checkpoint of it."""
 
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
 
 import jax
 import numpy as np
+import pytest
 
-from conftest import REPO
-from avssl.modes import setup as setup_mode, train
+from conftest import REPO, tree_leaves
+from avssl import checkpointing, config_lib
+from avssl.modes import setup as setup_mode
+from avssl.modes import train
 
-_STEPS = 4
+CONFIG = 'tests/configs/selavi_synthetic.py'
+TOTAL_STEPS = 10
 
 
 def _free_port() -> int:
@@ -21,40 +28,70 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _launch_two_processes(workdir) -> list[subprocess.CompletedProcess]:
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4', JAX_PLATFORMS='cpu')
+def _launch_two_processes(workdir) -> list[subprocess.Popen]:
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4', JAX_PLATFORMS='cpu',
+             JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
   port = _free_port()
-  procs = [subprocess.Popen(
-      [sys.executable, '-m', 'avssl.main', '--config=configs/supervised_synthetic.py:tiny',
-       f'--workdir={workdir}', f'--config.total_steps={_STEPS}', '--config.log_every_steps=1',
+  return [subprocess.Popen(
+      [sys.executable, '-m', 'avssl.main', f'--config={CONFIG}', f'--workdir={workdir}',
        f'--config.distributed.coordinator_address=127.0.0.1:{port}',
        '--config.distributed.num_processes=2', f'--config.distributed.process_id={i}'],
       cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
       for i in range(2)]
+
+
+def _wait(procs: list[subprocess.Popen], already_read: str = '') -> list[str]:
   outputs = [p.communicate(timeout=300)[0] for p in procs]
+  outputs[0] = already_read + outputs[0]
   for i, (p, out) in enumerate(zip(procs, outputs)):
     assert p.returncode == 0, f'process {i} failed:\n{out[-4000:]}'
     assert f'process {i} of 2; 4 local devices, 8 in all' in out
   return outputs
 
 
-def test_two_processes_match_one_process_with_eight_devices(tmp_path):
-  from conftest import load_config  # pylint: disable=g-import-not-at-top
-  _launch_two_processes(tmp_path / 'two')
-
-  config = load_config('supervised_synthetic', 'tiny')
-  config.total_steps = _STEPS
-  single = train.train_and_evaluate(config, str(tmp_path / 'one'))
-  run = setup_mode.setup(config, str(tmp_path / 'two'))  # restores the two-process checkpoint
+def _leaves(workdir) -> dict:
+  """The latest checkpoint of `workdir`, restored onto this process's 8 devices."""
+  run = setup_mode.setup(config_lib.load(str(REPO / CONFIG)), str(workdir))
   run.checkpointer.close()
+  assert int(run.state.step) == TOTAL_STEPS
+  return tree_leaves(run.state)
 
-  assert int(run.state.step) == int(single.step) == _STEPS
-  two = jax.tree_util.tree_leaves_with_path((run.state.params, run.state.batch_stats))
-  one = jax.tree_util.tree_leaves((single.params, single.batch_stats))
-  for (path, a), b in zip(two, one):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6,
-                               err_msg=jax.tree_util.keystr(path))
-  fresh = setup_mode.setup(config, str(tmp_path / 'fresh'))
-  fresh.checkpointer.close()
-  assert not np.allclose(np.asarray(single.params['classifier']['kernel']),
-                         np.asarray(fresh.state.params['classifier']['kernel']))
+
+@pytest.fixture(scope='module')
+def one_process(tmp_path_factory):
+  """The same run in this process, on its 8 devices."""
+  workdir = tmp_path_factory.mktemp('one')
+  train.train_and_evaluate(config_lib.load(str(REPO / CONFIG)), str(workdir))
+  return _leaves(workdir)
+
+
+def test_two_processes_match_one_process_with_eight_devices(one_process, tmp_path):
+  outputs = _wait(_launch_two_processes(tmp_path))
+  for out in outputs:  # Both processes took part in both label updates.
+    assert len(re.findall(r'Label update 1, heads', out)) == 2
+  two = _leaves(tmp_path)
+  assert two.keys() == one_process.keys()
+  np.testing.assert_array_equal(two[".method_state['self_labels']"],
+                                one_process[".method_state['self_labels']"])
+  for key in two:
+    np.testing.assert_allclose(two[key], one_process[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path):
+  procs = _launch_two_processes(tmp_path)
+  read = []
+  for line in procs[0].stdout:
+    read.append(line)
+    if re.search(r'\] \[2\] ', line):  # Process 0 logged step 2.
+      break
+  procs[1].send_signal(signal.SIGTERM)
+  outputs = _wait(procs, ''.join(read))
+  steps = [re.findall(r'preempted at step (\d+); rerun the same command', out) for out in outputs]
+  assert steps[0] and steps[0] == steps[1], steps
+  stopped = int(steps[0][-1])
+  assert 2 <= stopped < TOTAL_STEPS
+  checkpointer = checkpointing.Checkpointer(str(tmp_path), every_steps=1, keep=None)
+  assert checkpointer.latest_step() == stopped
+  checkpointer.close()
