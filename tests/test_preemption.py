@@ -5,6 +5,7 @@ The runs are `selavi_vggsound:tiny` for 12 steps on the tiny avsynth records: la
 steps 0 and 4 (a dataset pass each), checkpoints every 2 steps and right after each label update.
 """
 
+import json
 import os
 import random
 import re
@@ -107,9 +108,13 @@ def test_sigterm_at_a_random_step_saves_it_exits_0_and_resumes_identically(
   assert checkpointer.latest_step() == stopped, (step, checkpointer.all_steps())
   checkpointer.close()
   print(f'SIGTERM after step {step}: saved step {stopped}, exit 0 after {latency:.1f} s')
+  before = json.loads((tmp_path / 'progress.json').read_text())
+  assert before['step'] == stopped and before['uptime_s'] > 0
 
   train.train_and_evaluate(_config(avsynth_records), str(tmp_path))
   _assert_equal(uninterrupted, _final_state(tmp_path))
+  after = json.loads((tmp_path / 'progress.json').read_text())  # The time before the stop counts.
+  assert after['step'] == TOTAL_STEPS and after['uptime_s'] > before['uptime_s']
 
 
 def test_sigterm_during_a_label_update_abandons_the_pass_and_the_resume_redoes_it(
