@@ -215,6 +215,7 @@ def test_a_run_on_ram_trains_evaluates_and_labels(avsynth_records, tmp_path):
   assert {'index.html', 'browser.js', 'browser.css', 'data/site.js'} <= set(site)
   assert any(name.startswith('media/') for name in site)
   assert files.exists(files.join(workdir, 'labels.csv'))
+  assert files.exists(files.join(workdir, 'progress.json'))
   assert files.glob(files.join(workdir, 'plots', '*.png'))
   assert files.glob(files.join(workdir, 'events.out.tfevents.*'))
 
