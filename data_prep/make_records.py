@@ -265,7 +265,7 @@ def run(parsed: annotations.Annotations, output_dir: str, settings: Settings, *,
       for shard in pending:
         _write_shard(output_dir, shard, results, bar)
   rows = [(shard, _load_rows(output_dir, shard)) for shard in shards]
-  manifest = _manifest(rows, parsed, header)
+  manifest = _manifest(output_dir, rows, parsed, header)
   _write_json(files.join(output_dir, MANIFEST), manifest)
   _write_tables(output_dir, rows)
   return manifest
@@ -313,9 +313,10 @@ def _load_rows(output_dir: str, shard: Shard) -> list[dict[str, Any]]:
     return json.load(f)
 
 
-def _manifest(shard_rows: list[tuple[Shard, list[dict[str, Any]]]],
+def _manifest(output_dir: str, shard_rows: list[tuple[Shard, list[dict[str, Any]]]],
               parsed: annotations.Annotations, header: dict[str, Any]) -> dict[str, Any]:
-  """Counts, classes, shards with their offsets, and every skipped file, from the shards' results."""
+  """Counts, classes, shards with their offsets and byte sizes (by which the input pipeline checks a
+  copy of the shards without reading them), and every skipped file, from the shards' results."""
   splits: dict[str, Any] = {}
   skipped = []
   for shard, rows in shard_rows:
@@ -324,7 +325,8 @@ def _manifest(shard_rows: list[tuple[Shard, list[dict[str, Any]]]],
                 for r in rows if not r['written']]
     split = splits.setdefault(shard.split, {'count': 0, 'shards': [], 'class_counts': {}})
     split['shards'].append({'file': shard.name + '.tfrecord', 'count': len(written),
-                            'offset': split['count']})
+                            'offset': split['count'],
+                            'bytes': files.size(files.join(output_dir, shard.name + '.tfrecord'))})
     split['count'] += len(written)
     for r in written:
       name = r['label_name'] or '(unlabelled)'
