@@ -250,3 +250,21 @@ def test_read_errors_and_a_garbage_manifest_name_their_file(records_copy):
   with pytest.raises(pipeline.DataError,
                      match=f'{records_copy / "manifest.json"} is not a readable manifest'):
     _labels_only(records_copy, 8)
+
+
+def test_eval_plan_skips_what_the_records_cannot_score(six_records, sync_records, caplog):
+  """--mode=eval decides before reading the checkpoint: labelled 'train' only (six_records) allows
+  the evaluations of the eval split, not those of a 'test' split it lacks; unlabelled videos
+  (sync_records, a flat folder) allow none, which stops the run with every reason."""
+  from avssl.modes import evaluate  # pylint: disable=g-import-not-at-top
+  from conftest import load_config  # pylint: disable=g-import-not-at-top
+  config = load_config('selavi_vggsound', 'tiny')
+  config.evaluation.run = ('method', 'kmeans', 'retrieval', 'probe')
+  config.data.update(dict(dir=str(six_records), eval_split='train'))
+  caplog.set_level('WARNING')
+  assert evaluate.plan(config) == ('method', 'kmeans')
+  assert f"Skipping evaluation 'retrieval': {six_records} has no split 'test'" in caplog.text
+  config.data.dir = str(sync_records)
+  with pytest.raises(ValueError, match="none of config.evaluation.run can be scored: method: the "
+                                       f"videos of split 'train' of {sync_records} have no labels"):
+    evaluate.plan(config)
