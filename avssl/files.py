@@ -62,6 +62,12 @@ def isdir(path: str) -> bool:
   return _gfile().isdir(path) if is_url(path) else os.path.isdir(path)
 
 
+def size(path: str) -> int:
+  """The size of the file `path` in bytes: one stat, so that record shards can be checked against
+  their manifest without reading them."""
+  return _gfile().stat(path).length if is_url(path) else os.path.getsize(path)
+
+
 def makedirs(path: str) -> None:
   """Creates `path` and its parents; an existing folder is fine. (Object stores have no folders; on
   them this only marks the prefix.)"""

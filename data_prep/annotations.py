@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple, TextIO
@@ -97,53 +98,72 @@ class Annotations:
   missing: list[tuple[str, str]]
 
 
-def folder(root: str, extensions: Sequence[str] = MEDIA_EXTENSIONS, split: str | None = None) -> Annotations:
+def folder(root: str, extensions: Sequence[str] = MEDIA_EXTENSIONS, split: str | None = None,
+           output_dir: str | None = None) -> Annotations:
   """A plain folder of media files: unlabelled, in class subfolders, or under train/val/test folders.
 
   Layouts: `root/file`, `root/{class}/file`, and SeLaVi's `root/{train,val,test}/{class}/file` (or
   `root/{split}/file`). A class is the index of its folder name among all class folder names, sorted, so
   that labels agree across splits. Without split folders everything is 'train'. The video_id is the path
-  relative to root without its extension. Hidden files (starting with '.') are ignored; other files with an
-  extension not in `extensions`, files outside the class folders and deeper folders are reported in
-  `missing`.
+  relative to root without its extension, with the bytes of a name that are not UTF-8 escaped
+  (`escape_name`). Everything not converted is reported in `missing` with its reason: hidden entries
+  (starting with '.'), entries that cannot be read (a symlink loop), records folders (`output_dir`, the
+  one make_records writes to, and any folder holding a manifest.json, so an output folder inside `root`
+  never becomes a class), files with an extension not in `extensions`, files outside the class folders
+  and deeper folders.
   """
   _check_split(split)
   root = _video_directory(root, 'root')
   suffixes = tuple(_dotted(e) for e in extensions)
   missing: list[tuple[str, str]] = []
-  top_dirs, top_files = _list_dir(root)
+  scan = lambda folder_path: _list_dir(root, folder_path, missing, output_dir)
+  top = scan('')
+  top_dirs, top_files = top
   split_dirs = [d for d in top_dirs if d in SPLITS]
   if split_dirs:
     groups = [(d, d) for d in sorted(split_dirs, key=_SPLIT_ORDER.get)]
     for name in [d for d in top_dirs if d not in SPLITS] + top_files:
-      missing.append((name, 'outside the train/val/test folders'))
+      missing.append((escape_name(name), 'outside the train/val/test folders'))
   else:
     groups = [('train', '')]
   found: list[tuple[str, str, str]] = []  # (split, class folder or '', relative path)
   class_names: set[str] = set()
   for group_split, group in groups:
-    dirs, names = _list_dir(os.path.join(root, group))
+    dirs, names = scan(group) if group else top
     if dirs:
       class_names.update(dirs)
       for name in names:
-        missing.append((_join(group, name), 'not inside a class folder'))
+        missing.append((escape_name(_join(group, name)), 'not inside a class folder'))
       for class_name in dirs:
         class_dir = _join(group, class_name)
-        nested, class_files = _list_dir(os.path.join(root, class_dir))
-        missing.extend((_join(class_dir, d), 'nested folder not scanned') for d in nested)
+        nested, class_files = scan(class_dir)
+        missing.extend((escape_name(_join(class_dir, d)), 'nested folder not scanned')
+                       for d in nested)
         found.extend((group_split, class_name, _join(class_dir, f)) for f in class_files)
     else:
       found.extend((group_split, '', _join(group, f)) for f in names)
-  classes = sorted(class_names)
-  index = {name: i for i, name in enumerate(classes)}
+  index = {name: i for i, name in enumerate(sorted(class_names))}
   entries = []
   for entry_split, class_name, rel in found:
     stem, ext = os.path.splitext(rel)
     if ext.lower() not in suffixes:
-      missing.append((rel, f'not a media file: extension {ext!r} is not one of {list(suffixes)}'))
+      missing.append((escape_name(rel),
+                      f'not a media file: extension {ext!r} is not one of {list(suffixes)}'))
       continue
-    entries.append(Entry(stem, os.path.join(root, rel), entry_split, index.get(class_name, -1), class_name))
-  return _assemble(entries, classes, split, missing)
+    entries.append(Entry(escape_name(stem), os.path.join(root, rel), entry_split,
+                         index.get(class_name, -1), escape_name(class_name)))
+  return _assemble(entries, [escape_name(c) for c in sorted(class_names)], split, missing)
+
+
+def escape_name(name: str) -> str:
+  """`name` with each byte that is not UTF-8 written `%XX`: Latin-1 `caf\\xe9.mp4` gives `caf%E9.mp4`.
+
+  Python hands such bytes of a file name over as lone surrogates (PEP 383), which no record, CSV or
+  JSON file can hold as UTF-8; the escape is a fixed function of the bytes, so the id is the same on
+  every run. A valid name spelling the same escape (`caf%E9`) is then a duplicate video_id, reported as
+  one. The file itself is opened by its real name.
+  """
+  return ''.join(f'%{ord(c) - 0xDC00:02X}' if '\udc80' <= c <= '\udcff' else c for c in name)
 
 
 def vggsound(csv_path: str, video_dir: str, file_pattern: str = VGGSOUND_FILE_PATTERN,
@@ -555,13 +575,28 @@ def _video_directory(path: str, what: str) -> str:
   return _directory(path, what)
 
 
-def _list_dir(path: str) -> tuple[list[str], list[str]]:
-  """Sorted names of the visible subfolders and files of `path`."""
-  dirs, files = [], []
-  for item in os.scandir(path):
-    if not item.name.startswith('.'):
-      (dirs if item.is_dir() else files).append(item.name)
-  return sorted(dirs), sorted(files)
+def _list_dir(root: str, folder_path: str, missing: list[tuple[str, str]],
+              output_dir: str | None) -> tuple[list[str], list[str]]:
+  """Sorted names of the subfolders and files of `root/folder_path` to scan; the others go to
+  `missing` with their reason (hidden, unreadable, a records folder)."""
+  output = os.path.realpath(output_dir) if output_dir else None
+  dirs, names = [], []
+  for item in sorted(os.scandir(os.path.join(root, folder_path)), key=lambda item: item.name):
+    where = escape_name(_join(folder_path, item.name))
+    if item.name.startswith('.'):
+      missing.append((where, 'hidden (the name starts with ".")'))
+      continue
+    try:
+      is_dir = item.is_dir()
+    except OSError as e:  # is_dir follows links; a loop of them cannot be resolved.
+      missing.append((where, 'a symlink loop' if e.errno == errno.ELOOP else f'unreadable: {e}'))
+      continue
+    if is_dir and (os.path.realpath(item.path) == output
+                   or files.exists(os.path.join(item.path, 'manifest.json'))):
+      missing.append((where, 'a make_records output folder, never scanned as input'))
+      continue
+    (dirs if is_dir else names).append(item.name)
+  return sorted(dirs), sorted(names)
 
 
 def _join(folder_path: str, name: str) -> str:

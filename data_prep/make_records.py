@@ -13,8 +13,10 @@ sorted by (split, video_id) and cut into shards in that order, so the output is 
 
 Files that cannot be used (not a media file, no video or audio stream, shorter than `--min_duration`,
 truncated, a decode error) are skipped with their reason; annotated files absent from disk are listed as
-missing. Both go to `manifest.json` beside the shards with the counts, classes and settings, and the
-conversion goes on. A shard is written to a temporary name and renamed when complete, with its own
+missing, as is every folder entry not scanned (`annotations.folder`: hidden, a symlink loop, a records
+folder such as `--output_dir` itself). Both go to `manifest.json` beside the shards with the counts,
+classes, settings and each shard's record count and byte size, and the conversion goes on. An input
+with nothing to convert stops the command before anything is written. A shard is written to a temporary name and renamed when complete, with its own
 `.json` result beside it, so an interrupted run (or a full disk) loses no finished shard, and re-running
 the same command converts only the shards that are not finished.
 
@@ -155,7 +157,8 @@ def convert(entry: annotations.Entry, settings: Settings) -> tuple[bytes | None,
   Never raises for a bad file: the reason is returned, so one file cannot stop a conversion.
   """
   from avssl.data import records, video_io  # pylint: disable=g-import-not-at-top
-  row = {'video_id': entry.video_id, 'path': entry.path, 'split': entry.split,
+  source = annotations.escape_name(entry.path)  # What records and tables can hold (UTF-8).
+  row = {'video_id': entry.video_id, 'path': source, 'split': entry.split,
          'label_index': entry.label_index, 'label_name': entry.label_name}
   try:
     decoded = video_io.decode(
@@ -170,7 +173,7 @@ def convert(entry: annotations.Entry, settings: Settings) -> tuple[bytes | None,
     waveform = decoded.waveform if decoded.waveform is not None else np.zeros((0,), np.float32)
     segment = None if entry.start is None else (entry.start, entry.end)
     record = records.VideoRecord(
-        video_id=entry.video_id, source=entry.path, split=entry.split, frames=frames,
+        video_id=entry.video_id, source=source, split=entry.split, frames=frames,
         waveform=waveform, fps=decoded.fps, sample_rate=decoded.sample_rate,
         duration=decoded.duration, label_index=entry.label_index, label_name=entry.label_name,
         segment=segment, flow=flow)
@@ -265,7 +268,7 @@ def run(parsed: annotations.Annotations, output_dir: str, settings: Settings, *,
       for shard in pending:
         _write_shard(output_dir, shard, results, bar)
   rows = [(shard, _load_rows(output_dir, shard)) for shard in shards]
-  manifest = _manifest(rows, parsed, header)
+  manifest = _manifest(output_dir, rows, parsed, header)
   _write_json(files.join(output_dir, MANIFEST), manifest)
   _write_tables(output_dir, rows)
   return manifest
@@ -313,9 +316,10 @@ def _load_rows(output_dir: str, shard: Shard) -> list[dict[str, Any]]:
     return json.load(f)
 
 
-def _manifest(shard_rows: list[tuple[Shard, list[dict[str, Any]]]],
+def _manifest(output_dir: str, shard_rows: list[tuple[Shard, list[dict[str, Any]]]],
               parsed: annotations.Annotations, header: dict[str, Any]) -> dict[str, Any]:
-  """Counts, classes, shards with their offsets, and every skipped file, from the shards' results."""
+  """Counts, classes, shards with their offsets and byte sizes (by which the input pipeline checks a
+  copy of the shards without reading them), and every skipped file, from the shards' results."""
   splits: dict[str, Any] = {}
   skipped = []
   for shard, rows in shard_rows:
@@ -324,7 +328,8 @@ def _manifest(shard_rows: list[tuple[Shard, list[dict[str, Any]]]],
                 for r in rows if not r['written']]
     split = splits.setdefault(shard.split, {'count': 0, 'shards': [], 'class_counts': {}})
     split['shards'].append({'file': shard.name + '.tfrecord', 'count': len(written),
-                            'offset': split['count']})
+                            'offset': split['count'],
+                            'bytes': files.size(files.join(output_dir, shard.name + '.tfrecord'))})
     split['count'] += len(written)
     for r in written:
       name = r['label_name'] or '(unlabelled)'
@@ -366,15 +371,19 @@ def summary(manifest: dict[str, Any], output_dir: str) -> str:
           f' -> {files.join(output_dir, MANIFEST)}')
 
 
-def parse_inputs(dataset: str, given: dict[str, Any]) -> annotations.Annotations:
+def parse_inputs(dataset: str, given: dict[str, Any],
+                 output_dir: str | None = None) -> annotations.Annotations:
   """Calls the annotation parser of `dataset` with the flags it takes.
 
   `input` goes to the parser's first argument (its folder, CSV or split folder), `video_dir` also to
-  an `audio_dir`; a flag the parser does not take is an error, not silently ignored.
+  an `audio_dir`; a flag the parser does not take is an error, not silently ignored. A parser that
+  scans folders gets `output_dir`, which it must not scan.
   """
   parser = annotations.PARSERS[dataset]
   names = list(inspect.signature(parser).parameters)
   kwargs = {names[0]: files.local_or_url(given.pop('input'))}
+  if 'output_dir' in names:
+    kwargs['output_dir'] = output_dir
   for flag, value in given.items():
     if value is None:
       continue
@@ -387,14 +396,27 @@ def parse_inputs(dataset: str, given: dict[str, Any]) -> annotations.Annotations
   return parser(**kwargs)
 
 
+def _require_entries(parsed: annotations.Annotations, where: str) -> None:
+  """Stops before writing anything when there is nothing to convert (an empty folder, a wrong path
+  or pattern), listing what was found instead, rather than writing an empty record set."""
+  if parsed.entries:
+    return
+  found = '; '.join(f'{item}: {reason}' for item, reason in parsed.missing[:5])
+  more = f' (and {len(parsed.missing) - 5} more)' if len(parsed.missing) > 5 else ''
+  raise SystemExit(f'make_records: no media files to convert in {where}; nothing written. '
+                   + (f'Not usable: {found}{more}' if found else 'Nothing is there.'))
+
+
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if not _OUTPUT_DIR.value or not _INPUT.value:
     raise app.UsageError('--input and --output_dir are required')
+  output_dir = files.local_or_url(_OUTPUT_DIR.value)
   parsed = parse_inputs(_DATASET.value, {
       'input': _INPUT.value, 'video_dir': _VIDEO_DIR.value, 'split_dir': _SPLIT_DIR.value,
-      'fold': _FOLD.value, 'file_pattern': _FILE_PATTERN.value})
+      'fold': _FOLD.value, 'file_pattern': _FILE_PATTERN.value}, output_dir)
+  _require_entries(parsed, f'--input={_INPUT.value}')
   val_split = None
   if _VAL_FRACTION.value:
     pattern = _VAL_GROUP_PATTERN.value
@@ -404,13 +426,13 @@ def main(argv: Sequence[str]) -> None:
   if _SPLITS.value:
     parsed = dataclasses.replace(parsed, entries=[e for e in parsed.entries
                                                   if e.split in _SPLITS.value])
+    _require_entries(parsed, f'--splits={",".join(_SPLITS.value)}')
   audio_only = _AUDIO_ONLY.value if _AUDIO_ONLY.value is not None else _DATASET.value == 'esc50'
   settings = Settings(
       fps=_FPS.value, short_side=_SHORT_SIDE.value or None, sample_rate=_SAMPLE_RATE.value,
       min_duration=_MIN_DURATION.value, flow=_FLOW.value, audio_only=audio_only,
       require_audio=_REQUIRE_AUDIO.value, jpeg_quality=_JPEG_QUALITY.value,
       examples_per_shard=_PER_SHARD.value)
-  output_dir = files.local_or_url(_OUTPUT_DIR.value)
   manifest = run(parsed, output_dir, settings, dataset=_DATASET.value, workers=_WORKERS.value,
                  val_split=val_split)
   print(summary(manifest, output_dir))

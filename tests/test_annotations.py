@@ -38,9 +38,10 @@ def test_folder_flat_keeps_ids_that_end_in_mp4_letters(tmp_path):
       Entry('map4', str(tmp_path / 'map4.mp4'), 'train'),
   ]
   assert result.classes == []
-  assert len(result.missing) == 1
-  assert result.missing[0][0] == 'notes.txt'
-  assert result.missing[0][1].startswith("not a media file: extension '.txt'")
+  assert len(result.missing) == 2
+  assert result.missing[0] == ('.DS_Store', 'hidden (the name starts with ".")')
+  assert result.missing[1][0] == 'notes.txt'
+  assert result.missing[1][1].startswith("not a media file: extension '.txt'")
 
 
 def test_folder_class_subfolders(tmp_path):
@@ -52,7 +53,8 @@ def test_folder_class_subfolders(tmp_path):
       Entry('dog/y', str(tmp_path / 'dog/y.avi'), 'train', 1, 'dog'),
   ]
   assert result.missing == [('loose.mp4', 'not inside a class folder'),
-                            ('cat/deeper', 'nested folder not scanned')]
+                            ('cat/deeper', 'nested folder not scanned'),
+                            ('empty/.keep', 'hidden (the name starts with ".")')]
 
 
 def test_folder_split_and_class_subfolders(tmp_path):

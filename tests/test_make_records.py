@@ -247,3 +247,46 @@ def test_val_split_flags_give_the_same_split_whatever_splits_are_written(avsynth
   assert manifest['val_split'] == dataclasses.asdict(val_split)
   assert [r['video_id'] for r in _table(tmp_path / 'val.csv')] == [
       e.video_id for e in carved.entries if e.split == 'val']
+
+
+def test_an_empty_input_is_an_error_naming_it(tmp_path):
+  (tmp_path / 'empty').mkdir()
+  (tmp_path / 'empty' / '.DS_Store').write_text('')
+  result = _run_tool('--dataset=folder', f'--input={tmp_path / "empty"}',
+                     f'--output_dir={tmp_path / "records"}')
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines() == [
+      f'make_records: no media files to convert in --input={tmp_path / "empty"}; nothing written. '
+      'Not usable: .DS_Store: hidden (the name starts with ".")']
+  assert not (tmp_path / 'records').exists()
+
+
+def test_what_is_not_converted_is_listed_and_an_output_folder_inside_the_input_is_no_class(
+    tmp_path):
+  videos = tmp_path / 'videos'
+  _clip(videos / 'dogs' / 'rex.mp4', 1.5)
+  _clip(videos / '.trash' / 'old.mp4', 1.5)
+  _clip(videos / 'cats' / 'tmp.mp4', 1.5, shade=90)
+  os.rename(videos / 'cats' / 'tmp.mp4', os.fsencode(videos / 'cats') + b'/caf\xe9.mp4')  # Latin-1.
+  os.symlink('b.mp4', videos / 'cats' / 'a.mp4')
+  os.symlink('a.mp4', videos / 'cats' / 'b.mp4')
+  out = videos / 'records'
+  result = _run_tool('--dataset=folder', f'--input={videos}', f'--output_dir={out}', '--fps=10',
+                     '--short_side=16', '--sample_rate=16000', '--min_duration=1.0', '--workers=0')
+  assert result.returncode == 0, result.stderr
+  first = json.loads((out / 'manifest.json').read_text())
+  # The second run, through the API: the output folder is recognised by its manifest.json alone.
+  parsed = annotations.parse('folder', root=str(videos))
+  settings = make_records.Settings(**first['settings'])
+  second = make_records.run(parsed, str(out), settings, dataset='folder', workers=0)
+  for manifest in (first, second):
+    assert manifest['classes'] == ['cats', 'dogs']
+    assert manifest['counts']['written'] == 2 and manifest['inputs'] == first['inputs']
+  not_converted = {'.trash': 'hidden (the name starts with ".")', 'cats/a.mp4': 'a symlink loop',
+                   'cats/b.mp4': 'a symlink loop'}
+  assert {m['item']: m['reason'] for m in first['missing']} == not_converted
+  assert {m['item']: m['reason'] for m in second['missing']} == {
+      **not_converted, 'records': 'a make_records output folder, never scanned as input'}
+  table = (out / 'train.csv').read_text().splitlines()
+  assert [row.split(',')[1] for row in table[1:]] == ['cats/caf%E9', 'dogs/rex']
+  assert table[1].split(',')[2] == f'{videos}/cats/caf%E9.mp4'

@@ -95,3 +95,35 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path):
   checkpointer = checkpointing.Checkpointer(str(tmp_path), every_steps=1, keep=None)
   assert checkpointer.latest_step() == stopped
   checkpointer.close()
+
+
+_ORDERED_PASS = '''
+import sys
+import jax
+jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+jax.distributed.initialize(sys.argv[2], 2, int(sys.argv[3]))
+from avssl import passes, sharding
+from avssl.data import pipeline
+config = pipeline.default_config(dir=sys.argv[1], eval_split='test', with_video=False,
+                                 with_audio=False)
+source = pipeline.RecordSource(config, batch_size=8, process_index=jax.process_index(),
+                               process_count=2, seed=0)
+out = passes.ordered_pass(lambda batch: {'label': batch['label']}, source.dataset_batches(),
+                          sharding.make_mesh(), keys=('label',))
+print('index', ' '.join(map(str, out['index'])))
+'''
+
+
+def test_two_processes_pass_over_every_video_once(avsynth_records):
+  """58 videos in shards of 16, 16, 16, 10: process 0 reads 32, process 1 reads 26 and pads to the
+  same 8 batches of 4, so the gathers stay in step (unequal counts would hang them)."""
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4', JAX_PLATFORMS='cpu')
+  address = f'127.0.0.1:{_free_port()}'
+  procs = [subprocess.Popen([sys.executable, '-c', _ORDERED_PASS, avsynth_records, address, str(i)],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True) for i in range(2)]
+  outputs = [p.communicate(timeout=120)[0] for p in procs]
+  for p, out in zip(procs, outputs):
+    assert p.returncode == 0, out[-4000:]
+    lines = [line for line in out.splitlines() if line.startswith('index ')]
+    assert lines == ['index ' + ' '.join(map(str, range(58)))]

@@ -2,10 +2,14 @@
 
 import dataclasses
 import itertools
+import json
+import shutil
 
+import jax
 import numpy as np
 import pytest
 
+from avssl import passes, sharding
 from avssl.data import audio, pipeline, video_io
 from data_prep import annotations, make_records
 
@@ -171,3 +175,96 @@ def test_errors_name_what_to_change(six_records, tmp_path):
     _source(six_records, train_split='val')
   with pytest.raises(FileNotFoundError, match='make_records'):
     _source(tmp_path)
+
+
+def _labels_only(directory, batch_size, process_index=0, process_count=1):
+  """A source whose examples are only index and label: an ordered pass's bookkeeping, no decoding."""
+  config = pipeline.default_config(dir=str(directory), eval_split='test', with_video=False,
+                                   with_audio=False)
+  return pipeline.RecordSource(config, batch_size=batch_size, process_index=process_index,
+                               process_count=process_count, seed=0)
+
+
+@pytest.mark.parametrize('devices, batch_size', [(1, 8), (3, 9), (8, 16)])
+def test_ordered_pass_covers_every_video_once(avsynth_records, devices, batch_size):
+  """58 training videos in shards of 16, 16, 16, 10: no batch size here divides 58."""
+  source = _labels_only(avsynth_records, batch_size)
+  mesh = sharding.make_mesh(jax.devices()[:devices])
+  for batches, count in ((source.dataset_batches(), 58), (source.eval_batches(), 6)):
+    out = passes.ordered_pass(lambda batch: {'label': batch['label']}, batches, mesh,
+                              keys=('label',))
+    assert out['index'].tolist() == list(range(count))
+  hosts = [list(_labels_only(avsynth_records, 8, p, 2).dataset_batches()) for p in (0, 1)]
+  assert [len(h) for h in hosts] == [8, 8]  # 32 and 26 videos: the second host pads 6 rows.
+  seen = sorted(int(i) for h in hosts for b in h for i, m in zip(b['index'], b['mask']) if m)
+  assert seen == list(range(58))
+
+
+@pytest.fixture
+def records_copy(avsynth_records, tmp_path):
+  shutil.copytree(avsynth_records, tmp_path / 'records')
+  return tmp_path / 'records'
+
+
+def _record_bytes(path, records):
+  """The bytes of the first `records` records of a TFRecord file (16 bytes of framing each)."""
+  data = path.read_bytes()
+  end = 0
+  for _ in range(records):
+    end += 16 + int.from_bytes(data[end:end + 8], 'little')
+  return data[:end]
+
+
+def test_a_shard_shorter_than_its_manifest_stops_the_run_naming_it(records_copy):
+  shard = records_copy / 'train-00001-of-00004.tfrecord'
+  whole = shard.read_bytes()
+  shard.write_bytes(_record_bytes(shard, 6))  # A copy cut at a record boundary.
+  counts = f'{shard} holds 6 records, the manifest says 16 records; copy the records folder again'
+  with pytest.raises(pipeline.DataError, match=counts):
+    _labels_only(records_copy, 8)
+  manifest = json.loads((records_copy / 'manifest.json').read_text())
+  for split in manifest['splits'].values():
+    for entry in split['shards']:
+      del entry['bytes']  # A manifest from before sizes were recorded: the headers are counted.
+  (records_copy / 'manifest.json').write_text(json.dumps(manifest))
+  with pytest.raises(pipeline.DataError, match=counts):
+    _labels_only(records_copy, 8)
+  shard.write_bytes(_record_bytes(shard, 6) + b'\x07' * 40)  # Cut inside record 7.
+  with pytest.raises(pipeline.DataError, match='holds 6 records and part of another, the manifest '
+                                               'says 16'):
+    _labels_only(records_copy, 8)
+  shard.write_bytes(whole)
+  assert _labels_only(records_copy, 8).num_train == 58
+  shard.unlink()
+  with pytest.raises(pipeline.DataError, match=f'{shard} is missing .the manifest lists 16'):
+    _labels_only(records_copy, 8)
+
+
+def test_read_errors_and_a_garbage_manifest_name_their_file(records_copy):
+  source = _labels_only(records_copy, 8)
+  shard = records_copy / 'train-00002-of-00004.tfrecord'
+  shard.write_bytes(shard.read_bytes()[:-100])  # Cut after the shards were checked.
+  with pytest.raises(pipeline.DataError, match=f'{shard}: damaged or cut after record 15'):
+    list(source.dataset_batches())
+  (records_copy / 'manifest.json').write_text('{"splits": {"train": ')
+  with pytest.raises(pipeline.DataError,
+                     match=f'{records_copy / "manifest.json"} is not a readable manifest'):
+    _labels_only(records_copy, 8)
+
+
+def test_eval_plan_skips_what_the_records_cannot_score(six_records, sync_records, caplog):
+  """--mode=eval decides before reading the checkpoint: labelled 'train' only (six_records) allows
+  the evaluations of the eval split, not those of a 'test' split it lacks; unlabelled videos
+  (sync_records, a flat folder) allow none, which stops the run with every reason."""
+  from avssl.modes import evaluate  # pylint: disable=g-import-not-at-top
+  from conftest import load_config  # pylint: disable=g-import-not-at-top
+  config = load_config('selavi_vggsound', 'tiny')
+  config.evaluation.run = ('method', 'kmeans', 'retrieval', 'probe')
+  config.data.update(dict(dir=str(six_records), eval_split='train'))
+  caplog.set_level('WARNING')
+  assert evaluate.plan(config) == ('method', 'kmeans')
+  assert f"Skipping evaluation 'retrieval': {six_records} has no split 'test'" in caplog.text
+  config.data.dir = str(sync_records)
+  with pytest.raises(ValueError, match="none of config.evaluation.run can be scored: method: the "
+                                       f"videos of split 'train' of {sync_records} have no labels"):
+    evaluate.plan(config)

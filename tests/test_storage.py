@@ -58,6 +58,7 @@ def test_layer_on_local_folders_and_ram(root):
   with files.open(files.join(root, 'a', 'y.bin'), 'rb') as f:
     assert f.read() == b'\x00\xff'
   assert files.listdir(files.join(root, 'a')) == ['b', 'x.csv', 'y.bin']
+  assert files.size(files.join(root, 'a', 'y.bin')) == 2
   assert files.glob(files.join(root, 'a', '*.csv')) == [files.join(root, 'a', 'x.csv')]
   files.copy(files.join(root, 'a', 'y.bin'), files.join(root, 'a', 'b', 'z.bin'))
   files.copy(files.join(root, 'a', 'y.bin'), files.join(root, 'a', 'b', 'z.bin'))  # Replaces.

@@ -19,6 +19,14 @@ Choices that matter for audio-visual learning and for exact runs:
 - **Every example carries its dataset index** (0..N−1 within the split): the shard's offset in the
   manifest plus the position in the shard, the same on every run and host, so a method can look up
   its self-label.
+- **Records are checked against their manifest when a split is opened.** A missing shard or one
+  whose size differs from the manifest's (a partial copy, a sync cut at a record boundary) stops the
+  run naming the shard and both record counts, before anything is read: one stat per shard, as
+  reading VGG-Sound's shards in full would take as long as an epoch. Manifests from before byte sizes
+  were recorded are checked by walking each shard's record headers instead (exact, a seek per record).
+- **Ordered passes see every video once** (labels, features, evaluation, label updates): each
+  process's stream is padded with masked rows to the same number of full batches, which every process
+  computes from the manifest, so no video is dropped and the collectives stay in step.
 - **Deterministic given the seed, and resumable exactly.** An epoch's shard order and shuffle are
   seeded by (seed, epoch); each example's augmentation is a stateless function of (seed, its position
   in this host's stream). Resuming at step s starts at epoch ⌊s·b / n⌋ and skips the rest of that epoch
@@ -27,9 +35,11 @@ Choices that matter for audio-visual learning and for exact runs:
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import math
 import os
+import struct
 from collections.abc import Iterator
 from typing import Any
 
@@ -69,13 +79,28 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   return config
 
 
+_REMAKE = ('copy the records folder again, or re-run the make_records command that wrote it '
+           '(it converts only what is missing)')
+
+
+class DataError(ValueError):
+  """Records that do not match their manifest or cannot be read: the message names the file, since a
+  run on them would silently skip videos or die in TensorFlow without saying where."""
+
+
 def read_manifest(directory: str) -> dict[str, Any]:
+  """The manifest of a records folder; a missing, unreadable or unfinished one names its path."""
   path = files.join(files.local_or_url(directory), MANIFEST)
   if not files.exists(path):
     raise FileNotFoundError(f'{path} not found: config.data.dir must be a folder written by '
                             'python -m data_prep.make_records')
-  with files.open(path) as f:
-    manifest = json.load(f)
+  try:
+    with files.open(path) as f:
+      manifest = json.load(f)
+  except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError.
+    raise DataError(f'{path} is not a readable manifest ({e}); {_REMAKE}') from e
+  if not isinstance(manifest, dict) or not isinstance(manifest.get('splits', {}), dict):
+    raise DataError(f'{path} is not a make_records manifest (no splits); {_REMAKE}')
   if manifest.get('status') != 'complete':
     raise ValueError(f'{path}: the conversion did not finish; re-run the same make_records command')
   return manifest
@@ -97,6 +122,9 @@ class RecordSource(datasets.DataSource):
     self.num_train = self._split(config.train_split)['count']
     self.num_eval = (self._split(config.eval_split)['count']
                      if config.eval_split in self.manifest['splits'] else 0)
+    for split in dict.fromkeys((config.train_split, config.eval_split)):
+      if split in self.manifest['splits']:
+        check_shards(self.directory, self._split(split)['shards'])
     if self.num_train < batch_size:
       raise ValueError(f'{self.directory}: split {config.train_split!r} has {self.num_train} videos, '
                        f'fewer than one batch (batch_size={batch_size}); lower --config.batch_size')
@@ -149,7 +177,7 @@ class RecordSource(datasets.DataSource):
     ds = tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch).skip(skip)
     ds = ds.map(lambda position, item: self._train_example(item, position),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    yield from _batches(ds, self.local_batch, self.config.num_threads)
+    yield from _batches(ds, self.local_batch, self.config.num_threads, files)
 
   def _train_example(self, item: tuple[tf.Tensor, tf.Tensor], position: tf.Tensor,
                      seed: int | None = None) -> dict[str, tf.Tensor]:
@@ -211,6 +239,8 @@ class RecordSource(datasets.DataSource):
     return self._ordered(self.config.eval_split, self._eval_example)
 
   def _ordered(self, split: str, fn) -> Iterator[datasets.Batch]:
+    """Every video of `split` once, then masked copies of the first up to `num_batches` full batches,
+    the same count on every process (from the manifest's counts, checked at open)."""
     counts = [sum(s['count'] for s in self.host_shards(split, p)) for p in range(self.process_count)]
     num_batches = max(math.ceil(c / self.local_batch) for c in counts)
     files, offsets = self._files(self.host_shards(split))
@@ -219,9 +249,14 @@ class RecordSource(datasets.DataSource):
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     padding = ds.take(1).map(lambda e: {**e, 'index': tf.constant(-1), 'label': tf.constant(-1),
                                         'mask': tf.constant(0.0)})
-    pad = num_batches * self.local_batch - counts[self.process_index]
-    ds = ds.concatenate(padding.repeat(pad))
-    yield from _batches(ds, self.local_batch, self.config.num_threads)
+    ds = ds.concatenate(padding.cache().repeat()).take(num_batches * self.local_batch)
+    seen = 0
+    for batch in _batches(ds, self.local_batch, self.config.num_threads, files):
+      seen += int(batch['mask'].sum())
+      yield batch
+    if seen != counts[self.process_index]:  # The shards changed since they were checked.
+      raise DataError(f'{self.directory}: read {seen} videos of split {split!r} from {files}, the '
+                      f'manifest says {counts[self.process_index]}; {_REMAKE}')
 
   def _eval_example(self, index: tf.Tensor, serialized: tf.Tensor) -> dict[str, tf.Tensor]:
     """Deterministic views: `eval_clips` uniformly spaced windows × `eval_crops` crops (1 or 3)."""
@@ -396,14 +431,74 @@ def _views(per_clip: list[tf.Tensor]) -> tf.Tensor:
   return views[0] if views.shape[0] == 1 else views
 
 
-def _batches(ds: tf.data.Dataset, local_batch: int, threads: int) -> Iterator[datasets.Batch]:
-  """Batches as numpy; `threads` (0: one per core) bounds the pipeline's own thread pool."""
+def _batches(ds: tf.data.Dataset, local_batch: int, threads: int,
+             paths: list[str]) -> Iterator[datasets.Batch]:
+  """Batches as numpy; `threads` (0: one per core) bounds the pipeline's own thread pool. A damaged
+  record of the shards `paths` is reported naming its shard (TensorFlow's message names none)."""
   ds = ds.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
   options = tf.data.Options()
   options.deterministic = True
   options.threading.private_threadpool_size = threads or os.cpu_count() or 1
-  for batch in ds.with_options(options).as_numpy_iterator():
-    yield {k: np.asarray(v) for k, v in batch.items()}
+  try:
+    for batch in ds.with_options(options).as_numpy_iterator():
+      yield {k: np.asarray(v) for k, v in batch.items()}
+  except tf.errors.DataLossError as e:
+    raise DataError(_damaged(paths, e.message)) from e
+
+
+def _damaged(paths: list[str], message: str) -> str:
+  """Which of `paths` TensorFlow's read error `message` is about: the first shard whose records do
+  not end where the file does (a cut or a damaged length), else all of them (a damaged record)."""
+  for path in paths:
+    count, partial = count_records(path)
+    if partial:
+      return (f'{path}: damaged or cut after record {count} ({message}); {_REMAKE}')
+  return f'a record of one of {paths} is damaged ({message}); {_REMAKE}'
+
+
+def count_records(path: str) -> tuple[int, bool]:
+  """(complete records in the TFRecord file `path`, whether bytes follow the last of them), from the
+  record headers only: each record is a little-endian uint64 length, a uint32 CRC, the data and a
+  uint32 CRC (tensorflow/core/lib/io/record_writer.cc), so a seek per record skips the data."""
+  size = files.size(path)
+  count = position = 0
+  with files.open(path, 'rb') as f:
+    while position + 12 <= size:
+      f.seek(position)
+      (length,) = struct.unpack('<Q', f.read(8))
+      if position + 16 + length > size:
+        break
+      position += 16 + length
+      count += 1
+  return count, position != size
+
+
+def check_shards(directory: str, shards: list[dict[str, Any]]) -> None:
+  """Raises `DataError` naming the first missing shard, or the first whose size (or, for manifests
+  without sizes, record count) differs from the manifest's, with both counts. Shards are checked in
+  parallel: a stat is a round trip on a bucket."""
+  with concurrent.futures.ThreadPoolExecutor(16) as pool:
+    problems = list(pool.map(lambda shard: _shard_problem(directory, shard), shards))
+  problem = next((p for p in problems if p), None)
+  if problem:
+    raise DataError(f'{problem}; {_REMAKE}')
+
+
+def _shard_problem(directory: str, shard: dict[str, Any]) -> str | None:
+  path = files.join(directory, shard['file'])
+  if not files.exists(path):
+    return f'{path} is missing (the manifest lists {shard["count"]} records in it)'
+  size = files.size(path)
+  if size == shard.get('bytes'):
+    return None
+  count, partial = count_records(path)
+  if count == shard['count'] and not partial:
+    if 'bytes' not in shard:
+      return None
+    return (f'{path} is {size} bytes, the manifest says {shard["bytes"]}, with the {count} records it '
+            'lists: the shard was written again since')
+  found = f'{count} records' + (' and part of another' if partial else '')
+  return f'{path} holds {found}, the manifest says {shard["count"]} records'
 
 
 @datasets.register('records')

@@ -9,6 +9,9 @@
 - `probe`: a linear probe on frozen features, averaged over the folds given;
 - `robustness`: clustering NMI as the video is degraded (SeLaVi Fig. 2).
 
+Every evaluation scores against the videos' classes; those the records cannot score (a split without
+labels, or absent) are skipped with a logged reason before the checkpoint is read (`plan`).
+
 Each writes `eval/<name>.json` and `eval/<name>.md` (a table laid out like the paper's, under a header
 with the config, checkpoint step and protocol switches) in the workdir, and all tables are collected in
 `eval/tables.md`. Evaluations never train or change the checkpoint; BatchNorm runs on its statistics.
@@ -28,7 +31,7 @@ import numpy as np
 from absl import logging
 
 from avssl import files, sharding
-from avssl.data import datasets
+from avssl.data import datasets, pipeline
 from avssl.data import splits
 from avssl.evaluation import baselines, features, probe, retrieval, robustness, tables
 from avssl.methods.base import HasEncoders, Method
@@ -265,6 +268,45 @@ def check(names: tuple[str, ...]) -> None:
     raise ValueError(f'config.evaluation.run names {unknown}: not among {sorted(EVALUATIONS)}')
 
 
+def plan(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The evaluations of `config.evaluation.run` that the records allow, logging why each other one is
+  skipped; none at all is an error naming the reasons."""
+  check(tuple(config.evaluation.run))
+  reasons = {name: _unscorable(config, name) for name in config.evaluation.run}
+  for name, reason in reasons.items():
+    if reason:
+      logging.warning('Skipping evaluation %r: %s', name, reason)
+  runnable = tuple(name for name, reason in reasons.items() if not reason)
+  if not runnable:
+    raise ValueError('--mode=eval: none of config.evaluation.run can be scored: '
+                     + '; '.join(f'{n}: {r}' for n, r in reasons.items()))
+  return runnable
+
+
+def _unscorable(config: ml_collections.ConfigDict, name: str) -> str | None:
+  """Why evaluation `name` cannot score the records it reads (None if it can): each split it reads
+  must hold labelled videos. Other data sources (synthetic) are always labelled."""
+  data, settings = config.data, config.evaluation
+  if data.name != 'records':
+    return None
+  reads = [(data.dir, data.eval_split)]
+  if name == 'retrieval':
+    reads = [(settings.retrieval.dir or data.dir, split)
+             for split in (settings.retrieval.train_split, settings.retrieval.test_split)]
+  elif name == 'probe':
+    reads = [(directory, split) for directory in settings.probe.dirs or (data.dir,)
+             for split in (settings.probe.train_split, settings.probe.test_split)]
+  for directory, split in reads:
+    manifest = pipeline.read_manifest(directory)
+    if split not in manifest['splits']:
+      return f'{directory} has no split {split!r} (it has {sorted(manifest["splits"])})'
+    counts = (manifest['splits'][split].get('class_counts')
+              or dict.fromkeys(manifest.get('classes') or ()))
+    if not set(counts) - {'(unlabelled)'}:
+      return f'the videos of split {split!r} of {directory} have no labels to score against'
+  return None
+
+
 def run(ctx: Context, names: tuple[str, ...]) -> dict[str, Any]:
   """Runs the evaluations `names` in order; writes each one's JSON and table, and `tables.md`."""
   check(names)
@@ -302,13 +344,13 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
              config_name: str = '') -> dict[str, Any]:
   """`--mode=eval`: the evaluations `config.evaluation.run` lists, of the latest checkpoint in
   `workdir`; tables and JSON under `workdir/eval/` (see the module docstring)."""
-  check(tuple(config.evaluation.run))
+  names = plan(config)
   built = setup(config, workdir)
   try:
     if built.checkpointer.latest_step() is None:
       raise FileNotFoundError(f'no checkpoint in {built.checkpointer.directory}: train first')
     context = Context(config, built.method, built.state, built.data, built.mesh, workdir,
                       int(built.state.step), config_name)
-    return run(context, tuple(config.evaluation.run))
+    return run(context, names)
   finally:
     built.checkpointer.close()
