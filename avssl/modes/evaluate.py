@@ -303,10 +303,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
   """`--mode=eval`: the evaluations `config.evaluation.run` lists, of the latest checkpoint in
   `workdir`; tables and JSON under `workdir/eval/` (see the module docstring)."""
   check(tuple(config.evaluation.run))
-  built = setup(config, workdir)
+  built = setup(config, workdir, trained_for='--mode=eval')
   try:
-    if built.checkpointer.latest_step() is None:
-      raise FileNotFoundError(f'no checkpoint in {built.checkpointer.directory}: train first')
     context = Context(config, built.method, built.state, built.data, built.mesh, workdir,
                       int(built.state.step), config_name)
     return run(context, tuple(config.evaluation.run))
