@@ -4,17 +4,76 @@ Everything needed to continue exactly is one pytree (params, BN statistics, opti
 and the method's state such as SeLaVi's self-label table), so one `StandardSave` writes it. Orbax writes
 each step into a temporary folder and renames it when complete, so a crash mid-save never leaves a
 half-written checkpoint that a restart would pick up; saves run in the background and `close()` waits.
+
+A checkpoint holds two items: `state`, and `checksums`, the CRC-32 of every array's bytes (a small
+JSON). A restore verifies them, so bit rot is caught instead of trained on. When the newest step cannot
+be read (a truncated or missing chunk, a missing `manifest.ocdbt` or `_METADATA`, the empty folder an
+interrupted copy leaves, a checksum that differs), one warning names it and why, and the next older
+step is tried. Once an older step has been read, each damaged newer one is renamed aside to
+`<step>.damaged` (nothing is deleted): orbax finds steps by folder name, so it would otherwise stay the
+newest, every start would fall back again, and the retrained step could never be saved under its number.
+Nothing is renamed when no step can be read: then the cause is more likely the config than the files.
 """
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Callable
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
+from jax.experimental import multihost_utils
 
 from avssl import files
+from avssl.errors import UserError
 from avssl.train_state import TrainState
+
+DAMAGED = '.damaged'  # The suffix of a step folder set aside (see the module docstring).
+
+
+class ChecksumError(ValueError):
+  """A restored array's bytes differ from those saved."""
+
+
+def checkpoint_dir(workdir: str, directory: str = '') -> str:
+  """Where a run's checkpoints are: `directory`, or by default `<workdir>/checkpoints`; a URL
+  unchanged, a local path made absolute (orbax requires it)."""
+  return files.local_or_url(directory or files.join(workdir, 'checkpoints'))
+
+
+def has_checkpoint(directory: str) -> bool:
+  """Whether `directory` holds a step folder (orbax names them by the step; unfinished saves carry
+  a suffix), without creating the folder as opening a manager would."""
+  return files.isdir(directory) and any(name.isdigit() for name in files.listdir(directory))
+
+
+def checksums(tree: Any) -> dict[str, int]:
+  """The CRC-32 of every leaf's bytes, by path (`params/conv/kernel`): a restore into a target and a
+  raw restore (nested dicts) name the same leaf the same way."""
+  return {_path_name(path): zlib.crc32(_host_bytes(x))
+          for path, x in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def _path_name(path: tuple[Any, ...]) -> str:
+  return '/'.join(str(getattr(k, 'name', getattr(k, 'key', getattr(k, 'idx', k)))) for k in path)
+
+
+def _host_bytes(x: Any) -> memoryview:
+  """The bytes of the whole array `x`: one replica, or gathered when it is sharded over processes."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    x = (x.addressable_shards[0].data if x.is_fully_replicated
+         else multihost_utils.process_allgather(x, tiled=True))
+  return np.ascontiguousarray(np.asarray(x)).reshape(-1).view(np.uint8).data
+
+
+def _reason(error: Exception) -> str:
+  """The first line of an error, short enough for a one-line warning (orbax's run to pages)."""
+  first = next((line for line in str(error).splitlines() if line.strip()), '')
+  text = f'{type(error).__name__}: {first.strip()}'
+  return text if len(text) <= 200 else text[:197] + '...'
 
 
 class Checkpointer:
@@ -29,8 +88,7 @@ class Checkpointer:
     self.every_steps = max(int(every_steps), 1)
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                            enable_async_checkpointing=True)
-    self._manager = ocp.CheckpointManager(
-        files.local_or_url(directory or files.join(workdir, 'checkpoints')), options=options)
+    self._manager = ocp.CheckpointManager(checkpoint_dir(workdir, directory), options=options)
 
   @property
   def directory(self) -> str:
@@ -49,24 +107,77 @@ class Checkpointer:
       return False
     if step in self._manager.all_steps():
       return False
-    return self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    return self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), checksums=ocp.args.JsonSave(checksums(state))), force=True)
 
   def restore(self, target: TrainState, state_sharding: Any, step: int | None = None) -> TrainState:
-    """Restores `step` (default: the latest) directly into `state_sharding`, without a host copy."""
-    step = self.latest_step() if step is None else step
+    """Restores `step` directly into `state_sharding`, without a host copy; by default the newest
+    step that can be read (see the module docstring)."""
     abstract = jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), target, state_sharding)
-    return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    if step is not None:
+      return self._read(step, abstract)
+    return self._newest_readable(lambda s: self._read(s, abstract))
 
   def restore_raw(self, step: int | None = None) -> Any:
-    """The checkpoint of `step` (default: the latest) as saved, as host arrays, with no target.
+    """The checkpoint of `step` (default: the newest that can be read) as saved, as host arrays, with
+    no target.
 
     For initialising a different run from this one's weights (SeLaVi's unsupervised finetuning).
     """
-    step = self.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f'no checkpoint in {self._manager.directory}')
-    return self._manager.restore(step, args=ocp.args.StandardRestore())
+    if step is not None:
+      return self._read(step, None)
+    return self._newest_readable(lambda s: self._read(s, None))
+
+  def _read(self, step: int, abstract: Any) -> Any:
+    """The state saved as `step`, its checksums verified; raises when it cannot be read or differs."""
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), checksums=ocp.args.JsonRestore()))
+    saved, found = restored.checksums, checksums(restored.state)
+    bad = sorted(k for k in saved.keys() | found.keys() if saved.get(k) != found.get(k))
+    if bad:
+      raise ChecksumError(f'the checksums of {len(bad)} of {len(saved)} arrays differ from those '
+                          f'saved ({", ".join(bad[:3])}{", ..." if len(bad) > 3 else ""})')
+    return restored.state
+
+  def _newest_readable(self, read: Callable[[int], Any]) -> Any:
+    """`read` of the newest step that can be read; the damaged newer ones are set aside."""
+    steps = sorted(self._manager.all_steps(), reverse=True)
+    if not steps:
+      raise UserError(f'no checkpoint in {self.directory}: train first (--mode=train)')
+    damaged: list[tuple[int, str]] = []
+    first_error: Exception | None = None
+    for step in steps:
+      try:
+        state = read(step)
+      except Exception as e:  # pylint: disable=broad-except  # Orbax and TensorStore raise many types.
+        damaged.append((step, _reason(e)))
+        first_error = first_error or e
+        continue
+      self._set_aside(damaged, step)
+      return state
+    raise UserError(
+        f'no checkpoint in {self.directory} can be read ('
+        + '; '.join(f'step {s}: {r}' for s, r in damaged)
+        + '): copy intact ones back, or check that the config is the one that wrote them') from first_error
+
+  def _set_aside(self, damaged: list[tuple[int, str]], used: int) -> None:
+    """Renames each damaged step folder to `<step>.damaged` (the module docstring says why), with
+    one warning line each naming it and why it cannot be read."""
+    for step, reason in damaged:
+      path = files.join(self.directory, str(step))
+      aside, n = path + DAMAGED, 0
+      while files.exists(aside):
+        n += 1
+        aside = f'{path}{DAMAGED}.{n}'
+      logging.warning('Checkpoint %s cannot be read (%s); set aside as %s, using step %d instead',
+                      path, reason, aside, used)
+      if jax.process_index() == 0:
+        files.rename(path, aside)
+    if damaged:
+      if jax.process_count() > 1:
+        multihost_utils.sync_global_devices('avssl checkpoints set aside')
+      self._manager.reload()
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

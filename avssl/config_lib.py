@@ -14,9 +14,12 @@ from __future__ import annotations
 import importlib.util
 import pathlib
 import sys
+from collections.abc import Iterable, Iterator
 from typing import Any, overload
 
 import ml_collections
+
+from avssl.errors import UserError
 
 
 def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
@@ -78,6 +81,76 @@ def steps(config: ml_collections.ConfigDict, name: str, steps_per_epoch: int,
   if n_epochs is not None:
     return int(round(float(n_epochs) * steps_per_epoch))
   return default
+
+
+# Durations that must be positive when set (the others, `warmup`, `init`, ..., may be 0).
+POSITIVE_DURATIONS = ('total', 'checkpoint_every', 'log_every', 'eval_every')
+# Smallest usable values: K >= 2 clusters (one cluster labels every video alike: NMI 0), at least
+# one head, one example per batch, one kept checkpoint.
+AT_LEAST = {'batch_size': 1, 'keep_checkpoints': 1, 'selavi.num_clusters': 2, 'selavi.num_heads': 1,
+            'selavi.num_groups': 1, 'selavi.num_label_updates': 1, 'xdc.num_clusters': 2,
+            'iicl.num_clusters': 2, 'goca.num_prototypes': 2}
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Refuses, naming the key, a config the run could only misuse: a duration that is not positive
+  (zero steps would "train" nothing and evaluate the initialisation; `total_steps=-5` would save a
+  checkpoint named -5), both units of one duration, and the values of `AT_LEAST` below their minimum."""
+  if config.get('total_steps') is None and config.get('total_epochs') is None:
+    raise UserError('config sets neither total_steps nor total_epochs; set one of them '
+                    '(--config.total_steps=N or --config.total_epochs=E)')
+  for key, value in _leaves(config):
+    name, _, unit = key.rpartition('_')
+    if unit not in ('steps', 'epochs') or value is None:
+      continue
+    other = f'{name}_{"epochs" if unit == "steps" else "steps"}'
+    if _get(config, other) is not None:
+      raise UserError(f'config sets both {name}_steps and {name}_epochs; set only one '
+                      f'(on the command line, --config.{key}=... alone clears the other)')
+    floor = 'positive' if name in POSITIVE_DURATIONS else 'non-negative'
+    for v in value if isinstance(value, (tuple, list)) else (value,):  # `decay_epochs` lists points.
+      if not isinstance(v, (int, float)) or v < 0 or (floor == 'positive' and v == 0):
+        raise UserError(f'config.{key}={value!r}: must be a {floor} number of {unit}')
+  for key, least in AT_LEAST.items():
+    value = _get(config, key)
+    if value is not None and value < least:
+      raise UserError(f'config.{key}={value!r}: must be at least {least}')
+
+
+def prefer_given_units(config: ml_collections.ConfigDict, keys: Iterable[str]) -> None:
+  """A duration overridden (`keys`, e.g. from `--config.total_epochs=2`) in one unit clears the
+  config's value in the other, so a `:tiny` run (in steps) can be switched to epochs and back."""
+  given = set(keys)
+  for key in given:
+    name, _, unit = key.rpartition('_')
+    if unit in ('steps', 'epochs'):
+      other = f'{name}_{"epochs" if unit == "steps" else "steps"}'
+      if other not in given and _get(config, other) is not None:
+        _set(config, other, None)
+
+
+def _leaves(config: ml_collections.ConfigDict, prefix: str = '') -> Iterator[tuple[str, Any]]:
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      yield from _leaves(value, f'{prefix}{key}.')
+    else:
+      yield f'{prefix}{key}', value
+
+
+def _get(config: ml_collections.ConfigDict, key: str) -> Any:
+  """The value at the dotted `key`, or None when there is no such key."""
+  for part in key.split('.'):
+    if not isinstance(config, ml_collections.ConfigDict) or part not in config:
+      return None
+    config = config[part]
+  return config
+
+
+def _set(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
+  *parents, last = key.split('.')
+  for part in parents:
+    config = config[part]
+  config[last] = value
 
 
 def distributed_config() -> ml_collections.ConfigDict:

@@ -3,7 +3,12 @@ r"""Entry point: `python -m avssl.main --config=configs/<file>.py[:args] --workd
 Modes (`avssl/modes/`): `train` (resumes from the latest checkpoint in DIR), `eval` (the evaluations
 `config.evaluation.run` lists, of that checkpoint), `label` (the cluster labels, browser and plots),
 `finetune` (train, select on val and test every fold of `config.finetune.dirs`). Any config value can be overridden with
-`--config.key=value`; the config is locked, so a key that does not exist is an error naming it.
+`--config.key=value`; the config is locked, so a key that does not exist is an error naming it. A
+duration overridden in one unit (`--config.total_epochs=2`) clears the config's other one (`total_steps`).
+
+A problem the user must fix (`avssl.errors.UserError`: a missing checkpoint, an unusable config value)
+ends the run with one or two lines `avssl: <message>` on stderr and exit status 2; `--verbose` also
+logs its traceback.
 
 For several hosts set `--config.distributed.coordinator_address=host:port` with `num_processes` and
 `process_id`, or run where JAX detects the cluster (SLURM, Open MPI, Cloud TPU) with
@@ -22,6 +27,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from avssl import config_lib, files, preemption
+from avssl.errors import UserError
 from avssl.modes import evaluate, finetune, label, train
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (with :args).',
@@ -29,6 +35,8 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (with :ar
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and outputs: a '
                                'local path or a URL (gs://...).', required=True)
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'label', 'finetune'], 'What to run.')
+_VERBOSE = flags.DEFINE_bool('verbose', False, 'Also log the traceback of an error the user must fix '
+                             '(a missing checkpoint, an unusable config value).')
 flags.mark_flags_as_required(['config'])
 
 
@@ -41,7 +49,10 @@ def _parse_flags(argv: list[str]) -> list[str]:
     elif arg == '--config' and i + 1 < len(argv):
       config_lib.make_importable(argv[i + 1].partition(':')[0])
   try:
-    return flags.FLAGS(argv)
+    rest = flags.FLAGS(argv)
+    config_lib.prefer_given_units(_CONFIG.value, [a[len('--config.'):].partition('=')[0]
+                                                  for a in argv if a.startswith('--config.')])
+    return rest
   except (AttributeError, KeyError) as e:
     overrides = [a.split('=')[0] for a in argv if a.startswith('--config.')]
     unknown = [a for a in overrides if a.split('.')[-1] in str(e)] or overrides
@@ -89,17 +100,28 @@ def main(argv: list[str]) -> None:
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.devices()[0].platform)
   mode, workdir = _MODE.value, files.local_or_url(_WORKDIR.value)
-  if mode == 'train':
-    try:
+  try:
+    if mode == 'train':
       train.train_and_evaluate(config, workdir)
-    except preemption.Preempted as e:  # Saved and durable: exit 0, so schedulers don't count a failure.
-      logging.warning('%s', e)
-  elif mode == 'eval':
-    evaluate.evaluate(config, workdir, config_flags.get_config_filename(flags.FLAGS['config']))
-  elif mode == 'label':
-    label.label(config, workdir)
-  else:
-    finetune.finetune(config, workdir)
+    elif mode == 'eval':
+      evaluate.evaluate(config, workdir, config_flags.get_config_filename(flags.FLAGS['config']))
+    elif mode == 'label':
+      label.label(config, workdir)
+    else:
+      finetune.finetune(config, workdir)
+  except preemption.Preempted as e:  # Saved and durable: exit 0, so schedulers don't count a failure.
+    logging.warning('%s', e)
+  except UserError as e:
+    report_user_error(e, verbose=_VERBOSE.value)
+    sys.exit(2)
+
+
+def report_user_error(error: UserError, *, verbose: bool) -> None:
+  """`avssl: <message>` on stderr; the traceback, which would bury the file or key to fix, only in
+  the log and only when `verbose`."""
+  if verbose:
+    logging.error('The run stopped on an error to fix', exc_info=error)
+  print(f'avssl: {error}', file=sys.stderr, flush=True)
 
 
 if __name__ == '__main__':

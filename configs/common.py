@@ -35,6 +35,7 @@ def loop_config(*, batch_size: int, total_epochs: float, seed: int) -> ml_collec
   config.checkpoint_after_update = True
   config.checkpoint_dir = ''  # Where checkpoints go ('' = <workdir>/checkpoints); a path or a URL.
   config.init_from = ''  # Another run's workdir whose weights start this run (matching names/shapes).
+  config.allow_untrained = False  # Let eval, label and init_from use the random initialisation.
   config.distributed = config_lib.distributed_config()
   config.evaluation = evaluation_config()
   return config

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from avssl import passes, sharding
+from avssl import errors, passes, sharding
 from avssl.data import audio, pipeline, video_io
 from data_prep import annotations, make_records
 
@@ -265,6 +265,6 @@ def test_eval_plan_skips_what_the_records_cannot_score(six_records, sync_records
   assert evaluate.plan(config) == ('method', 'kmeans')
   assert f"Skipping evaluation 'retrieval': {six_records} has no split 'test'" in caplog.text
   config.data.dir = str(sync_records)
-  with pytest.raises(ValueError, match="none of config.evaluation.run can be scored: method: the "
+  with pytest.raises(errors.UserError, match="none of config.evaluation.run can be scored: method: the "
                                        f"videos of split 'train' of {sync_records} have no labels"):
     evaluate.plan(config)

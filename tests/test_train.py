@@ -6,6 +6,7 @@ import pytest
 from avssl import checkpointing, loop, sharding
 from avssl.modes import setup as setup_mode, train
 from avssl.data import datasets, synthetic
+from avssl.errors import UserError
 from conftest import state_leaves
 
 
@@ -82,7 +83,7 @@ def test_nan_loss_stops_with_step_named_and_keeps_last_good_checkpoint(tiny_conf
 
 def test_missing_total_duration_fails_before_training(tiny_config, tmp_path):
   tiny_config.total_steps = None
-  with pytest.raises(ValueError, match='total_steps nor total_epochs'):
+  with pytest.raises(UserError, match='total_steps nor total_epochs'):
     setup_mode.setup(tiny_config, str(tmp_path))
 
 

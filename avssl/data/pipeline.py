@@ -47,7 +47,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from avssl import files
+from avssl import errors, files
 from avssl.data import audio, augment, datasets, flow as flow_lib, records
 
 MANIFEST = 'manifest.json'
@@ -83,9 +83,10 @@ _REMAKE = ('copy the records folder again, or re-run the make_records command th
            '(it converts only what is missing)')
 
 
-class DataError(ValueError):
+class DataError(errors.UserError, ValueError):
   """Records that do not match their manifest or cannot be read: the message names the file, since a
-  run on them would silently skip videos or die in TensorFlow without saying where."""
+  run on them would silently skip videos or die in TensorFlow without saying where (`avssl.main`
+  reports it in one line)."""
 
 
 def read_manifest(directory: str) -> dict[str, Any]:

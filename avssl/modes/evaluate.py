@@ -30,7 +30,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from avssl import files, sharding
+from avssl import errors, files, sharding
 from avssl.data import datasets, pipeline
 from avssl.data import splits
 from avssl.evaluation import baselines, features, probe, retrieval, robustness, tables
@@ -278,7 +278,7 @@ def plan(config: ml_collections.ConfigDict) -> tuple[str, ...]:
       logging.warning('Skipping evaluation %r: %s', name, reason)
   runnable = tuple(name for name, reason in reasons.items() if not reason)
   if not runnable:
-    raise ValueError('--mode=eval: none of config.evaluation.run can be scored: '
+    raise errors.UserError('--mode=eval: none of config.evaluation.run can be scored: '
                      + '; '.join(f'{n}: {r}' for n, r in reasons.items()))
   return runnable
 
@@ -345,10 +345,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
   """`--mode=eval`: the evaluations `config.evaluation.run` lists, of the latest checkpoint in
   `workdir`; tables and JSON under `workdir/eval/` (see the module docstring)."""
   names = plan(config)
-  built = setup(config, workdir)
+  built = setup(config, workdir, trained_for='--mode=eval')
   try:
-    if built.checkpointer.latest_step() is None:
-      raise FileNotFoundError(f'no checkpoint in {built.checkpointer.directory}: train first')
     context = Context(config, built.method, built.state, built.data, built.mesh, workdir,
                       int(built.state.step), config_name)
     return run(context, names)

@@ -30,8 +30,8 @@ from avssl.reporting import browser, plots, ranking
 
 
 def label(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """`--mode=label`: `write_labels` of the latest checkpoint in `workdir`."""
-  run = setup(config, workdir)
+  """`--mode=label`: `write_labels` of the latest checkpoint in `workdir` (refused without one)."""
+  run = setup(config, workdir, trained_for='--mode=label')
   try:
     write_labels(run)
   finally:

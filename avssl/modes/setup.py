@@ -12,13 +12,21 @@ from absl import logging
 
 from avssl import checkpointing, config_lib, methods, optim, sharding, train_state
 from avssl.data import datasets
+from avssl.errors import UserError
 from avssl.loop import Run
 from avssl.methods.base import RunContext
 from avssl.train_state import TrainState
 
 
-def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
-  """Builds mesh, data, method, optimiser and state; restores the latest checkpoint in `workdir`."""
+def setup(config: ml_collections.ConfigDict, workdir: str, *, trained_for: str = '') -> Run:
+  """Builds mesh, data, method, optimiser and state; restores the latest checkpoint in `workdir`.
+
+  `trained_for` names a mode that uses trained weights (`--mode=label`): without a checkpoint it is
+  refused before anything is built, unless `config.allow_untrained` asks for the random initialisation.
+  """
+  config_lib.validate(config)
+  if trained_for:
+    _require_checkpoint(config, workdir, trained_for)
   jax.config.update('jax_threefry_partitionable', True)
   mesh = sharding.make_mesh()
   sharding.check_global_batch(config.batch_size, mesh)
@@ -26,9 +34,10 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
                         process_index=jax.process_index(), process_count=jax.process_count(),
                         seed=config.seed)
   steps_per_epoch = data.steps_per_epoch
-  total_steps = config_lib.steps(config, 'total', steps_per_epoch)
-  if total_steps is None:
-    raise ValueError('config sets neither total_steps nor total_epochs; set one of them')
+  total_steps = config_lib.steps(config, 'total', steps_per_epoch, default=0)
+  if total_steps <= 0:
+    raise UserError(f'config.total_epochs={config.total_epochs} is {total_steps} steps at '
+                    f'{steps_per_epoch} steps per epoch; train for at least one step')
   method = methods.build(config, RunContext(mesh, data, steps_per_epoch, total_steps))
   lr = optim.learning_rate(config.schedule, steps_per_epoch, total_steps)
   tx = optim.optimizer(config.optimizer, lr)
@@ -40,21 +49,45 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
       config, 'checkpoint_every', steps_per_epoch, default=total_steps), config.keep_checkpoints,
       directory=config.get('checkpoint_dir', ''))
   if checkpointer.latest_step() is not None:
-    logging.info('Resuming from the checkpoint of step %d in %s', checkpointer.latest_step(), workdir)
     state = checkpointer.restore(state, state_sharding)
+    logging.info('Resuming from the checkpoint of step %d in %s', int(state.step),
+                 checkpointer.directory)
   elif config.get('init_from'):
-    state = initialise_from(state, config.init_from)
+    state = initialise_from(state, config.init_from, bool(config.get('allow_untrained')))
   return Run(config, workdir, mesh, data, method, tx, lr, state, state_sharding, checkpointer,
              steps_per_epoch, total_steps)
 
 
-def initialise_from(state: TrainState, workdir: str) -> TrainState:
+def _require_checkpoint(config: ml_collections.ConfigDict, workdir: str, mode: str) -> None:
+  """Refuses `mode` without a checkpoint (it would write results of the random initialisation as if
+  trained), unless `config.allow_untrained`."""
+  directory = checkpointing.checkpoint_dir(workdir, config.get('checkpoint_dir', ''))
+  if checkpointing.has_checkpoint(directory):
+    return
+  if not config.get('allow_untrained'):
+    raise UserError(f'no checkpoint in {directory}: {mode} needs a trained model; train first '
+                    '(--mode=train with this --workdir), or set --config.allow_untrained=true to use '
+                    'the random initialisation')
+  logging.warning('No checkpoint in %s: %s uses the random initialisation (allow_untrained)',
+                  directory, mode)
+
+
+def initialise_from(state: TrainState, workdir: str, allow_untrained: bool = False) -> TrainState:
   """Copies the weights of another run's latest checkpoint into `state` where names and shapes match.
 
   This is SeLaVi's unsupervised finetuning (§4): Kinetics-Sound and AVE start from the VGG-Sound
   model. Encoders match; heads with another number of clusters do not and keep their initialisation.
-  Optimiser state, step and method state always start fresh.
+  Optimiser state, step and method state always start fresh. A run without a checkpoint is refused
+  (a typo would otherwise start from scratch unnoticed) unless `allow_untrained`.
   """
+  if not checkpointing.has_checkpoint(checkpointing.checkpoint_dir(workdir)):
+    if not allow_untrained:
+      raise UserError(f'init_from={workdir}: no checkpoint in {checkpointing.checkpoint_dir(workdir)};'
+                      ' train that run first or fix the path, or set --config.allow_untrained=true '
+                      'to start from the random initialisation')
+    logging.warning('init_from=%s has no checkpoint: starting from the random initialisation '
+                    '(allow_untrained)', workdir)
+    return state
   source = checkpointing.Checkpointer(workdir, every_steps=1, keep=1)
   try:
     raw = source.restore_raw()

@@ -1,0 +1,172 @@
+"""Nothing silently wrong: a mode that needs trained weights refuses to run without them, a damaged
+newest checkpoint falls back to the previous intact one, and a degenerate config is refused at start;
+each with one line naming the file, folder or key."""
+
+import logging
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO, load_config, state_leaves
+from avssl import checkpointing, config_lib
+from avssl.errors import UserError
+from avssl.modes import setup as setup_mode, train
+
+
+def _tiny_config():
+  """The supervised `:tiny` run cut to 6 steps with a checkpoint every step (3 kept), at the full
+  config's width: its largest weights are big enough for OCDBT to store them apart from its index."""
+  config = load_config('supervised_synthetic', 'tiny')
+  config.total_steps, config.checkpoint_every_steps, config.log_every_steps = 6, 1, 1
+  config.model.width = 32
+  return config
+
+
+def test_label_without_checkpoint_exits_with_one_line_naming_the_workdir(tmp_path):
+  workdir = tmp_path / 'typo'
+  result = subprocess.run(
+      [sys.executable, '-m', 'avssl.main', '--config=configs/selavi_vggsound.py:tiny',
+       f'--workdir={workdir}', '--mode=label'],
+      cwd=REPO, text=True, capture_output=True, timeout=120, check=False)
+  assert result.returncode == 2, result.stderr[-2000:]
+  lines = [line for line in result.stderr.splitlines() if line.startswith('avssl:')]
+  assert lines == [f'avssl: no checkpoint in {workdir / "checkpoints"}: --mode=label needs a trained '
+                   'model; train first (--mode=train with this --workdir), or set '
+                   '--config.allow_untrained=true to use the random initialisation']
+  assert 'Traceback' not in result.stderr
+  assert not workdir.exists()  # Refused before anything was written.
+
+
+def test_init_from_without_checkpoint_is_refused_unless_untrained_is_allowed(tmp_path):
+  config = _tiny_config()
+  config.init_from = str(tmp_path / 'pretrained')
+  with pytest.raises(UserError, match=f'init_from={tmp_path}/pretrained: no checkpoint in '):
+    setup_mode.setup(config, str(tmp_path / 'run'))
+  config.allow_untrained = True
+  run = setup_mode.setup(config, str(tmp_path / 'run'), trained_for='--mode=eval')
+  run.checkpointer.close()
+  assert int(run.state.step) == 0
+  assert not (tmp_path / 'pretrained').exists()
+
+
+@pytest.mark.parametrize('verbose', [False, True])
+def test_user_error_is_one_line_with_the_traceback_only_when_verbose(verbose, capsys, caplog):
+  from avssl import main  # pylint: disable=g-import-not-at-top
+  try:
+    raise UserError('config.total_steps=0: must be a positive number of steps')
+  except UserError as e:
+    with caplog.at_level(logging.ERROR):
+      main.report_user_error(e, verbose=verbose)
+  assert capsys.readouterr().err == 'avssl: config.total_steps=0: must be a positive number of steps\n'
+  assert [r.exc_info is not None for r in caplog.records] == ([True] if verbose else [])
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory):
+  """A 6-step run and its final state; its checkpoints are steps 4, 5 and 6."""
+  workdir = tmp_path_factory.mktemp('uninterrupted')
+  return workdir, state_leaves(train.train_and_evaluate(_tiny_config(), str(workdir)))
+
+
+def _data_file(step: pathlib.Path) -> pathlib.Path:
+  """The biggest of the checkpoint's OCDBT data files: the largest weights' zarr chunks (zstd frames
+  without a checksum, which TensorStore reads back without noticing a flipped byte)."""
+  return max(step.glob('state/**/d/*'), key=lambda p: p.stat().st_size)
+
+
+def _truncate_chunk(step):
+  chunk = _data_file(step)
+  chunk.write_bytes(chunk.read_bytes()[:chunk.stat().st_size // 2])
+
+
+def _remove_metadata(step):
+  (step / 'state' / '_METADATA').unlink()
+
+
+def _empty_folder(step):
+  shutil.rmtree(step)
+  step.mkdir()
+
+
+def _flip_byte(step):
+  chunk = _data_file(step)
+  data = bytearray(chunk.read_bytes())
+  data[len(data) // 2] ^= 0x01
+  chunk.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize('damage', [_truncate_chunk, _remove_metadata, _empty_folder, _flip_byte])
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_step(damage, uninterrupted, tmp_path,
+                                                                   caplog):
+  source, final = uninterrupted
+  workdir = tmp_path / 'run'
+  shutil.copytree(source, workdir)
+  newest = workdir / 'checkpoints' / '6'
+  damage(newest)
+  with caplog.at_level(logging.WARNING):
+    resumed = train.train_and_evaluate(_tiny_config(), str(workdir))
+
+  lines = [r.getMessage() for r in caplog.records if 'cannot be read' in r.getMessage()]
+  assert len(lines) == 1 and lines[0].startswith(f'Checkpoint {newest} cannot be read ('), lines
+  assert lines[0].endswith(f'set aside as {newest}.damaged, using step 5 instead')
+  if damage is _flip_byte:
+    assert 'ChecksumError: the checksums of 1 of' in lines[0]
+  b = state_leaves(resumed)
+  assert final.keys() == b.keys()
+  for key in final:
+    np.testing.assert_array_equal(final[key], b[key], err_msg=key)
+  assert (workdir / 'checkpoints' / '6.damaged').is_dir()  # Kept, not deleted.
+  checkpointer = checkpointing.Checkpointer(str(workdir), every_steps=1, keep=3)
+  assert checkpointer.all_steps() == [4, 5, 6]  # Step 6 saved again by the resumed run.
+  checkpointer.close()
+
+
+def test_no_readable_checkpoint_is_a_user_error_and_renames_nothing(tmp_path):
+  (tmp_path / 'checkpoints' / '3').mkdir(parents=True)
+  checkpointer = checkpointing.Checkpointer(str(tmp_path), every_steps=1, keep=None)
+  with pytest.raises(UserError, match=f'no checkpoint in {tmp_path}/checkpoints can be read '
+                                      r'\(step 3: '):
+    checkpointer.restore_raw()
+  checkpointer.close()
+  assert sorted(p.name for p in (tmp_path / 'checkpoints').iterdir()) == ['3']
+
+
+@pytest.mark.parametrize('override, message', [
+    ({'total_steps': 0}, 'config.total_steps=0: must be a positive number of steps'),
+    ({'total_epochs': 0.0}, 'config.total_epochs=0.0: must be a positive number of epochs'),
+    ({'total_steps': -5}, 'config.total_steps=-5: must be a positive number of steps'),
+    ({'selavi.num_clusters': 1}, 'config.selavi.num_clusters=1: must be at least 2'),
+    ({'checkpoint_every_steps': 0}, 'config.checkpoint_every_steps=0: must be a positive'),
+    ({'schedule.warmup_steps': -1}, 'config.schedule.warmup_steps=-1: must be a non-negative'),
+])
+def test_degenerate_config_is_refused_naming_its_key(override, message):
+  config = load_config('selavi_vggsound', 'tiny')
+  for key, value in override.items():  # As `--config.<key>=<value>` sets it.
+    *parents, last = key.split('.')
+    node = config
+    for part in parents:
+      node = node[part]
+    node[last] = value
+  config_lib.prefer_given_units(config, override)
+  with pytest.raises(UserError, match=message.replace('(', r'\(')):
+    config_lib.validate(config)
+
+
+def test_tiny_run_switches_to_epochs_from_the_command_line(tmp_path, monkeypatch):
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from avssl import main  # pylint: disable=g-import-not-at-top
+  argv = ['avssl', f'--config={REPO}/configs/supervised_synthetic.py:tiny',
+          '--config.total_epochs=0.125', '--config.model.width=32', f'--workdir={tmp_path}']
+  monkeypatch.setattr(sys, 'argv', argv)  # ml_collections finds the `--config.` overrides there.
+  main._parse_flags(argv)  # pylint: disable=protected-access
+  try:
+    config = main._CONFIG.value.copy_and_resolve_references()  # pylint: disable=protected-access
+  finally:
+    flags.FLAGS.unparse_flags()
+  assert (config.total_steps, config.total_epochs) == (None, 0.125)  # `:tiny` set total_steps=30.
+  state = train.train_and_evaluate(config, str(tmp_path))
+  assert int(state.step) == 2  # 256 training clips in batches of 16: 16 steps per epoch.
