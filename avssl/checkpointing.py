@@ -76,6 +76,17 @@ def _reason(error: Exception) -> str:
   return text if len(text) <= 200 else text[:197] + '...'
 
 
+class _Manager(ocp.CheckpointManager):
+  """Orbax's manager without its own preemption polling: `save` would ask JAX's preemption sync
+  manager about the checkpoint's step, which moves the counter `avssl.preemption` numbers its checks
+  with, and a notice arriving after that would wait for a step no process reaches. The loop handles
+  preemption itself (`avssl/loop.py`)."""
+
+  def reached_preemption(self, step: int) -> bool:
+    del step
+    return False
+
+
 class Checkpointer:
   """Saves every `every_steps` steps and at the end, keeps the newest `keep` (None: all),
   restores the latest.
@@ -88,7 +99,7 @@ class Checkpointer:
     self.every_steps = max(int(every_steps), 1)
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                            enable_async_checkpointing=True)
-    self._manager = ocp.CheckpointManager(checkpoint_dir(workdir, directory), options=options)
+    self._manager = _Manager(checkpoint_dir(workdir, directory), options=options)
 
   @property
   def directory(self) -> str:

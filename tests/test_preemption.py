@@ -15,13 +15,16 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.experimental import multihost_utils
 
 from conftest import REPO, load_config, tree_leaves
 from avssl import checkpointing
 from avssl.methods import selavi
 from avssl.modes import train
+from avssl.train_state import TrainState
 
 TOTAL_STEPS = 12
 GRACE_SECONDS = 30  # What Cloud TPU pods and spot VMs give between the notice and the kill.
@@ -162,3 +165,19 @@ def test_kill_9_after_a_label_updates_checkpoint_resumes_without_redoing_it(
   final = _final_state(tmp_path)
   assert int(final["['method_state']['updates']"]) == 2
   _assert_equal(uninterrupted, final)
+
+
+def test_checkpoints_leave_jax_preemption_sync_counter_alone(tmp_path, monkeypatch):
+  """Orbax's own save asks JAX's preemption sync manager about the checkpoint's step, which moves the
+  counter the loop's checks are numbered with: under `jax.distributed` a notice arriving after a save
+  then waited for a step no process reached, and the processes trained on to the end."""
+  calls = []
+  ask = multihost_utils.reached_preemption_sync_point
+  monkeypatch.setattr(multihost_utils, 'reached_preemption_sync_point',
+                      lambda step: calls.append(step) or ask(step))
+  state = TrainState(step=jnp.int32(3), params={'w': jnp.ones(2)}, batch_stats={}, opt_state={},
+                     rng=jax.random.PRNGKey(0), method_state={})
+  checkpointer = checkpointing.Checkpointer(str(tmp_path), every_steps=1, keep=1)
+  assert checkpointer.maybe_save(state, 3, final=True)
+  checkpointer.close()
+  assert checkpointer.latest_step() == 3 and not calls

@@ -184,7 +184,8 @@ def test_orbax_receives_the_url_unchanged(monkeypatch):
       del options
       seen.append(directory)
 
-  monkeypatch.setattr(checkpointing.ocp, 'CheckpointManager', Recorder)
+  # Orbax's CheckpointManager, as the Checkpointer subclasses it (without its preemption polling).
+  monkeypatch.setattr(checkpointing, '_Manager', Recorder)
   checkpointing.Checkpointer('gs://bucket/run', every_steps=1, keep=1)
   checkpointing.Checkpointer('gs://bucket/run', every_steps=1, keep=1, directory='gs://b/ckpt')
   checkpointing.Checkpointer('runs/x', every_steps=1, keep=1)
