@@ -22,7 +22,7 @@ def test_there_are_configs():
 # One config per method trains a step and runs its evaluation end to end; every other config is set up
 # (data, model, initial state) and its train step traced and lowered with the real shapes and shardings,
 # which is where a config's mistakes show. Compiling 27 near-identical steps would add minutes, not checks.
-TRAINED = {'selavi_vggsound', 'xdc_audioset', 'goca_ucf101', 'iicl_demo', 'finetune_esc50',
+TRAINED = {'selavi_vggsound', 'xdc_audioset', 'goca_kinetics', 'iicl_kinetics', 'finetune_esc50',
            'supervised_synthetic'}
 
 
