@@ -209,9 +209,9 @@ def test_a_run_on_ram_trains_evaluates_and_labels(avsynth_records, tmp_path):
   assert (tmp_path / 'checkpoints').is_dir()
   with files.open(files.join(workdir, 'eval.json')) as f:
     assert 'step' in json.load(f)
-  config.evaluation.run = ('method', 'kmeans')
+  config.evaluation.run = ('method',)
   evaluate.evaluate(config, workdir)
-  assert {'tables.md', 'kmeans.json', 'kmeans.md'} <= set(files.listdir(files.join(workdir, 'eval')))
+  assert {'tables.md', 'method.json', 'method.md'} <= set(files.listdir(files.join(workdir, 'eval')))
   label.label(config, workdir)
   site = files.list_files(files.join(workdir, 'browser'))
   assert {'index.html', 'browser.js', 'browser.css', 'data/site.js'} <= set(site)
