@@ -100,24 +100,28 @@ def train(run: Run, writer: metric_writers.MetricWriter,
       history.append(_check_finite(*pending, run.checkpointer))
       pending = None
 
-  def save(state: TrainState, step: int, *, final: bool = False) -> None:
+  def save(state: TrainState, step: int) -> None:
     flush()
-    if run.checkpointer.maybe_save(state, step, final=final):
+    if run.checkpointer.maybe_save(state, step, final=True):
       clock.saved(step)
 
   def stop(state: TrainState, step: int) -> NoReturn:
-    save(state, step, final=True)
+    save(state, step)
     run.checkpointer.wait()
     logging.warning('preempted at step %d; rerun the same command to resume', step)
     raise preemption.Preempted(step)
 
-  try:
-    state, passed = _scheduled_update(run, state, start, writer,
-                                      done=int(state.updated_at) == start)
-  except preemption.Preempted:
-    stop(state, start)
+  def update(state: TrainState, step: int, *, done: bool = False) -> tuple[TrainState, bool]:
+    """The scheduled update before `step`; on a notice during its pass, the state before it is
+    saved (the resume redoes the update)."""
+    try:
+      return _scheduled_update(run, state, step, writer, done=done)
+    except preemption.Preempted:
+      stop(state, step)
+
+  state, passed = update(state, start, done=int(state.updated_at) == start)
   if passed and after_update:
-    save(state, start, final=True)
+    save(state, start)
   batches: Iterator = run.data.train_batches(start)
   for step in range(start, run.total_steps):
     if preemption.at_step(step):
@@ -131,17 +135,17 @@ def train(run: Run, writer: metric_writers.MetricWriter,
       flush()
       writer.write_scalars(done, {**_mean(history), **clock.scalars(done)})
       history = []
-    try:
-      if eval_every and done % eval_every == 0 and done != run.total_steps:
+    if eval_every and done % eval_every == 0 and done != run.total_steps:
+      try:
         evaluate(state, done)
-      passed = False
-      if done != run.total_steps:
-        state, passed = _scheduled_update(run, state, done, writer)
-    except preemption.Preempted:
-      stop(state, done)
+      except preemption.Preempted:
+        stop(state, done)
+    passed = False
+    if done != run.total_steps:
+      state, passed = update(state, done)
     if done % run.checkpointer.every_steps == 0 or (passed and after_update):
-      save(state, done, final=True)
-  save(state, run.total_steps, final=True)
+      save(state, done)
+  save(state, run.total_steps)
   return state
 
 
