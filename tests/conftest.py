@@ -2,7 +2,11 @@
 
 import os
 
-os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '')
+# The tests' programs are tiny and compiled once or twice each, so compiling is most of the suite's
+# time: without LLVM's optimisation passes XLA's CPU backend compiles them in about 60% of it (the
+# whole suite: 810 s -> 540 s on 2 cores). Subprocesses (multi-host, preemption) inherit the flags, so
+# their numbers equal this process's.
+os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' --xla_backend_optimization_level=0'
                            + ' --xla_force_host_platform_device_count=8').strip()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ['JAX_PLATFORMS'] = 'cpu'

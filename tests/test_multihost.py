@@ -22,6 +22,11 @@ CONFIG = 'tests/configs/selavi_synthetic.py'
 TOTAL_STEPS = 10
 
 
+def _four_devices() -> str:
+  """This session's XLA flags (conftest.py) with 4 simulated devices per process instead of 8."""
+  return os.environ['XLA_FLAGS'].replace('device_count=8', 'device_count=4')
+
+
 def _free_port() -> int:
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
@@ -29,7 +34,7 @@ def _free_port() -> int:
 
 
 def _launch_two_processes(workdir) -> list[subprocess.Popen]:
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4', JAX_PLATFORMS='cpu',
+  env = dict(os.environ, XLA_FLAGS=_four_devices(), JAX_PLATFORMS='cpu',
              JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
@@ -117,7 +122,7 @@ print('index', ' '.join(map(str, out['index'])))
 def test_two_processes_pass_over_every_video_once(avsynth_records):
   """58 videos in shards of 16, 16, 16, 10: process 0 reads 32, process 1 reads 26 and pads to the
   same 8 batches of 4, so the gathers stay in step (unequal counts would hang them)."""
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4', JAX_PLATFORMS='cpu')
+  env = dict(os.environ, XLA_FLAGS=_four_devices(), JAX_PLATFORMS='cpu')
   address = f'127.0.0.1:{_free_port()}'
   procs = [subprocess.Popen([sys.executable, '-c', _ORDERED_PASS, avsynth_records, address, str(i)],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
