@@ -42,11 +42,15 @@ def create(init_variables: Callable[[jax.Array], dict[str, PyTree]],
            init_method_state: Callable[[], PyTree],
            tx: optax.GradientTransformation,
            rng: jax.Array,
-           mesh: Mesh) -> tuple[TrainState, PyTree]:
+           mesh: Mesh,
+           *,
+           abstract: bool = False) -> tuple[TrainState, PyTree]:
   """Builds the state directly in its (replicated) sharding, big_vision's way.
 
   `jax.eval_shape` gives the state's structure without allocating it; the shardings are derived from
-  that; then one jitted init with `out_shardings` materialises every array where it belongs.
+  that; then one jitted init with `out_shardings` materialises every array where it belongs. With
+  `abstract`, that last step is skipped: the state's leaves are `jax.ShapeDtypeStruct`s carrying
+  their shardings, enough to lower and cost a step without compiling the init or allocating anything.
 
   Returns the state and its sharding pytree (for the step's in/out shardings and for restoring).
   """
@@ -66,7 +70,9 @@ def create(init_variables: Callable[[jax.Array], dict[str, PyTree]],
         updated_at=jax.numpy.full((), -1, jax.numpy.int32),
     )
 
-  abstract = jax.eval_shape(init)
-  state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
-  state = jax.jit(init, out_shardings=state_sharding)()
-  return state, state_sharding
+  shapes = jax.eval_shape(init)
+  state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), shapes)
+  if abstract:
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes,
+                        state_sharding), state_sharding
+  return jax.jit(init, out_shardings=state_sharding)(), state_sharding

@@ -4,6 +4,7 @@ import re
 import subprocess
 import sys
 
+import jax
 import pytest
 
 from conftest import REPO, load_config
@@ -20,8 +21,9 @@ def test_there_are_configs():
 
 
 # One config per method trains a step and runs its evaluation end to end; every other config is set up
-# (data, model, initial state) and its train step traced and lowered with the real shapes and shardings,
-# which is where a config's mistakes show. Compiling 27 near-identical steps would add minutes, not checks.
+# (data, model, the initial state's shapes and shardings) and its train step traced and lowered with the
+# real batch, which is where a config's mistakes show. Compiling 27 near-identical steps (and their
+# inits) would add minutes, not checks.
 TRAINED = {'selavi_vggsound', 'xdc_audioset', 'goca_kinetics', 'iicl_kinetics', 'finetune_esc50',
            'supervised_synthetic'}
 
@@ -44,13 +46,25 @@ def test_config_loads_and_tiny_sets_up_and_steps(name, tmp_path, request):
     state = train.train_and_evaluate(tiny, str(tmp_path))
     assert int(state.step) == 1
     return
-  run = setup_mode.setup(tiny, str(tmp_path))
+  run = setup_mode.setup(tiny, str(tmp_path), abstract=True)
   try:
     batch = sharding.to_global(next(run.data.train_batches(0)), run.mesh)
     lowered = loop.make_train_step(run).lower(run.state, batch)
     assert 'loss' in lowered.out_info[1]
   finally:
     run.checkpointer.close()
+
+
+def test_an_abstract_setup_has_the_states_shapes_dtypes_and_shardings(tiny_config, tmp_path):
+  def spec(state):
+    return jax.tree.map(lambda x: (x.shape, x.dtype, x.sharding), state)
+
+  real = setup_mode.setup(tiny_config, str(tmp_path / 'real'))
+  abstract = setup_mode.setup(tiny_config, str(tmp_path / 'abstract'), abstract=True)
+  real.checkpointer.close()
+  abstract.checkpointer.close()
+  assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(abstract.state))
+  assert spec(abstract.state) == spec(real.state)
 
 
 def test_parse_arg_types_and_unknown_names():

@@ -18,11 +18,14 @@ from avssl.methods.base import RunContext
 from avssl.train_state import TrainState
 
 
-def setup(config: ml_collections.ConfigDict, workdir: str, *, trained_for: str = '') -> Run:
+def setup(config: ml_collections.ConfigDict, workdir: str, *, trained_for: str = '',
+          abstract: bool = False) -> Run:
   """Builds mesh, data, method, optimiser and state; restores the latest checkpoint in `workdir`.
 
   `trained_for` names a mode that uses trained weights (`--mode=label`): without a checkpoint it is
   refused before anything is built, unless `config.allow_untrained` asks for the random initialisation.
+  With `abstract`, the state is only its shapes, dtypes and shardings (`train_state.create`) and no
+  checkpoint is read: enough to lower the step, check a config and cost it, at no compile of the init.
   """
   config_lib.validate(config)
   if trained_for:
@@ -44,18 +47,27 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, trained_for: str =
   example = jax.tree.map(lambda x: x[:1], next(data.train_batches(0)))
   state, state_sharding = train_state.create(
       lambda rng: method.init_variables(rng, example),
-      lambda: method.init_method_state(data.num_train), tx, jax.random.PRNGKey(config.seed), mesh)
+      lambda: method.init_method_state(data.num_train), tx, jax.random.PRNGKey(config.seed), mesh,
+      abstract=abstract)
   checkpointer = checkpointing.Checkpointer(workdir, config_lib.steps(
       config, 'checkpoint_every', steps_per_epoch, default=total_steps), config.keep_checkpoints,
       directory=config.get('checkpoint_dir', ''))
+  if not abstract:
+    state = _restore(config, state, state_sharding, checkpointer)
+  return Run(config, workdir, mesh, data, method, tx, lr, state, state_sharding, checkpointer,
+             steps_per_epoch, total_steps)
+
+
+def _restore(config: ml_collections.ConfigDict, state: TrainState, state_sharding: Any,
+             checkpointer: checkpointing.Checkpointer) -> TrainState:
+  """The workdir's latest checkpoint, else the weights of `config.init_from`, else `state`."""
   if checkpointer.latest_step() is not None:
     state = checkpointer.restore(state, state_sharding)
     logging.info('Resuming from the checkpoint of step %d in %s', int(state.step),
                  checkpointer.directory)
   elif config.get('init_from'):
     state = initialise_from(state, config.init_from, bool(config.get('allow_untrained')))
-  return Run(config, workdir, mesh, data, method, tx, lr, state, state_sharding, checkpointer,
-             steps_per_epoch, total_steps)
+  return state
 
 
 def _require_checkpoint(config: ml_collections.ConfigDict, workdir: str, mode: str) -> None:
