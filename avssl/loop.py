@@ -46,6 +46,7 @@ class Run:
   checkpointer: checkpointing.Checkpointer
   steps_per_epoch: int
   total_steps: int
+  example: dict[str, jax.ShapeDtypeStruct]  # One example's shapes: the model's init needs no data.
 
 
 def make_train_step(run: Run) -> Callable[[TrainState, Any], tuple[TrainState, dict[str, jax.Array]]]:

@@ -1,13 +1,16 @@
 """Every config file loads (full and :tiny), every :tiny one sets up and steps, and bad keys are named."""
 
 import re
+import shutil
 import subprocess
 import sys
 
 import jax
+import numpy as np
 import pytest
 
-from conftest import REPO, load_config
+import avssl
+from conftest import REPO, load_config, tree_leaves
 from avssl import config_lib, loop, sharding
 from avssl.modes import setup as setup_mode
 from avssl.modes import train
@@ -43,8 +46,7 @@ def test_config_loads_and_tiny_sets_up_and_steps(name, tmp_path, request):
     fixture = 'avsynth_flow_records' if tiny.data.with_flow else 'avsynth_records'
     tiny.data.dir = request.getfixturevalue(fixture)
   if name in TRAINED:
-    state = train.train_and_evaluate(tiny, str(tmp_path))
-    assert int(state.step) == 1
+    _train_then_load_without_records(tiny, tmp_path)
     return
   run = setup_mode.setup(tiny, str(tmp_path), abstract=True)
   try:
@@ -53,6 +55,26 @@ def test_config_loads_and_tiny_sets_up_and_steps(name, tmp_path, request):
     assert 'loss' in lowered.out_info[1]
   finally:
     run.checkpointer.close()
+
+
+def _train_then_load_without_records(config, tmp_path):
+  """Trains one step on a copy of the records, deletes the copy, and reopens the run from its
+  workdir alone (`avssl.load_run`): the same config and, bit for bit, the same state."""
+  workdir = tmp_path / 'run'
+  if config.data.name == 'records':
+    config.data.dir = str(shutil.copytree(config.data.dir, tmp_path / 'records'))
+  state = train.train_and_evaluate(config, str(workdir))
+  assert int(state.step) == 1
+  if config.data.name == 'records':
+    shutil.rmtree(config.data.dir)
+  run = avssl.load_run(str(workdir))
+  run.checkpointer.close()
+  assert run.config.to_dict() == config.to_dict()
+  assert run.data.num_train > 0 and run.total_steps == 1
+  expected, loaded = tree_leaves(state), tree_leaves(run.state)
+  assert expected.keys() == loaded.keys()
+  for key, value in expected.items():
+    np.testing.assert_array_equal(loaded[key], value, err_msg=key)
 
 
 def test_an_abstract_setup_has_the_states_shapes_dtypes_and_shardings(tiny_config, tmp_path):

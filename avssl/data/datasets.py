@@ -15,11 +15,12 @@ from __future__ import annotations
 import abc
 import importlib
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import ml_collections
 import numpy as np
 
+from avssl.errors import UserError
 from avssl.types import Batch
 
 _BUILDERS: dict[str, Callable[..., DataSource]] = {}
@@ -86,6 +87,31 @@ class DataSource(abc.ABC):
     With `augment`, clips are sampled and augmented as in training (SeLaVi labels the data as the
     network sees it in training), seeded by `pass_seed`; without, as in evaluation.
     """
+
+
+class Described(DataSource):
+  """A run's data known only by what its workdir's `run.json` records (counts and classes): enough to
+  rebuild the run's method and state (`avssl.load_run`) where its records are elsewhere or gone. Any
+  pass over the data is refused with what to do instead."""
+
+  def __init__(self, *, num_train: int, num_eval: int, steps_per_epoch: int, classes: list[str],
+               records: str):
+    self.num_train, self.num_eval, self.steps_per_epoch = num_train, num_eval, steps_per_epoch
+    self.classes, self._records = list(classes), records
+
+  def _refuse(self) -> NoReturn:
+    raise UserError(f'this run was loaded without its training records ({self._records}): pass '
+                    'load_run(workdir, records=DIR) to read them; new videos are labelled from their '
+                    'own records folder')
+
+  def train_batches(self, start_step: int) -> Iterator[Batch]:
+    self._refuse()
+
+  def eval_batches(self) -> Iterator[Batch]:
+    self._refuse()
+
+  def dataset_batches(self, augment: bool = False, pass_seed: int = 0) -> Iterator[Batch]:
+    self._refuse()
 
 
 class IndexedSource(DataSource):

@@ -23,7 +23,7 @@ softmax averaged (`aggregate='softmax'`, the usual reading of XDC's "average the
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import flax.linen as nn
 import jax
@@ -77,12 +77,15 @@ class FinetuneModel(nn.Module):
                     bias_init=nn.initializers.zeros, name=HEAD)(features)
 
 
-def num_classes(config: ml_collections.ConfigDict) -> int:
-  """`config.finetune.num_classes`, else `config.data.num_classes`, else the records manifest's."""
+def num_classes(config: ml_collections.ConfigDict, classes: Sequence[str] = ()) -> int:
+  """`config.finetune.num_classes`, else `config.data.num_classes`, else the run's data's `classes`
+  (known without its records in a run opened by `avssl.load_run`), else the records manifest's."""
   if config.finetune.num_classes:
     return int(config.finetune.num_classes)
   if config.data.get('num_classes'):
     return int(config.data.num_classes)
+  if classes:
+    return len(classes)
   if config.data.name == 'records':
     from avssl.data import pipeline  # pylint: disable=g-import-not-at-top
     classes = pipeline.read_manifest(config.data.dir).get('classes', [])
@@ -141,7 +144,8 @@ class Finetune(base.Method):
       video = encoders.video_encoder(self.config.model.video, norm)
     else:
       audio = encoders.audio_encoder(self.config.model.audio, norm)
-    return FinetuneModel(video=video, audio=audio, num_classes=num_classes(self.config),
+    classes = self._context.data.classes if self._context is not None else ()
+    return FinetuneModel(video=video, audio=audio, num_classes=num_classes(self.config, classes),
                          dropout=float(self.settings.dropout),
                          frozen=bool(self.settings.freeze_backbone))
 

@@ -1,21 +1,29 @@
 """What every run mode starts from: the `Run` a config and a workdir describe, restored from the
-workdir's latest checkpoint (or initialised from another run's weights)."""
+workdir's latest checkpoint (or initialised from another run's weights); and the same run rebuilt from its
+workdir alone (`load_run`, from the `run.json` that training writes there)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
 
-from avssl import checkpointing, config_lib, methods, optim, sharding, train_state
+import avssl
+from avssl import checkpointing, config_lib, files, methods, optim, sharding, train_state
 from avssl.data import datasets
 from avssl.errors import UserError
 from avssl.loop import Run
 from avssl.methods.base import RunContext
 from avssl.train_state import TrainState
+from avssl.types import Batch
+
+RUN_FILE = 'run.json'  # What a run's workdir says about it (`describe`).
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str, *, trained_for: str = '',
@@ -30,12 +38,31 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, trained_for: str =
   config_lib.validate(config)
   if trained_for:
     _require_checkpoint(config, workdir, trained_for)
-  jax.config.update('jax_threefry_partitionable', True)
-  mesh = sharding.make_mesh()
-  sharding.check_global_batch(config.batch_size, mesh)
+  mesh = _mesh(config)
   data = datasets.build(config.data, batch_size=config.batch_size,
                         process_index=jax.process_index(), process_count=jax.process_count(),
                         seed=config.seed)
+  example = example_spec(next(data.train_batches(0)))
+  return _assemble(config, workdir, mesh, data, example, abstract=abstract)
+
+
+def _mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
+  jax.config.update('jax_threefry_partitionable', True)
+  mesh = sharding.make_mesh()
+  sharding.check_global_batch(config.batch_size, mesh)
+  return mesh
+
+
+def example_spec(batch: Batch) -> dict[str, jax.ShapeDtypeStruct]:
+  """The shapes and dtypes of one example of `batch` (a batch of 1): all a model's init needs."""
+  return {k: jax.ShapeDtypeStruct((1, *np.shape(v)[1:]), np.asarray(v).dtype)
+          for k, v in batch.items()}
+
+
+def _assemble(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh,
+              data: datasets.DataSource, example: dict[str, jax.ShapeDtypeStruct], *,
+              abstract: bool = False) -> Run:
+  """Method, optimiser, state (initialised from `example`'s shapes) and checkpointer of a run."""
   steps_per_epoch = data.steps_per_epoch
   total_steps = config_lib.steps(config, 'total', steps_per_epoch, default=0)
   if total_steps <= 0:
@@ -44,9 +71,12 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, trained_for: str =
   method = methods.build(config, RunContext(mesh, data, steps_per_epoch, total_steps))
   lr = optim.learning_rate(config.schedule, steps_per_epoch, total_steps)
   tx = optim.optimizer(config.optimizer, lr)
-  example = jax.tree.map(lambda x: x[:1], next(data.train_batches(0)))
+
+  def zeros() -> Batch:  # Traced inside the init: no batch is decoded or allocated on the host.
+    return {k: jnp.zeros(s.shape, s.dtype) for k, s in example.items()}
+
   state, state_sharding = train_state.create(
-      lambda rng: method.init_variables(rng, example),
+      lambda rng: method.init_variables(rng, zeros()),
       lambda: method.init_method_state(data.num_train), tx, jax.random.PRNGKey(config.seed), mesh,
       abstract=abstract)
   checkpointer = checkpointing.Checkpointer(workdir, config_lib.steps(
@@ -55,7 +85,70 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, trained_for: str =
   if not abstract:
     state = _restore(config, state, state_sharding, checkpointer)
   return Run(config, workdir, mesh, data, method, tx, lr, state, state_sharding, checkpointer,
-             steps_per_epoch, total_steps)
+             steps_per_epoch, total_steps, example)
+
+
+def describe(run: Run, argv: Sequence[str]) -> None:
+  """Writes `<workdir>/run.json` (process 0): the command, the resolved config, the shapes of one
+  example and the data's counts, so that `load_run` rebuilds the run from its workdir alone."""
+  if jax.process_index() != 0:
+    return
+  flag = next((a.partition('=')[2] for a in argv if a.startswith('--config=')), '')
+  info = dict(
+      argv=list(argv), config_flag=flag, config=json.loads(run.config.to_json_best_effort()),
+      example={k: [list(s.shape), s.dtype.name] for k, s in run.example.items()},
+      data=dict(num_train=run.data.num_train, num_eval=run.data.num_eval,
+                steps_per_epoch=run.steps_per_epoch, classes=list(run.data.classes)),
+      versions=dict(avssl=avssl.__version__, jax=jax.__version__), devices=jax.device_count(),
+      platform=jax.devices()[0].platform)
+  files.makedirs(run.workdir)
+  with files.atomic_open(files.join(run.workdir, RUN_FILE)) as f:
+    json.dump(info, f, indent=1)
+
+
+def load_run(workdir: str, records: str | None = None) -> Run:
+  """The run of `workdir` rebuilt from the workdir alone: config, model and latest checkpoint.
+
+  The config is the resolved one the run trained with and the state is initialised from the recorded
+  shapes of one example, so the training records are not opened: `run.data` knows their counts and
+  classes and refuses passes over them. Give `records` (the run's records, or a copy elsewhere) to read
+  them (the browser's media, `--mode=label`'s passes); new videos are labelled from their own records
+  (`evaluation.features.records`). A workdir without `run.json` (a run started before it existed)
+  needs its config: `setup(config_lib.load(...), workdir)`.
+  """
+  workdir = files.local_or_url(workdir)
+  path = files.join(workdir, RUN_FILE)
+  if not files.exists(path):
+    raise UserError(f'{path} does not exist: {workdir} is not a run directory, or its run started '
+                    'before runs described themselves; build it with setup(config, workdir)')
+  with files.open(path) as f:
+    info = json.load(f)
+  config = ml_collections.ConfigDict(_tuples(info['config']))
+  described = info['data']
+  if records is not None:
+    config.data.dir = records
+    data = datasets.build(config.data, batch_size=config.batch_size,
+                          process_index=jax.process_index(), process_count=jax.process_count(),
+                          seed=config.seed)
+  else:
+    data = datasets.Described(**described, records=config.data.get('dir', ''))
+  example = {k: jax.ShapeDtypeStruct(tuple(shape), np.dtype(dtype))
+             for k, (shape, dtype) in info['example'].items()}
+  run = _assemble(config, workdir, _mesh(config), data, example)
+  if run.checkpointer.latest_step() is None and not config.get('allow_untrained'):
+    run.checkpointer.close()
+    raise UserError(f'no checkpoint in {run.checkpointer.directory}: the run of {workdir} has not '
+                    'saved a step yet')
+  return run
+
+
+def _tuples(value: Any) -> Any:
+  """JSON's lists back to the tuples configs hold (every sequence in a config is a tuple)."""
+  if isinstance(value, list):
+    return tuple(_tuples(v) for v in value)
+  if isinstance(value, dict):
+    return {k: _tuples(v) for k, v in value.items()}
+  return value
 
 
 def _restore(config: ml_collections.ConfigDict, state: TrainState, state_sharding: Any,

@@ -1,7 +1,10 @@
 """`--mode=train`: trains from the latest checkpoint in the workdir (or from scratch) to the configured
-end, evaluating with the method's own evaluation on the way and at the end (`eval.json`, `eval.md`)."""
+end, evaluating with the method's own evaluation on the way and at the end (`eval.json`, `eval.md`). Each
+start writes `run.json` into the workdir (`setup.describe`): the run then opens from its workdir alone."""
 
 from __future__ import annotations
+
+import sys
 
 import jax
 import ml_collections
@@ -10,7 +13,7 @@ from clu import metric_writers
 
 from avssl import loop, preemption
 from avssl.modes import evaluate as evaluate_mode
-from avssl.modes.setup import setup
+from avssl.modes.setup import describe, setup
 from avssl.train_state import TrainState
 
 
@@ -27,6 +30,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   run = setup(config, workdir)
+  describe(run, sys.argv)
   writer = make_writer(workdir)
   start = int(run.state.step)
   logging.info('Training %s from step %d to %d (%d steps per epoch) on %d devices in %d processes',
