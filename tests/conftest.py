@@ -90,6 +90,12 @@ def _selavi_tiny_run(avsynth_records, tmp_path_factory):
   return workdir
 
 
+@pytest.fixture(scope='session')
+def new_records(tmp_path_factory):
+  """Eight avsynth videos made with another seed than `avsynth_records`: new to a model trained there."""
+  return make_avsynth(tmp_path_factory.mktemp('new_videos'), num_videos=8, test_fraction=0, seed=7)
+
+
 @pytest.fixture
 def selavi_workdir(_selavi_tiny_run, tmp_path):
   """A copy (the test's own) of a trained 4-step `selavi_vggsound:tiny` run on `avsynth_records`."""

@@ -24,19 +24,13 @@ from playwright.sync_api import sync_playwright
 from avssl import methods
 from avssl.modes import label as label_mode, train
 from avssl.reporting import browser, plots
-from conftest import REPO, load_config, make_avsynth
+from conftest import REPO, load_config
 
 CHROMIUM = '/usr/bin/chromium'
 CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
                  '--disable-background-networking', '--disable-component-update', '--disable-sync']
 NOTES = pathlib.Path('/tmp/notes')
 SCRIPT = '<script>alert(1)</script>'
-
-
-@pytest.fixture(scope='module')
-def new_records(tmp_path_factory):
-  """Eight avsynth videos made with another seed than the run's: new to the model."""
-  return make_avsynth(tmp_path_factory.mktemp('new_videos'), num_videos=8, test_fraction=0, seed=7)
 
 
 @pytest.fixture(scope='module')
@@ -47,8 +41,8 @@ def explored(_selavi_tiny_run, avsynth_records, new_records, tmp_path_factory):
   workdir = tmp_path_factory.mktemp('explored') / 'selavi'
   shutil.copytree(_selavi_tiny_run, workdir)
   notebook = nbformat.read(REPO / 'notebooks' / 'explore.ipynb', as_version=4)
-  env = dict(os.environ, AVSSL_WORKDIR=str(workdir), AVSSL_CONFIG='configs/selavi_vggsound.py:tiny',
-             AVSSL_RECORDS=avsynth_records, AVSSL_NEW=new_records,
+  env = dict(os.environ, AVSSL_WORKDIR=str(workdir), AVSSL_RECORDS=avsynth_records,
+             AVSSL_NEW=new_records,
              JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
@@ -110,7 +104,7 @@ def test_notebook_labels_plots_browses_and_labels_new_videos(explored):
   outputs = [o for cell in notebook.cells if cell.cell_type == 'code' for o in cell.outputs]
   assert not [o for o in outputs if o.output_type == 'error']
   images = [o for o in outputs if 'image/png' in o.get('data', {})]
-  assert len(images) == 4  # loss, label quality, cluster sizes, head agreement.
+  assert len(images) == 5  # The loss curve; then loss, label quality, cluster sizes, head agreement.
   assert any('<iframe' in o.get('data', {}).get('text/html', '') for o in outputs)
   printed = ''.join(o.get('text', '') for o in outputs if o.output_type == 'stream')
   assert len(re.findall(r'^train/c\d\d_\S+ ', printed, re.M)) == 8  # The eight new videos, labelled.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -44,31 +45,14 @@ def write_labels(run: Run) -> str:
   purity (`clusters.md`, `clusters.csv`) and the run's training plots (`plots/*.png`, also as
   TensorBoard images). Returns the labels' path."""
   method, config = run.method, run.config
-  if not isinstance(method, base.Clusters):
-    raise SystemExit(f'--mode=label: method {config.method!r} does not cluster (it implements no '
-                     'methods.base.Clusters), so there are no cluster labels to write; use a '
-                     'clustering method such as selavi, xdc or iicl')
+  _require_clusters(run)
   source, split = _label_source(run)
   videos = source.video_table(split)
   if videos is None:
     raise ValueError(f'--mode=label writes video ids from records; config.data.name='
                      f'{config.data.name!r} has none')
   save_probs = bool(config.label.get('save_probs'))
-
-  @jax.jit
-  def forward(state, batch):
-    out = {}
-    for view, probs in method.cluster_probs(state, batch).items():
-      probs = jnp.swapaxes(probs, 0, 1)  # [B, heads, K]
-      out[f'{view}/label'] = jnp.argmax(probs, axis=-1)
-      out[f'{view}/confidence'] = jnp.max(probs, axis=-1)
-      if save_probs:
-        out[f'{view}/probs'] = probs
-    return out
-
-  out = passes.ordered_pass(lambda batch: forward(run.state, batch),
-                            source.dataset_batches(augment=False), run.mesh,
-                            keys=(*method.inputs, 'label'))
+  out = predict(run, source.dataset_batches(augment=False), probs=save_probs)
   views = [name[:-len('/label')] for name in out if name.endswith('/label')]
   index = out['index']
   extra = {}
@@ -112,6 +96,36 @@ def write_labels(run: Run) -> str:
   prior = method.cluster_prior(run.state) if isinstance(method, base.ClusterPrior) else None
   plots.write(run.workdir, labels, prior, int(run.state.step))
   return path
+
+
+def predict(run: Run, batches: Iterator[datasets.Batch], *, probs: bool = False
+            ) -> dict[str, np.ndarray]:
+  """Each view's cluster `{view}/label` and its probability `{view}/confidence` (`[N, heads]`, and
+  with `probs` the distributions `{view}/probs`, `[N, heads, K]`) of every clip of `batches`, with
+  their `index`, on the host in dataset-index order. `batches` may be any records' (new videos)."""
+  clusters = _require_clusters(run)
+
+  @jax.jit
+  def forward(state, batch):
+    out = {}
+    for view, p in clusters.cluster_probs(state, batch).items():
+      p = jnp.swapaxes(p, 0, 1)  # [B, heads, K]
+      out[f'{view}/label'] = jnp.argmax(p, axis=-1)
+      out[f'{view}/confidence'] = jnp.max(p, axis=-1)
+      if probs:
+        out[f'{view}/probs'] = p
+    return out
+
+  return passes.ordered_pass(lambda batch: forward(run.state, batch), batches, run.mesh,
+                             keys=(*run.method.inputs, 'label'))
+
+
+def _require_clusters(run: Run) -> base.Clusters:
+  if not isinstance(run.method, base.Clusters):
+    raise SystemExit(f'--mode=label: method {run.config.method!r} does not cluster (it implements no '
+                     'methods.base.Clusters), so there are no cluster labels to write; use a '
+                     'clustering method such as selavi, xdc or iicl')
+  return run.method
 
 
 def _label_source(run: Run) -> tuple[datasets.DataSource, str]:
