@@ -154,9 +154,12 @@ def _set(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
 
 
 def distributed_config() -> ml_collections.ConfigDict:
-  """How `avssl.main` joins a multi-process run (see its docstring); empty means one process."""
+  """How `avssl.main` joins a multi-process run (`avssl/distributed.py`): by default when a
+  coordinator is given here or in `JAX_COORDINATOR_ADDRESS`, or on a multi-host Cloud TPU; `auto`
+  lets JAX detect any cluster it knows (SLURM, Open MPI); `enabled=False` keeps one process always."""
   return ml_collections.ConfigDict(dict(
-      coordinator_address='', num_processes=1, process_id=0, auto=False, cpu_collectives='gloo'))
+      coordinator_address='', num_processes=1, process_id=0, auto=False, enabled=True,
+      cpu_collectives='gloo'))
 
 
 def make_importable(path: str) -> None:

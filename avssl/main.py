@@ -10,15 +10,17 @@ A problem the user must fix (`avssl.errors.UserError`: a missing checkpoint, an 
 ends the run with one or two lines `avssl: <message>` on stderr and exit status 2; `--verbose` also
 logs its traceback.
 
-For several hosts set `--config.distributed.coordinator_address=host:port` with `num_processes` and
-`process_id`, or run where JAX detects the cluster (SLURM, Open MPI, Cloud TPU) with
-`--config.distributed.auto=true`, or export `JAX_COORDINATOR_ADDRESS`.
+Several hosts join one run through `jax.distributed` (`avssl/distributed.py`, which logs why it did
+or did not): on a multi-host Cloud TPU (v4-32, ...) without a flag, started on every worker at once
+(`scripts/tpu_pod.sh`); elsewhere with `--config.distributed.coordinator_address=host:port`,
+`num_processes` and `process_id`, or `--config.distributed.auto=true` where JAX detects the cluster
+(SLURM, Open MPI), or an exported `JAX_COORDINATOR_ADDRESS`. A single-host TPU stays one process;
+`--config.distributed.enabled=false` keeps one process anywhere.
 """
 
 from __future__ import annotations
 
 import logging as std_logging
-import os
 import re
 import sys
 
@@ -26,7 +28,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from avssl import config_lib, files, preemption
+from avssl import config_lib, distributed, files, preemption
 from avssl.errors import UserError
 from avssl.modes import evaluate, finetune, label, train
 
@@ -63,19 +65,6 @@ def _parse_flags(argv: list[str]) -> list[str]:
     sys.exit(f'avssl: {e}')
 
 
-def _initialize_distributed(config) -> None:
-  """Joins a multi-process run when the config or the environment describes one."""
-  dist = config.distributed
-  if not (dist.coordinator_address or dist.auto or os.environ.get('JAX_COORDINATOR_ADDRESS')):
-    return
-  if dist.cpu_collectives:
-    jax.config.update('jax_cpu_collectives_implementation', dist.cpu_collectives)
-  if dist.coordinator_address:
-    jax.distributed.initialize(dist.coordinator_address, dist.num_processes, dist.process_id)
-  else:
-    jax.distributed.initialize()
-
-
 def _hide_gpus_from_tensorflow() -> None:
   """tf.data runs on the host; without this TensorFlow would reserve accelerator memory JAX needs."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -95,12 +84,12 @@ def main(argv: list[str]) -> None:
   _quiet_orbax()
   config = _CONFIG.value
   _hide_gpus_from_tensorflow()
-  _initialize_distributed(config)
-  logging.info('process %d of %d; %d local devices, %d in all (%s)', jax.process_index(),
-               jax.process_count(), jax.local_device_count(), jax.device_count(),
-               jax.devices()[0].platform)
   mode, workdir = _MODE.value, files.local_or_url(_WORKDIR.value)
   try:
+    distributed.initialize(config)
+    logging.info('process %d of %d; %d local devices, %d in all (%s)', jax.process_index(),
+                 jax.process_count(), jax.local_device_count(), jax.device_count(),
+                 jax.devices()[0].platform)
     if mode == 'train':
       train.train_and_evaluate(config, workdir)
     elif mode == 'eval':
