@@ -232,6 +232,9 @@ BANNED_MODULES = ('shutil', 'glob', 'tf.io.gfile', 'tensorflow.io.gfile')
 ALLOWED = {
     ('avssl/data/video_io.py', 'write_video'):
         'PyAV writes the container to a local file; its folder is made locally',
+    ('avssl/distributed.py', '_may_be_tpu_vm'):
+        "reads this machine's DMI product name under /sys (is it a Compute Engine VM?), never a "
+        'user path',
     ('data_prep/annotations.py', '_list_dir'):
         'scans a local folder of media files (PyAV decodes local files only); os.scandir gives '
         "each entry's type without a stat per file, which matters for 100,000s of videos",
