@@ -5,6 +5,6 @@
 # its cache in .mypy_cache) come first; env.sh sets -e, so either one failing fails the command. The
 # slowest tests are listed at the end, to keep the suite under 10 minutes.
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
-ruff check avssl data_prep benchmarks configs tests
+ruff check avssl benchmarks configs tests
 mypy avssl
 exec python -m pytest -q -n 2 --dist loadfile --durations=25 tests "$@"

@@ -53,7 +53,8 @@ def make_avsynth(root: pathlib.Path, *, num_videos: int, flow: bool = False,
                  test_fraction: float = 0.1, seed: int = 0) -> str:
   """avsynth clips (6 classes, 1.2 s at 40², 10 fps, 16 kHz) made through the real path: mp4 files
   written by make_synthetic, converted by make_records (with TV-L1 flow when `flow`)."""
-  from data_prep import annotations, make_records, make_synthetic  # pylint: disable=g-import-not-at-top
+  from avssl.data_prep import (  # pylint: disable=g-import-not-at-top
+      annotations, make_records, make_synthetic)
   make_synthetic.main([f'--output_dir={root / "videos"}', f'--num_videos={num_videos}',
                        '--num_classes=6', '--size=40', '--fps=10', '--duration=1.2',
                        '--sample_rate=16000', f'--test_fraction={test_fraction}', f'--seed={seed}',

@@ -1,9 +1,10 @@
 r"""Converts a folder of videos, or a dataset's own annotation files, into record shards.
 
-  python -m data_prep.make_records --dataset=folder --input=~/videos --output_dir=~/records/mine
-  python -m data_prep.make_records --dataset=vggsound --input=vggsound.csv \
+  python -m avssl.data_prep.make_records --dataset=folder --input=~/videos \
+      --output_dir=~/records/mine
+  python -m avssl.data_prep.make_records --dataset=vggsound --input=vggsound.csv \
       --video_dir=~/vggsound/videos --output_dir=~/records/vggsound --sample_rate=24000
-  python -m data_prep.make_records --dataset=ucf101 --input=~/ucfTrainTestlist \
+  python -m avssl.data_prep.make_records --dataset=ucf101 --input=~/ucfTrainTestlist \
       --video_dir=~/UCF-101 --fold=1 --output_dir=~/records/ucf101_1
 
 Every video is decoded once (PyAV), resampled to `--fps` with short side `--short_side`, its audio
@@ -57,7 +58,7 @@ import tqdm
 
 from avssl import files
 from avssl.data import splits
-from data_prep import annotations
+from avssl.data_prep import annotations
 
 _DATASET = flags.DEFINE_enum('dataset', 'folder', sorted(annotations.PARSERS),
                              'Input format: a folder of videos, or a dataset\'s annotation files.')
@@ -167,7 +168,7 @@ def convert(entry: annotations.Entry, settings: Settings) -> tuple[bytes | None,
         audio_only=settings.audio_only, min_duration=settings.min_duration)
     flow = None
     if settings.flow:
-      from data_prep import optical_flow  # pylint: disable=g-import-not-at-top
+      from avssl.data_prep import optical_flow  # pylint: disable=g-import-not-at-top
       flow = optical_flow.tvl1_flow(decoded.frames)
     frames = decoded.frames if decoded.frames is not None else np.zeros((0, 0, 0, 3), np.uint8)
     waveform = decoded.waveform if decoded.waveform is not None else np.zeros((0,), np.float32)

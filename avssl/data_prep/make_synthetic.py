@@ -1,6 +1,6 @@
 """Writes avsynth, the built-in demo and benchmark data, as mp4 files with a sound track.
 
-    python -m data_prep.make_synthetic --output_dir=data/avsynth --num_videos=2000 --workers=2
+    python -m avssl.data_prep.make_synthetic --output_dir=data/avsynth --num_videos=2000 --workers=2
 
 The clips (see `avssl.data.synthetic`) go to `output_dir/{train,test}/{class_name}/{video_id}.mp4`,
 the folder layout the released SeLaVi code reads, with class names such as `c03_v1_a2` (class 3, visual
@@ -35,7 +35,7 @@ _PARTIAL = '.partial'
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   defaults = synthetic.AvsynthSpec()
   parser = argparse.ArgumentParser(
-      prog='python -m data_prep.make_synthetic',
+      prog='python -m avssl.data_prep.make_synthetic',
       description='Write avsynth, synthetic audio-visual clips whose class needs both modalities, '
                   'as mp4 files in the SeLaVi folder layout.')
   parser.add_argument('--output_dir', required=True, help='Where the train/ and test/ folders go.')

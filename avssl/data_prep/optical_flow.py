@@ -11,7 +11,8 @@ and the input pipeline dequantises them.
 it in worker processes (it builds its OpenCV solver per call; solvers do not pickle). OpenCV runs its
 own threads; in a pool of one worker per core, call `cv2.setNumThreads(1)` in the pool's initializer.
 
-Usage: python -m data_prep.optical_flow --video=clip.mp4 --output=clip_flow.npz [--short_side=256]
+Usage:
+  python -m avssl.data_prep.optical_flow --video=clip.mp4 --output=clip_flow.npz [--short_side=256]
 """
 
 from __future__ import annotations
@@ -103,10 +104,10 @@ def flow_stats(flow: np.ndarray) -> dict[str, float]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-  # argparse, not absl flags: other data_prep tools import `tvl1_flow` from here, and module-level
-  # absl flags would collide with theirs.
+  # argparse, not absl flags: other avssl.data_prep tools import `tvl1_flow` from here, and
+  # module-level absl flags would collide with theirs.
   parser = argparse.ArgumentParser(
-      prog='python -m data_prep.optical_flow',
+      prog='python -m avssl.data_prep.optical_flow',
       description='TV-L1 optical flow of one video, quantised to uint8 and written losslessly to .npz.')
   parser.add_argument('--video', required=True, help='video file (any container PyAV reads)')
   parser.add_argument('--output', required=True,
