@@ -49,7 +49,8 @@ def tvl1_flow(frames: np.ndarray) -> np.ndarray:
                      f'{frames.shape}')
   # OpenCV's CPU defaults are the CUDA defaults GOCA used (τ 0.25, λ 0.15, θ 0.3, 5 scales, 5 warps,
   # ε 0.01, 30 x 10 = 300 iterations, scale step 0.8; `docs/papers_and_releases.md`).
-  solver = cv2.optflow.DualTVL1OpticalFlow_create()
+  # cv2's type stubs lack the contrib module's factory.
+  solver = cv2.optflow.DualTVL1OpticalFlow_create()  # type: ignore[attr-defined]
   gray = [cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in frames]
   flows = [solver.calc(prev, nxt, None) for prev, nxt in zip(gray[:-1], gray[1:])]
   return flow_lib.quantize(np.stack(flows))
