@@ -439,5 +439,16 @@ def main(argv: Sequence[str]) -> None:
   print(summary(manifest, output_dir))
 
 
-if __name__ == '__main__':
+def cli() -> None:
+  """The `avssl-make-records` command (a console script of the package), the same as
+  `python -m avssl.data_prep.make_records`; `run` is the conversion itself."""
+  # absl's --help shows the docstring of __main__ and the flags of the module sys.argv[0] names,
+  # both the command's launcher here: give it those of this module.
+  sys.modules['__main__'].__doc__ = __doc__
+  for flag in flags.FLAGS.get_key_flags_for_module(__name__):
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
   app.run(main)
+
+
+if __name__ == '__main__':
+  cli()
