@@ -5,7 +5,7 @@ variables a test names) whose PATH is a folder of links to the few tools the set
 Chromium, and `sudo` and `apt-get` replaced by recorders, so that a run which installed anything
 outside its venv (or asked for root) is seen. Stand-ins for python3, virtualenv and the venv's python
 record the installs instead of downloading them; one run uses a real venv, already installed, and goes
-on to the demo's first command.
+on to the demo's first command. The browser tests' Chromium finder (tests/conftest.py) is tested last.
 """
 
 import glob
@@ -19,7 +19,7 @@ import sysconfig
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, find_chromium, require_chromium
 
 #: What the set-up (and the fakes below) may run; nothing else is on the PATH of its runs.
 TOOLS = ('bash', 'cat', 'chmod', 'cut', 'dirname', 'mkdir', 'rm', 'sed', 'sha256sum')
@@ -179,3 +179,33 @@ def test_accelerator_detection_and_its_override(machine):
   wrong = _accelerator(bin_dir, AVSSL_ACCELERATOR='cuda')
   assert wrong.returncode == 1 and 'expected cpu, cuda12 or tpu' in wrong.stderr
 
+
+# The browser tests' Chromium.
+
+def test_chromium_is_found_where_the_variable_or_path_says(tmp_path):
+  browser = tmp_path / 'chromium-browser'
+  _script(browser, '#!/bin/sh\n')
+  found, tried = find_chromium({'AVSSL_CHROMIUM': str(browser)}, paths=(), playwright=False)
+  assert (found, tried) == (str(browser), [str(browser)])
+  found, _ = find_chromium({'AVSSL_CHROMIUM': '/nonexistent/chrome', 'PATH': str(tmp_path)},
+                           paths=(), playwright=False)
+  assert found == str(browser)
+
+
+def test_without_chromium_the_browser_tests_skip_naming_where_they_looked(tmp_path):
+  nowhere = {'AVSSL_CHROMIUM': '/nonexistent/chrome', 'PATH': str(tmp_path)}
+  with pytest.raises(pytest.skip.Exception) as skipped:
+    require_chromium(nowhere, paths=('/nonexistent/chromium',), playwright=False)
+  reason = str(skipped.value)
+  assert '\n' not in reason
+  assert reason.startswith('no Chromium found (tried /nonexistent/chrome, /nonexistent/chromium, '
+                           'chromium on PATH, chromium-browser on PATH')
+  assert reason.endswith('set AVSSL_CHROMIUM to its executable')
+  with pytest.raises(pytest.fail.Exception, match='AVSSL_REQUIRE_CHROMIUM=1'):
+    require_chromium({**nowhere, 'AVSSL_REQUIRE_CHROMIUM': '1'}, paths=(), playwright=False)
+
+
+def test_playwrights_own_download_is_the_last_place_looked_in(tmp_path):
+  found, tried = find_chromium({'PATH': str(tmp_path)}, paths=())
+  assert tried[-1] == "playwright's download (playwright install chromium)"
+  assert found is None or pathlib.Path(found).is_file()  # Where `playwright install` was run.
