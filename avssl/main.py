@@ -113,5 +113,15 @@ def report_user_error(error: UserError, *, verbose: bool) -> None:
   print(f'avssl: {error}', file=sys.stderr, flush=True)
 
 
-if __name__ == '__main__':
+def run() -> None:
+  """The `avssl` command (a console script of the package): the same as `python -m avssl.main`."""
+  # absl's --help shows the docstring of __main__ and the flags of the module sys.argv[0] names,
+  # both the command's launcher here: give it those of this module.
+  sys.modules['__main__'].__doc__ = __doc__
+  for flag in flags.FLAGS.get_key_flags_for_module(__name__):
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
   app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == '__main__':
+  run()

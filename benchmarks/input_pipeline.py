@@ -11,8 +11,8 @@ resized to a random short side in [128, 160], a random 112 × 112 crop, a random
   PyAV and decode every frame at full resolution, take the 30 frames of a random 1 s window, resize
   (OpenCV bilinear, faster than the release's torch resize) and crop; run an ffmpeg subprocess that
   decodes the whole audio track to 24 kHz mono s16 and cut 1 s from it; compute the spectrogram.
-- **avssl**: `data_prep.make_records` once (not timed; reported), then `RecordSource.train_batches`:
-  JPEG frames at short side 160 in `SequenceExample` shards, only the 30 sampled frames decoded, the
+- **avssl**: `avssl.data_prep.make_records` once (not timed; reported), then
+  `RecordSource.train_batches`: JPEG frames at short side 160 in `SequenceExample` shards, only the 30 sampled frames decoded, the
   audio window cut from the stored waveform — on all cores (tf.data's default) and on one thread.
 
 The source videos are made from the real clip in `tests/data/` (Big Buck Bunny, CC-BY): looped to 10 s,
@@ -37,7 +37,7 @@ import tensorflow as tf
 
 import machine
 from avssl.data import audio, pipeline, video_io
-from data_prep import annotations, make_records
+from avssl.data_prep import annotations, make_records
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 _ARGS = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])

@@ -1,7 +1,7 @@
 r"""Full finetuning of the SeLaVi audio encoder on ESC-50, its 5 folds (the XDC paper's audio
 benchmark; SeLaVi itself reports none), on the same finetuning protocol as the video datasets.
 
-    for fold in 1 2 3 4 5; do python -m data_prep.make_records --dataset=esc50 \
+    for fold in 1 2 3 4 5; do python -m avssl.data_prep.make_records --dataset=esc50 \
         --input=~/ESC-50/meta/esc50.csv --video_dir=~/ESC-50/audio --fold=$fold --sample_rate=24000 \
         --val_fraction=0.1 --output_dir=~/records/esc50_$fold; done
     python -m avssl.main --mode=finetune --config=configs/finetune_esc50.py \

@@ -1,7 +1,7 @@
 r"""Full finetuning of the SeLaVi video encoder on HMDB51, its 3 official splits (SeLaVi Table A.3;
 the protocol of `configs/finetune_ucf101.py`).
 
-    for fold in 1 2 3; do python -m data_prep.make_records --dataset=hmdb51 \
+    for fold in 1 2 3; do python -m avssl.data_prep.make_records --dataset=hmdb51 \
         --input=~/testTrainMulti_7030_splits --video_dir=~/hmdb51 --fold=$fold --val_fraction=0.1 \
         --output_dir=~/records/hmdb51_$fold; done
     python -m avssl.main --mode=finetune --config=configs/finetune_hmdb51.py \

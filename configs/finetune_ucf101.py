@@ -1,7 +1,7 @@
 r"""Full finetuning of the SeLaVi video encoder on UCF101, its 3 official splits (SeLaVi Table A.3;
 protocol of the authors' release, `finetune_video.py`: `build` below).
 
-    for fold in 1 2 3; do python -m data_prep.make_records --dataset=ucf101 --input=~/ucfTrainTestlist \
+    for fold in 1 2 3; do python -m avssl.data_prep.make_records --dataset=ucf101 --input=~/ucfTrainTestlist \
         --video_dir=~/UCF-101 --fold=$fold --val_fraction=0.1 --output_dir=~/records/ucf101_$fold; done
     python -m avssl.main --mode=finetune --config=configs/finetune_ucf101.py \
         --workdir=runs/finetune_ucf101 --config.init_from=runs/selavi_vggsound

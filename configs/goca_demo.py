@@ -2,9 +2,9 @@
 TV-L1 can follow; 10 classes, 900 train / 100 test clips of 2 s at 10 fps), sized for a laptop CPU:
 small encoders, 2 clips of 8 frames + 4 of 4 at 48², 100 prototypes of 128 dimensions, 6 epochs.
 
-    python -m data_prep.make_synthetic --output_dir=runs/demo/avsynth_flow --num_classes=10 \
+    python -m avssl.data_prep.make_synthetic --output_dir=runs/demo/avsynth_flow --num_classes=10 \
         --num_videos=1000 --flow_friendly
-    python -m data_prep.make_records --dataset=folder --input=runs/demo/avsynth_flow --fps=10 \
+    python -m avssl.data_prep.make_records --dataset=folder --input=runs/demo/avsynth_flow --fps=10 \
         --short_side=64 --sample_rate=16000 --min_duration=1.0 --flow --output_dir=runs/demo/records_flow
     python -m avssl.main --config=configs/goca_demo.py:variant=goca --workdir=runs/demo/goca_goca
     python -m avssl.main --config=configs/goca_demo.py:variant=goca --workdir=runs/demo/goca_goca --mode=eval

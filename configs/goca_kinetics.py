@@ -1,6 +1,6 @@
 """GOCA pretrained on Kinetics-400 (paper §4, Table 4 upper part), RGB + TV-L1 flow.
 
-    python -m data_prep.make_records --dataset=kinetics400 --input=kinetics400/train.csv \
+    python -m avssl.data_prep.make_records --dataset=kinetics400 --input=kinetics400/train.csv \
         --video_dir=~/kinetics400 --fps=30 --short_side=256 --flow --output_dir=~/records/kinetics400
     python -m avssl.main --config=configs/goca_kinetics.py:backbone=s3d --workdir=runs/goca_k400
 

@@ -1,6 +1,6 @@
 """GOCA pretrained on UCF101 (paper §4: Tables 1, 3, 4 lower part, 6), RGB + TV-L1 flow.
 
-    python -m data_prep.make_records --dataset=ucf101 --input=~/ucfTrainTestlist --video_dir=~/UCF-101 \
+    python -m avssl.data_prep.make_records --dataset=ucf101 --input=~/ucfTrainTestlist --video_dir=~/UCF-101 \
         --fold=1 --fps=30 --short_side=256 --flow --output_dir=~/records/ucf101_1
     python -m avssl.main --config=configs/goca_ucf101.py:backbone=s3d --workdir=runs/goca_ucf101_s3d
     python -m avssl.main --config=configs/goca_ucf101.py:backbone=s3d --workdir=runs/goca_ucf101_s3d \

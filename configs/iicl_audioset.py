@@ -1,9 +1,9 @@
 """IICL pretrained on AudioSet (paper §IV-D1, Table I: the number of clusters C, 400 best).
 
-AudioSet has no parser in `data_prep`: put the downloaded clips in `train/` (and `test/`) folders and
-convert them as a folder dataset.
+AudioSet has no parser in `avssl.data_prep`: put the downloaded clips in `train/` (and `test/`) folders
+and convert them as a folder dataset.
 
-    python -m data_prep.make_records --dataset=folder --input=~/audioset --fps=30 --short_side=128 \\
+    python -m avssl.data_prep.make_records --dataset=folder --input=~/audioset --fps=30 --short_side=128 \\
         --sample_rate=16000 --output_dir=~/records/audioset
     python -m avssl.main --config=configs/iicl_audioset.py --workdir=runs/iicl_audioset
 

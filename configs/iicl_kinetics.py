@@ -1,7 +1,7 @@
 """IICL pretrained on Kinetics-400 (paper §IV, Tables II-III): C = 400, R(2+1)D-18 and audio ResNet-18
 with one co-attention block; 300 epochs of L_ins, then 300 of L_ins + 0.5·L_clu.
 
-    python -m data_prep.make_records --dataset=kinetics400 --input=kinetics400/train.csv \\
+    python -m avssl.data_prep.make_records --dataset=kinetics400 --input=kinetics400/train.csv \\
         --video_dir=~/kinetics400 --fps=30 --short_side=128 --sample_rate=16000 \\
         --output_dir=~/records/kinetics400
     python -m avssl.main --config=configs/iicl_kinetics.py --workdir=runs/iicl_kinetics

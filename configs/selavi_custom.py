@@ -1,6 +1,6 @@
 """SeLaVi on your own videos: the configuration to start from.
 
-    python -m data_prep.make_records --dataset=folder --input=~/my_videos --sample_rate=24000 \
+    python -m avssl.data_prep.make_records --dataset=folder --input=~/my_videos --sample_rate=24000 \
         --output_dir=~/records/mine
     python -m avssl.main --config=configs/selavi_custom.py:records=~/records/mine,clusters=50 \
         --workdir=runs/mine

@@ -1,8 +1,8 @@
 """SeLaVi on avsynth, the built-in demo data: K = 10 clusters of 10 pair-confusable classes, small
 encoders and clips sized for a laptop CPU. `bash scripts/demo.sh` makes the data and runs it.
 
-    python -m data_prep.make_synthetic --output_dir=runs/demo/avsynth --num_classes=10
-    python -m data_prep.make_records --dataset=folder --input=runs/demo/avsynth --fps=10 \
+    python -m avssl.data_prep.make_synthetic --output_dir=runs/demo/avsynth --num_classes=10
+    python -m avssl.data_prep.make_records --dataset=folder --input=runs/demo/avsynth --fps=10 \
         --short_side=64 --sample_rate=16000 --min_duration=1.0 --output_dir=runs/demo/records
     python -m avssl.main --config=configs/selavi_demo.py --workdir=runs/demo/selavi
 

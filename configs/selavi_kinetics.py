@@ -1,6 +1,6 @@
 """SeLaVi on Kinetics-400 (paper §4, Table 5 c): K = 400, trained from scratch like VGG-Sound.
 
-    python -m data_prep.make_records --dataset=kinetics400 --input=kinetics400/train.csv \
+    python -m avssl.data_prep.make_records --dataset=kinetics400 --input=kinetics400/train.csv \
         --video_dir=~/kinetics400 --sample_rate=24000 --output_dir=~/records/kinetics400
     python -m avssl.main --config=configs/selavi_kinetics.py --workdir=runs/selavi_kinetics
 """

@@ -1,7 +1,7 @@
 """SeLaVi on Kinetics-Sound (paper §4, Table 5 d): K = 32, "unsupervised finetuning" of the VGG-Sound
 model — the encoders start from its checkpoint (`init_from`), the heads (K differs) start fresh.
 
-    python -m data_prep.make_records --dataset=kinetics_sound --input=kinetics400/train.csv \
+    python -m avssl.data_prep.make_records --dataset=kinetics_sound --input=kinetics400/train.csv \
         --video_dir=~/kinetics400 --sample_rate=24000 --output_dir=~/records/kinetics_sound
     python -m avssl.main --config=configs/selavi_kinetics_sound.py --workdir=runs/selavi_ks \
         --config.init_from=runs/selavi_vggsound

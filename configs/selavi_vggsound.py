@@ -1,6 +1,6 @@
 """SeLaVi on VGG-Sound (paper §4, Tables 2, 3, 5): K = 309, 10 heads in 2 groups, λ = 20, 200 epochs.
 
-    python -m data_prep.make_records --dataset=vggsound --input=vggsound.csv \
+    python -m avssl.data_prep.make_records --dataset=vggsound --input=vggsound.csv \
         --video_dir=~/vggsound --sample_rate=24000 --output_dir=~/records/vggsound
     python -m avssl.main --config=configs/selavi_vggsound.py --workdir=runs/selavi_vggsound \
         --config.data.dir=~/records/vggsound

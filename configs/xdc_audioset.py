@@ -1,9 +1,9 @@
 """XDC pretrained on AudioSet (paper §4, Tables 2-3): k = 256, R(2+1)D-18 and audio ResNet-18.
 
-AudioSet has no parser in `data_prep`: put the downloaded clips in `train/` (and `test/`) folders and
-convert them as a folder dataset (labels, if any, from the folder names).
+AudioSet has no parser in `avssl.data_prep`: put the downloaded clips in `train/` (and `test/`) folders
+and convert them as a folder dataset (labels, if any, from the folder names).
 
-    python -m data_prep.make_records --dataset=folder --input=~/audioset --fps=30 --short_side=256 \
+    python -m avssl.data_prep.make_records --dataset=folder --input=~/audioset --fps=30 --short_side=256 \
         --sample_rate=16000 --output_dir=~/records/audioset
     python -m avssl.main --config=configs/xdc_audioset.py --workdir=runs/xdc_audioset
 

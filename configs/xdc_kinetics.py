@@ -1,6 +1,6 @@
 """XDC pretrained on Kinetics-400 (paper §4, Tables 1-3): k = 256, R(2+1)D-18 and audio ResNet-18.
 
-    python -m data_prep.make_records --dataset=kinetics400 --input=kinetics400/train.csv \
+    python -m avssl.data_prep.make_records --dataset=kinetics400 --input=kinetics400/train.csv \
         --video_dir=~/kinetics400 --fps=30 --short_side=256 --sample_rate=16000 \
         --output_dir=~/records/kinetics400
     python -m avssl.main --config=configs/xdc_kinetics.py --workdir=runs/xdc_kinetics

@@ -7,8 +7,8 @@
 # SeLaVi run (e.g. --config.total_epochs=5).
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 set -x
-python -m data_prep.make_synthetic --output_dir=runs/demo/avsynth --num_classes=10 --workers=2
-python -m data_prep.make_records --dataset=folder --input=runs/demo/avsynth --fps=10 \
+python -m avssl.data_prep.make_synthetic --output_dir=runs/demo/avsynth --num_classes=10 --workers=2
+python -m avssl.data_prep.make_records --dataset=folder --input=runs/demo/avsynth --fps=10 \
   --short_side=64 --sample_rate=16000 --min_duration=1.0 --workers=2 --output_dir=runs/demo/records
 python -m avssl.main --config=configs/selavi_demo.py --workdir=runs/demo/selavi "$@"
 python -m avssl.main --config=configs/selavi_demo.py --workdir=runs/demo/selavi --mode=label "$@"

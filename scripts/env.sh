@@ -1,30 +1,19 @@
-# Sourced by the other scripts: creates .venv on first use and (re)installs requirements.txt whenever it
-# changes, installs Debian's chromium for the browser tests if missing, then activates the venv. Set
-# AVSSL_VENV to use another location.
+# Sourced by the other scripts: creates .venv on first use (python3's venv, or virtualenv), installs
+# requirements.txt, the jax build of this machine's GPU or TPU if it has one, and the package, again
+# whenever requirements.txt or the accelerator changes, then activates the venv. Installs nothing
+# outside the venv and needs no root. AVSSL_VENV sets another location; AVSSL_ACCELERATOR=cpu|cuda12|tpu
+# overrides the detection (scripts/lib.sh).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/lib.sh
+source "$root/scripts/lib.sh"
 venv="${AVSSL_VENV:-$root/.venv}"
 if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
+  avssl_make_venv "$venv"
 fi
-stamp="$venv/.requirements.sha256"
-want="$(sha256sum "$root/requirements.txt" | cut -d' ' -f1)"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  "$venv/bin/python" -m pip install --quiet --upgrade pip
-  "$venv/bin/python" -m pip install --quiet -r "$root/requirements.txt"
-  "$venv/bin/python" -m pip install --quiet --no-deps -e "$root"
-  echo "$want" > "$stamp"
-fi
-# The browser tests drive Debian's chromium through playwright (never playwright's own download).
-if [ ! -x /usr/bin/chromium ]; then
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then
-    sudo="sudo"
-  fi
-  $sudo apt-get update -qq
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    chromium fonts-dejavu-core
-fi
+accelerator="$(avssl_accelerator)"
+avssl_once "$venv/.requirements.sha256" "$(avssl_stamp "$root" "$accelerator")" \
+  avssl_install "$venv" "$root" "$accelerator"
 # shellcheck disable=SC1091
 source "$venv/bin/activate"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"

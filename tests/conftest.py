@@ -12,8 +12,9 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ['JAX_PLATFORMS'] = 'cpu'
 
 import pathlib  # pylint: disable=g-import-not-at-top,wrong-import-position
-
+import shutil  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tempfile  # pylint: disable=g-import-not-at-top,wrong-import-position
+from collections.abc import Mapping, Sequence  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -30,6 +31,54 @@ jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 def pytest_configure(config):
   del config
   assert jax.device_count() == 8, 'tests expect 8 simulated CPU devices (see tests/conftest.py)'
+
+
+#: Where the browser tests look for Chromium after $AVSSL_CHROMIUM: Debian's package, Ubuntu's (a snap
+#: wrapper), Google Chrome; then these names on PATH; then playwright's own download, if it was made.
+CHROMIUM_PATHS = ('/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome')
+CHROMIUM_NAMES = ('chromium', 'chromium-browser', 'google-chrome', 'google-chrome-stable')
+
+
+def find_chromium(environ: Mapping[str, str] = os.environ, paths: Sequence[str] = CHROMIUM_PATHS,
+                  playwright: bool = True) -> tuple[str | None, list[str]]:
+  """(the first Chromium executable found or None, every place looked in): the browser tests drive
+  whichever Chromium the machine has, since none is installed for them (scripts/env.sh needs no root)."""
+  tried = []
+  for path in ([environ['AVSSL_CHROMIUM']] if environ.get('AVSSL_CHROMIUM') else []) + list(paths):
+    tried.append(path)
+    if os.path.isfile(path) and os.access(path, os.X_OK):
+      return path, tried
+  for name in CHROMIUM_NAMES:
+    tried.append(f'{name} on PATH')
+    found = shutil.which(name, path=environ.get('PATH', ''))
+    if found:
+      return found, tried
+  if playwright:
+    tried.append("playwright's download (playwright install chromium)")
+    from playwright.sync_api import sync_playwright  # pylint: disable=g-import-not-at-top
+    with sync_playwright() as driver:
+      path = driver.chromium.executable_path
+    if os.path.isfile(path) and os.access(path, os.X_OK):
+      return path, tried
+  return None, tried
+
+
+def require_chromium(environ: Mapping[str, str] = os.environ, paths: Sequence[str] = CHROMIUM_PATHS,
+                     playwright: bool = True) -> str:
+  """`find_chromium`'s executable; without one the test skips with a line that says where it looked,
+  or fails where AVSSL_REQUIRE_CHROMIUM=1 (CI, whose machine has one: there the tests must run)."""
+  path, tried = find_chromium(environ, paths, playwright)
+  if path is not None:
+    return path
+  reason = f'no Chromium found (tried {", ".join(tried)}); set AVSSL_CHROMIUM to its executable'
+  if environ.get('AVSSL_REQUIRE_CHROMIUM') == '1':
+    pytest.fail(reason + ' (AVSSL_REQUIRE_CHROMIUM=1)')
+  pytest.skip(reason)
+
+
+@pytest.fixture(scope='session')
+def chromium_executable() -> str:
+  return require_chromium()
 
 
 def load_config(name: str, arg: str = ''):
@@ -53,7 +102,8 @@ def make_avsynth(root: pathlib.Path, *, num_videos: int, flow: bool = False,
                  test_fraction: float = 0.1, seed: int = 0) -> str:
   """avsynth clips (6 classes, 1.2 s at 40², 10 fps, 16 kHz) made through the real path: mp4 files
   written by make_synthetic, converted by make_records (with TV-L1 flow when `flow`)."""
-  from data_prep import annotations, make_records, make_synthetic  # pylint: disable=g-import-not-at-top
+  from avssl.data_prep import (  # pylint: disable=g-import-not-at-top
+      annotations, make_records, make_synthetic)
   make_synthetic.main([f'--output_dir={root / "videos"}', f'--num_videos={num_videos}',
                        '--num_classes=6', '--size=40', '--fps=10', '--duration=1.2',
                        '--sample_rate=16000', f'--test_fraction={test_fraction}', f'--seed={seed}',
@@ -99,7 +149,6 @@ def new_records(tmp_path_factory):
 @pytest.fixture
 def selavi_workdir(_selavi_tiny_run, tmp_path):
   """A copy (the test's own) of a trained 4-step `selavi_vggsound:tiny` run on `avsynth_records`."""
-  import shutil  # pylint: disable=g-import-not-at-top
   workdir = tmp_path / 'selavi'
   shutil.copytree(_selavi_tiny_run, workdir)
   return str(workdir)

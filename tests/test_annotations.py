@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from data_prep import annotations
-from data_prep.annotations import Entry
+from avssl.data_prep import annotations
+from avssl.data_prep.annotations import Entry
 
 
 def touch(root, *names):

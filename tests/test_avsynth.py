@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from avssl.data import synthetic, video_io
-from data_prep import make_synthetic
+from avssl.data_prep import make_synthetic
 
 SMALL = synthetic.AvsynthSpec(num_videos=96, num_classes=8, size=32, fps=8.0, duration=1.0, seed=3)
 

@@ -2,8 +2,9 @@
 
 The notebook runs end to end in its own kernel (nbclient) on a copy of the run: it loads the config and
 checkpoint, writes the labels, plots and browser as `--mode=label` does, and labels eight videos the run
-never saw. The browser tests then drive the site it wrote in headless Chromium (Debian's, through
-playwright), from disk (file://) as a user opens it.
+never saw. The browser tests then drive the site it wrote in headless Chromium (the machine's, found by
+`conftest.find_chromium`; without one they skip), through playwright, from disk (file://) as a user
+opens it.
 """
 
 import csv
@@ -26,7 +27,6 @@ from avssl.modes import label as label_mode, train
 from avssl.reporting import browser, plots
 from conftest import REPO, load_config
 
-CHROMIUM = '/usr/bin/chromium'
 CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
                  '--disable-background-networking', '--disable-component-update', '--disable-sync']
 NOTES = pathlib.Path('/tmp/notes')
@@ -54,9 +54,9 @@ def explored(_selavi_tiny_run, avsynth_records, new_records, tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def chromium():
+def chromium(chromium_executable):
   with sync_playwright() as playwright:
-    instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    instance = playwright.chromium.launch(executable_path=chromium_executable, args=CHROMIUM_ARGS)
     yield instance
     instance.close()
 

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from avssl.data import flow
 from conftest import REPO
-from data_prep import optical_flow
+from avssl.data_prep import optical_flow
 
 
 def texture(rng, size, smooth=2.0):
@@ -84,6 +84,6 @@ def test_command_line_tool_writes_lossless_npz(tmp_path, capsys):
 
 
 def test_command_line_help():
-  result = subprocess.run([sys.executable, '-m', 'data_prep.optical_flow', '--help'], cwd=REPO,
-                          capture_output=True, text=True, check=True)
+  result = subprocess.run([sys.executable, '-m', 'avssl.data_prep.optical_flow', '--help'],
+                          cwd=REPO, capture_output=True, text=True, check=True)
   assert '--short_side' in result.stdout

@@ -2,7 +2,7 @@
 
 main -> modes -> methods -> (models, clustering, data, evaluation) -> (sharding, files). The loop knows
 methods only through their base interface; the evaluation library knows no method, mode, loop or
-reporting; methods know no mode or reporting; data_prep trains and evaluates nothing.
+reporting; methods know no mode or reporting; avssl.data_prep trains and evaluates nothing.
 """
 
 import ast
@@ -55,13 +55,13 @@ RULES = {
     'the loop imports no evaluation, reporting, mode or concrete method': (
         ('avssl/loop.py',), ('avssl.evaluation', 'avssl.reporting', 'avssl.methods') + UPPER,
         ('avssl.methods.base',)),
-    'the evaluation library imports no method, mode, loop, reporting or data_prep': (
-        EVALUATION_LIBRARY, ('avssl.methods', 'data_prep') + UPPER, ()),
+    'the evaluation library imports no method, mode, loop, reporting or avssl.data_prep': (
+        EVALUATION_LIBRARY, ('avssl.methods', 'avssl.data_prep') + UPPER, ()),
     'methods import no mode, reporting or loop': (('avssl/methods/*.py',), UPPER, ()),
-    'data_prep imports nothing from evaluation, methods, modes or reporting': (
-        ('data_prep/*.py',), ('avssl.evaluation', 'avssl.methods') + UPPER, ()),
+    'avssl.data_prep imports nothing from evaluation, methods, modes or reporting': (
+        ('avssl/data_prep/*.py',), ('avssl.evaluation', 'avssl.methods') + UPPER, ()),
     'models, clustering and data import nothing above them': (
-        LOWER, ('avssl.evaluation', 'avssl.methods', 'data_prep') + UPPER, ()),
+        LOWER, ('avssl.evaluation', 'avssl.methods', 'avssl.data_prep') + UPPER, ()),
     'reporting imports no method, mode or loop': (
         ('avssl/reporting/*.py',), ('avssl.methods', 'avssl.modes', 'avssl.loop', 'avssl.main'), ()),
 }

@@ -1,4 +1,5 @@
-"""data_prep.make_records: real files in, shards and a manifest out; bad files skipped and reported."""
+"""avssl.data_prep.make_records: real files in, shards and a manifest out; bad files skipped and
+reported."""
 
 import dataclasses
 import json
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from avssl.data import records, splits, video_io
-from data_prep import annotations, make_records
+from avssl.data_prep import annotations, make_records
 from conftest import REPO
 
 
@@ -36,7 +37,7 @@ def _bad_folder(root):
 
 
 def _run_tool(*args):
-  return subprocess.run([sys.executable, '-m', 'data_prep.make_records', *args], cwd=REPO,
+  return subprocess.run([sys.executable, '-m', 'avssl.data_prep.make_records', *args], cwd=REPO,
                         capture_output=True, text=True, timeout=300, check=False)
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from avssl import errors, passes, sharding
 from avssl.data import audio, pipeline, video_io
-from data_prep import annotations, make_records
+from avssl.data_prep import annotations, make_records
 
 FPS, RATE = 10, 16000
 

@@ -104,7 +104,7 @@ def test_text_reads_from_urls_decode_as_open_does(tmp_path):
 
 
 def _videos(root: pathlib.Path, num_videos: int) -> str:
-  from data_prep import make_synthetic  # pylint: disable=g-import-not-at-top
+  from avssl.data_prep import make_synthetic  # pylint: disable=g-import-not-at-top
   make_synthetic.main([f'--output_dir={root}', f'--num_videos={num_videos}', '--num_classes=3',
                        '--size=32', '--fps=10', '--duration=1.2', '--sample_rate=16000',
                        '--test_fraction=0.34', '--workers=1'])
@@ -112,7 +112,7 @@ def _videos(root: pathlib.Path, num_videos: int) -> str:
 
 
 def _make_records(videos: str, output_dir: str, per_shard: int):
-  from data_prep import annotations, make_records  # pylint: disable=g-import-not-at-top
+  from avssl.data_prep import annotations, make_records  # pylint: disable=g-import-not-at-top
   settings = make_records.Settings(fps=10.0, short_side=32, sample_rate=16000, min_duration=1.0,
                                    flow=False, audio_only=False, require_audio=True,
                                    jpeg_quality=90, examples_per_shard=per_shard)
@@ -121,7 +121,7 @@ def _make_records(videos: str, output_dir: str, per_shard: int):
 
 
 def test_make_records_to_ram_is_read_back_and_resumes(tmp_path, monkeypatch):
-  from data_prep import make_records  # pylint: disable=g-import-not-at-top
+  from avssl.data_prep import make_records  # pylint: disable=g-import-not-at-top
   videos = _videos(tmp_path / 'videos', 6)
   out = f'ram://{tmp_path.name}/records'
   manifest = _make_records(videos, out, per_shard=2)
@@ -156,7 +156,7 @@ def test_make_records_to_ram_is_read_back_and_resumes(tmp_path, monkeypatch):
 
 def test_make_records_command_takes_a_url(tmp_path):
   from absl import flags  # pylint: disable=g-import-not-at-top
-  from data_prep import make_records  # pylint: disable=g-import-not-at-top
+  from avssl.data_prep import make_records  # pylint: disable=g-import-not-at-top
   videos = _videos(tmp_path / 'videos', 3)
   out = f'ram://{tmp_path.name}/cli'
   flags.FLAGS([__file__, '--dataset=folder', f'--input={videos}', f'--output_dir={out}',
@@ -170,7 +170,7 @@ def test_make_records_command_takes_a_url(tmp_path):
 
 
 def test_raw_video_folders_must_be_local():
-  from data_prep import annotations  # pylint: disable=g-import-not-at-top
+  from avssl.data_prep import annotations  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match='decoded from local disk'):
     annotations.parse('folder', root='ram://videos')
 
@@ -235,10 +235,10 @@ ALLOWED = {
     ('avssl/distributed.py', '_may_be_tpu_vm'):
         "reads this machine's DMI product name under /sys (is it a Compute Engine VM?), never a "
         'user path',
-    ('data_prep/annotations.py', '_list_dir'):
+    ('avssl/data_prep/annotations.py', '_list_dir'):
         'scans a local folder of media files (PyAV decodes local files only); os.scandir gives '
         "each entry's type without a stat per file, which matters for 100,000s of videos",
-    ('data_prep/annotations.py', '_assemble'):
+    ('avssl/data_prep/annotations.py', '_assemble'):
         'checks that each media file exists on local disk, where PyAV will decode it',
 }
 
@@ -274,7 +274,7 @@ def _file_accesses(path: pathlib.Path) -> list[tuple[int, str, str]]:
 
 
 def test_every_file_access_goes_through_the_storage_layer():
-  modules = sorted([*REPO.glob('avssl/**/*.py'), *REPO.glob('data_prep/**/*.py')])
+  modules = sorted(REPO.glob('avssl/**/*.py'))
   assert len(modules) > 40
   used, offending = set(), []
   for path in modules:

@@ -1,4 +1,5 @@
-"""How optical flow is stored: the one convention `data_prep` writes and the input pipeline reads.
+"""How optical flow is stored: the one convention `avssl.data_prep` writes and the input pipeline
+reads.
 
 Flow is clipped to +-`FLOW_BOUND` pixels and mapped linearly onto the 256 uint8 levels, as in TSN and in
 GOCA's released flow script (`docs/papers_and_releases.md`): `q = round((f + 20) * 255 / 40)`. A uint8
@@ -6,9 +7,8 @@ pair per pixel is 8x smaller than float32 and, stored losslessly, costs at most 
 (`QUANT_STEP / 2`, about 0.08 px) of accuracy. Zero flow is not a level: it lands on 128, which reads
 back as +0.078 px.
 
-The numpy functions serve `data_prep` (worker processes that never import TensorFlow); `dequantize_tf`
-(with `normalize_tf`, the network input)
-is the same map for the tf.data pipeline.
+The numpy functions serve `avssl.data_prep` (worker processes that never import TensorFlow);
+`dequantize_tf` (with `normalize_tf`, the network input) is the same map for the tf.data pipeline.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def dequantize(levels: np.ndarray) -> np.ndarray:
 def dequantize_tf(levels: tf.Tensor) -> tf.Tensor:
   """`dequantize` as TensorFlow ops, for use inside a tf.data map: uint8 tensor -> float32 tensor.
 
-  TensorFlow is imported here, not at the top, so that `data_prep` workers stay free of it.
+  TensorFlow is imported here, not at the top, so that `avssl.data_prep` workers stay free of it.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top,redefined-outer-name
   return tf.cast(levels, tf.float32) * QUANT_STEP - FLOW_BOUND

@@ -94,7 +94,7 @@ def read_manifest(directory: str) -> dict[str, Any]:
   path = files.join(files.local_or_url(directory), MANIFEST)
   if not files.exists(path):
     raise FileNotFoundError(f'{path} not found: config.data.dir must be a folder written by '
-                            'python -m data_prep.make_records')
+                            'python -m avssl.data_prep.make_records')
   try:
     with files.open(path) as f:
       manifest = json.load(f)

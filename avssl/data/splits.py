@@ -1,8 +1,8 @@
 """Held-out splits carved from a training split: whole groups (a performer, a source film, a source
 recording) on one side, so that near-duplicate clips never straddle train and validation.
 
-Used by `data_prep.make_records --val_fraction` (a "val" split written into the records) and by the
-linear probe's weight-decay selection (`avssl/evaluation/probe.py`).
+Used by `avssl.data_prep.make_records --val_fraction` (a "val" split written into the records) and by
+the linear probe's weight-decay selection (`avssl/evaluation/probe.py`).
 """
 
 from __future__ import annotations

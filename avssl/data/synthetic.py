@@ -8,8 +8,8 @@ templates plus Gaussian noise, both drawn from `(seed, split, index)`. So any ex
 any host without storage, the data are identical however they are split over processes, and the classes
 are learnable (and clusterable) from either modality alone, with the noise level setting how hard.
 
-avsynth (`AvsynthSpec`, `render_clip`) makes clips that `data_prep/make_synthetic.py` writes as real mp4
-files with a sound track, so the demo goes through the same decoding and record path as real videos.
+avsynth (`AvsynthSpec`, `render_clip`) makes clips that `avssl/data_prep/make_synthetic.py` writes as
+real mp4 files with a sound track, so the demo goes through the same decoding and record path as real videos.
 Its classes are built for the question of SeLaVi's Table 2, whether labels use both modalities: class c
 shows visual pattern c // 2 and plays sound pattern ((c + 1) mod K) // 2, so the picture alone confuses
 the classes {2j, 2j+1}, the sound alone confuses {2j-1, 2j}, and only both together name the class. A

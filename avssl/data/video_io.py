@@ -12,8 +12,8 @@ the first frame's timestamp), and waveform sample j is the sound at t0 + j / sam
 starts late is padded with silence, audio that starts early is cut; its length is always exactly
 round(duration * sample_rate), duration being the video stream's.
 
-Files that cannot be used raise `MediaError` with a short reason, which `data_prep` writes to its
-manifest; nothing else in a bad file can stop a conversion.
+Files that cannot be used raise `MediaError` with a short reason, which `avssl.data_prep` writes to
+its manifest; nothing else in a bad file can stop a conversion.
 
 Media files are local: PyAV (FFmpeg) opens local paths, not `gs://` URLs, so this module is the one
 that does not go through `avssl.files`. Videos on Cloud Storage are copied to local disk first; the

@@ -1,9 +1,10 @@
 r"""Converts a folder of videos, or a dataset's own annotation files, into record shards.
 
-  python -m data_prep.make_records --dataset=folder --input=~/videos --output_dir=~/records/mine
-  python -m data_prep.make_records --dataset=vggsound --input=vggsound.csv \
+  python -m avssl.data_prep.make_records --dataset=folder --input=~/videos \
+      --output_dir=~/records/mine
+  python -m avssl.data_prep.make_records --dataset=vggsound --input=vggsound.csv \
       --video_dir=~/vggsound/videos --output_dir=~/records/vggsound --sample_rate=24000
-  python -m data_prep.make_records --dataset=ucf101 --input=~/ucfTrainTestlist \
+  python -m avssl.data_prep.make_records --dataset=ucf101 --input=~/ucfTrainTestlist \
       --video_dir=~/UCF-101 --fold=1 --output_dir=~/records/ucf101_1
 
 Every video is decoded once (PyAV), resampled to `--fps` with short side `--short_side`, its audio
@@ -34,8 +35,6 @@ same split. The manifest records the flags, and a rerun into the same folder wit
 another val split needs a fresh `--output_dir`.
 """
 
-from __future__ import annotations
-
 import collections
 import contextlib
 import csv
@@ -57,7 +56,9 @@ import tqdm
 
 from avssl import files
 from avssl.data import splits
-from data_prep import annotations
+# No `from __future__ import annotations` in this module: mypy would take that name for the
+# `annotations` module below.
+from avssl.data_prep import annotations
 
 _DATASET = flags.DEFINE_enum('dataset', 'folder', sorted(annotations.PARSERS),
                              'Input format: a folder of videos, or a dataset\'s annotation files.')
@@ -166,12 +167,12 @@ def convert(entry: annotations.Entry, settings: Settings) -> tuple[bytes | None,
         sample_rate=settings.sample_rate, require_audio=settings.require_audio,
         audio_only=settings.audio_only, min_duration=settings.min_duration)
     flow = None
-    if settings.flow:
-      from data_prep import optical_flow  # pylint: disable=g-import-not-at-top
+    if settings.flow and decoded.frames is not None:  # Audio-only records have no frames.
+      from avssl.data_prep import optical_flow  # pylint: disable=g-import-not-at-top
       flow = optical_flow.tvl1_flow(decoded.frames)
     frames = decoded.frames if decoded.frames is not None else np.zeros((0, 0, 0, 3), np.uint8)
     waveform = decoded.waveform if decoded.waveform is not None else np.zeros((0,), np.float32)
-    segment = None if entry.start is None else (entry.start, entry.end)
+    segment = None if entry.start is None or entry.end is None else (entry.start, entry.end)
     record = records.VideoRecord(
         video_id=entry.video_id, source=source, split=entry.split, frames=frames,
         waveform=waveform, fps=decoded.fps, sample_rate=decoded.sample_rate,
@@ -350,7 +351,7 @@ def _reason_kind(reason: str) -> str:
 
 def _write_tables(output_dir: str, shard_rows: list[tuple[Shard, list[dict[str, Any]]]]) -> None:
   """`{split}.csv`: the written videos of each split in dataset-index order."""
-  by_split = collections.defaultdict(list)
+  by_split: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
   for shard, rows in shard_rows:
     by_split[shard.split] += [r for r in rows if r['written']]
   for split, rows in by_split.items():
@@ -381,7 +382,7 @@ def parse_inputs(dataset: str, given: dict[str, Any],
   """
   parser = annotations.PARSERS[dataset]
   names = list(inspect.signature(parser).parameters)
-  kwargs = {names[0]: files.local_or_url(given.pop('input'))}
+  kwargs: dict[str, Any] = {names[0]: files.local_or_url(given.pop('input'))}
   if 'output_dir' in names:
     kwargs['output_dir'] = output_dir
   for flag, value in given.items():
@@ -438,5 +439,16 @@ def main(argv: Sequence[str]) -> None:
   print(summary(manifest, output_dir))
 
 
-if __name__ == '__main__':
+def cli() -> None:
+  """The `avssl-make-records` command (a console script of the package), the same as
+  `python -m avssl.data_prep.make_records`; `run` is the conversion itself."""
+  # absl's --help shows the docstring of __main__ and the flags of the module sys.argv[0] names,
+  # both the command's launcher here: give it those of this module.
+  sys.modules['__main__'].__doc__ = __doc__
+  for flag in flags.FLAGS.get_key_flags_for_module(__name__):
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
   app.run(main)
+
+
+if __name__ == '__main__':
+  cli()

@@ -20,7 +20,7 @@ import dataclasses
 import errno
 import os
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NamedTuple, TextIO
+from typing import IO, Any, NamedTuple
 
 from avssl import files
 
@@ -121,7 +121,7 @@ def folder(root: str, extensions: Sequence[str] = MEDIA_EXTENSIONS, split: str |
   top_dirs, top_files = top
   split_dirs = [d for d in top_dirs if d in SPLITS]
   if split_dirs:
-    groups = [(d, d) for d in sorted(split_dirs, key=_SPLIT_ORDER.get)]
+    groups = [(d, d) for d in sorted(split_dirs, key=_SPLIT_ORDER.__getitem__)]
     for name in [d for d in top_dirs if d not in SPLITS] + top_files:
       missing.append((escape_name(name), 'outside the train/val/test folders'))
   else:
@@ -495,7 +495,7 @@ def _assemble(entries: Iterable[Entry], classes: list[str], split: str | None,
   return Annotations(kept, classes, missing)
 
 
-def _open_text(path: str, what: str) -> TextIO:
+def _open_text(path: str, what: str) -> IO[str]:
   if not files.exists(path) or files.isdir(path):
     raise FileNotFoundError(f'{what} {path} does not exist')
   return files.open(path, encoding='utf-8-sig', newline='')
@@ -580,7 +580,8 @@ def _list_dir(root: str, folder_path: str, missing: list[tuple[str, str]],
   """Sorted names of the subfolders and files of `root/folder_path` to scan; the others go to
   `missing` with their reason (hidden, unreadable, a records folder)."""
   output = os.path.realpath(output_dir) if output_dir else None
-  dirs, names = [], []
+  dirs: list[str] = []
+  names: list[str] = []
   for item in sorted(os.scandir(os.path.join(root, folder_path)), key=lambda item: item.name):
     where = escape_name(_join(folder_path, item.name))
     if item.name.startswith('.'):

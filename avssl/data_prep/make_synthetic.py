@@ -1,6 +1,6 @@
 """Writes avsynth, the built-in demo and benchmark data, as mp4 files with a sound track.
 
-    python -m data_prep.make_synthetic --output_dir=data/avsynth --num_videos=2000 --workers=2
+    python -m avssl.data_prep.make_synthetic --output_dir=data/avsynth --num_videos=2000 --workers=2
 
 The clips (see `avssl.data.synthetic`) go to `output_dir/{train,test}/{class_name}/{video_id}.mp4`,
 the folder layout the released SeLaVi code reads, with class names such as `c03_v1_a2` (class 3, visual
@@ -30,12 +30,13 @@ from avssl import files
 from avssl.data import synthetic, video_io
 
 _PARTIAL = '.partial'
+_PROG = 'python -m avssl.data_prep.make_synthetic'
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None, prog: str = _PROG) -> argparse.Namespace:
   defaults = synthetic.AvsynthSpec()
   parser = argparse.ArgumentParser(
-      prog='python -m data_prep.make_synthetic',
+      prog=prog,
       description='Write avsynth, synthetic audio-visual clips whose class needs both modalities, '
                   'as mp4 files in the SeLaVi folder layout.')
   parser.add_argument('--output_dir', required=True, help='Where the train/ and test/ folders go.')
@@ -106,9 +107,9 @@ def write_clip(job: tuple[synthetic.AvsynthSpec, int, str, str, int]) -> None:
   files.rename(partial, path)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None, prog: str = _PROG) -> dict:
   """Writes the missing clips and avsynth.json; returns what was written to avsynth.json."""
-  args = parse_args(argv)
+  args = parse_args(argv, prog)
   try:
     spec = spec_from_args(args)
   except ValueError as e:
@@ -160,6 +161,12 @@ def _write_manifest(output_dir: str, info: dict) -> None:
   files.makedirs(output_dir)
   with files.atomic_open(path) as f:
     json.dump(info, f, indent=1)
+
+
+def cli() -> None:
+  """The `avssl-make-synthetic` command (a console script of the package). It returns nothing:
+  a console script exits with what its function returns, and `main` returns avsynth.json's dict."""
+  main(sys.argv[1:], prog='avssl-make-synthetic')
 
 
 if __name__ == '__main__':

@@ -11,7 +11,8 @@ and the input pipeline dequantises them.
 it in worker processes (it builds its OpenCV solver per call; solvers do not pickle). OpenCV runs its
 own threads; in a pool of one worker per core, call `cv2.setNumThreads(1)` in the pool's initializer.
 
-Usage: python -m data_prep.optical_flow --video=clip.mp4 --output=clip_flow.npz [--short_side=256]
+Usage:
+  python -m avssl.data_prep.optical_flow --video=clip.mp4 --output=clip_flow.npz [--short_side=256]
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def tvl1_flow(frames: np.ndarray) -> np.ndarray:
                      f'{frames.shape}')
   # OpenCV's CPU defaults are the CUDA defaults GOCA used (τ 0.25, λ 0.15, θ 0.3, 5 scales, 5 warps,
   # ε 0.01, 30 x 10 = 300 iterations, scale step 0.8; `docs/papers_and_releases.md`).
-  solver = cv2.optflow.DualTVL1OpticalFlow_create()
+  # cv2's type stubs lack the contrib module's factory.
+  solver = cv2.optflow.DualTVL1OpticalFlow_create()  # type: ignore[attr-defined]
   gray = [cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in frames]
   flows = [solver.calc(prev, nxt, None) for prev, nxt in zip(gray[:-1], gray[1:])]
   return flow_lib.quantize(np.stack(flows))
@@ -103,10 +105,10 @@ def flow_stats(flow: np.ndarray) -> dict[str, float]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-  # argparse, not absl flags: other data_prep tools import `tvl1_flow` from here, and module-level
-  # absl flags would collide with theirs.
+  # argparse, not absl flags: other avssl.data_prep tools import `tvl1_flow` from here, and
+  # module-level absl flags would collide with theirs.
   parser = argparse.ArgumentParser(
-      prog='python -m data_prep.optical_flow',
+      prog='python -m avssl.data_prep.optical_flow',
       description='TV-L1 optical flow of one video, quantised to uint8 and written losslessly to .npz.')
   parser.add_argument('--video', required=True, help='video file (any container PyAV reads)')
   parser.add_argument('--output', required=True,
