@@ -22,8 +22,10 @@ import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 # One compilation cache for the session: the many tiny runs (every config's `:tiny`, every method's
-# tests) compile the same programs again and again; XLA then compiles each one once.
-jax.config.update('jax_compilation_cache_dir', tempfile.mkdtemp(prefix='avssl-xla-cache-'))
+# tests) compile the same programs again and again; XLA then compiles each one once. pytest-xdist's
+# workers inherit the controller's environment, so they and every subprocess share one folder.
+os.environ.setdefault('AVSSL_TEST_COMPILATION_CACHE', tempfile.mkdtemp(prefix='avssl-xla-cache-'))
+jax.config.update('jax_compilation_cache_dir', os.environ['AVSSL_TEST_COMPILATION_CACHE'])
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
 jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 

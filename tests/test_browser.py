@@ -1,31 +1,27 @@
-"""The exploration notebook and the cluster browser, on a trained `:tiny` SeLaVi run.
+"""The cluster browser and the plots of `--mode=label`, on a trained `:tiny` SeLaVi run.
 
-The notebook runs end to end in its own kernel (nbclient) on a copy of the run: it loads the config and
-checkpoint, writes the labels, plots and browser as `--mode=label` does, and labels eight videos the run
-never saw. The browser tests then drive the site it wrote in headless Chromium (the machine's, found by
+A copy of the run gets its labels, plots and browser as `--mode=label` writes them. The browser tests
+then drive that site in headless Chromium (the machine's, found by
 `conftest.find_chromium`; without one they skip), through playwright, from disk (file://) as a user
 opens it.
 """
 
 import csv
 import json
-import os
 import pathlib
 import re
 import shutil
 import time
 
-import jax
-import nbclient
-import nbformat
 import numpy as np
 import pytest
 from playwright.sync_api import sync_playwright
 
+import avssl
 from avssl import methods
 from avssl.modes import label as label_mode, train
 from avssl.reporting import browser, plots
-from conftest import REPO, load_config
+from conftest import load_config
 
 CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
                  '--disable-background-networking', '--disable-component-update', '--disable-sync']
@@ -34,23 +30,17 @@ SCRIPT = '<script>alert(1)</script>'
 
 
 @pytest.fixture(scope='module')
-def explored(_selavi_tiny_run, avsynth_records, new_records, tmp_path_factory):
-  """(workdir, executed notebook): `notebooks/explore.ipynb` run on a copy of the trained tiny run.
-
-  The kernel gets the tests' 8 devices and their compilation cache, so it compiles little."""
-  workdir = tmp_path_factory.mktemp('explored') / 'selavi'
+def labelled(_selavi_tiny_run, avsynth_records, tmp_path_factory):
+  """A copy of the trained tiny run with what `--mode=label` writes: labels, plots and the browser.
+  (The notebook, which writes them the same way, runs in tests/test_notebook.py.)"""
+  workdir = tmp_path_factory.mktemp('labelled') / 'selavi'
   shutil.copytree(_selavi_tiny_run, workdir)
-  notebook = nbformat.read(REPO / 'notebooks' / 'explore.ipynb', as_version=4)
-  env = dict(os.environ, AVSSL_WORKDIR=str(workdir), AVSSL_RECORDS=avsynth_records,
-             AVSSL_NEW=new_records,
-             JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
-  client = nbclient.NotebookClient(notebook, timeout=300, kernel_name='python3',
-                                   resources={'metadata': {'path': str(REPO / 'notebooks')}})
-  client.execute(env=env)
-  nbformat.write(notebook, workdir / 'explore.executed.ipynb')
-  return workdir, notebook
+  run = avssl.load_run(str(workdir), records=avsynth_records)
+  try:
+    label_mode.write_labels(run)
+  finally:
+    run.checkpointer.close()
+  return workdir
 
 
 @pytest.fixture(scope='module')
@@ -99,15 +89,8 @@ def _key(site: pathlib.Path, name: str) -> str:
   return next(c['id'] for c in _data(site, 'site')['clusterings'] if c['name'] == name)
 
 
-def test_notebook_labels_plots_browses_and_labels_new_videos(explored):
-  workdir, notebook = explored
-  outputs = [o for cell in notebook.cells if cell.cell_type == 'code' for o in cell.outputs]
-  assert not [o for o in outputs if o.output_type == 'error']
-  images = [o for o in outputs if 'image/png' in o.get('data', {})]
-  assert len(images) == 5  # The loss curve; then loss, label quality, cluster sizes, head agreement.
-  assert any('<iframe' in o.get('data', {}).get('text/html', '') for o in outputs)
-  printed = ''.join(o.get('text', '') for o in outputs if o.output_type == 'stream')
-  assert len(re.findall(r'^train/c\d\d_\S+ ', printed, re.M)) == 8  # The eight new videos, labelled.
+def test_label_mode_writes_the_plots_from_the_label_update_summaries(labelled):
+  workdir = labelled
   assert (workdir / 'labels.csv').exists() and (workdir / 'browser' / 'index.html').exists()
   assert sorted(p.name for p in (workdir / 'plots').glob('*.png')) == [
       'cluster_sizes.png', 'head_agreement.png', 'label_quality.png', 'loss.png']
@@ -118,8 +101,8 @@ def test_notebook_labels_plots_browses_and_labels_new_videos(explored):
   assert any(b'plots/loss' in p.read_bytes() for p in workdir.glob('events.out.tfevents.*'))
 
 
-def test_browser_sorts_opens_clusters_plays_sound_and_deep_links(explored, chromium, tmp_path):
-  site = explored[0] / 'browser'
+def test_browser_sorts_opens_clusters_plays_sound_and_deep_links(labelled, chromium, tmp_path):
+  site = labelled / 'browser'
   page = Page(chromium, site)
   page.open()
   index = _data(site, 'h0/index')
@@ -167,8 +150,8 @@ def test_browser_sorts_opens_clusters_plays_sound_and_deep_links(explored, chrom
   page.close()
 
 
-def test_a_label_with_a_script_tag_shows_as_text(explored, avsynth_records, chromium, tmp_path):
-  with open(explored[0] / 'labels.csv', newline='') as f:
+def test_a_label_with_a_script_tag_shows_as_text(labelled, avsynth_records, chromium, tmp_path):
+  with open(labelled / 'labels.csv', newline='') as f:
     rows = list(csv.DictReader(f))
   hostile = min(r['label'] for r in rows)
   for row in rows:
