@@ -2,7 +2,7 @@
 # Starts one avssl run on every worker of a Cloud TPU VM (a pod slice such as v4-32 has one worker per
 # host, and all of them must run the same command at once): puts the code on each worker (a `git
 # archive` of this checkout copied over, or a `git clone` there), installs it with the `tpu` extra,
-# then starts `python3 -m avssl.main ARGS` on all workers together. avssl joins the hosts through
+# then starts `~/avssl-venv/bin/python -m avssl.main ARGS` on all workers together. avssl joins the hosts through
 # jax.distributed by itself on a multi-host TPU (avssl/distributed.py). Runs in the background by
 # default (nohup, each worker's output appended to ~/avssl.log there), so a closed laptop does not stop
 # it; rerunning the same command after a preemption resumes from the latest checkpoint.
@@ -13,7 +13,7 @@ usage() {
 Usage: scripts/tpu_pod.sh --tpu=NAME --zone=ZONE [options] -- AVSSL_MAIN_ARGS...
 
 Copies the code to every worker of the TPU VM NAME, installs it with the tpu extra and runs
-`python3 -m avssl.main AVSSL_MAIN_ARGS` on all workers at once.
+`~/avssl-venv/bin/python -m avssl.main AVSSL_MAIN_ARGS` (Python 3.11, made by uv) on all workers at once.
 
   --tpu=NAME       the TPU VM (gcloud compute tpus tpu-vm create NAME ...)      required
   --zone=ZONE      its zone, e.g. us-central2-b                                 required
@@ -104,11 +104,13 @@ target=(--zone="$zone")
 # What the workers run, as one command line for their shell; the avssl.main arguments are quoted with
 # printf %q, so that spaces, quotes and $ in them reach Python unchanged.
 main_args="$(printf ' %q' "$@")"
-install='cd avssl && python3 -m pip install --quiet -e ".[tpu]"'
+# avssl needs Python 3.11 or later and TPU images ship older ones (Ubuntu 22.04: 3.10): uv makes a
+# venv with its own 3.11 build (downloaded once) and installs avssl with the tpu extra into it.
+install='cd avssl && python3 -m pip install --quiet --user uv && ~/.local/bin/uv venv --quiet --allow-existing --python 3.11 ~/avssl-venv && ~/.local/bin/uv pip install --quiet --python ~/avssl-venv/bin/python -e ".[tpu]"'
 if [ "$foreground" = 1 ]; then
-  start="cd avssl && python3 -m avssl.main$main_args"
+  start="cd avssl && ~/avssl-venv/bin/python -m avssl.main$main_args"
 else
-  start="cd avssl && nohup python3 -m avssl.main$main_args >> ~/avssl.log 2>&1 < /dev/null &"
+  start="cd avssl && nohup ~/avssl-venv/bin/python -m avssl.main$main_args >> ~/avssl.log 2>&1 < /dev/null &"
 fi
 
 if [ "$source_mode" = copy ]; then

@@ -16,16 +16,19 @@ from conftest import REPO
 SCRIPT = REPO / 'scripts' / 'tpu_pod.sh'
 POD = ['--tpu=my-pod', '--zone=us-central2-b']
 MAIN_ARGS = ['--config=configs/selavi_vggsound.py', '--workdir=gs://b/runs/x']
-START = ('cd avssl && nohup python3 -m avssl.main --config=configs/selavi_vggsound.py '
+START = ('cd avssl && nohup ~/avssl-venv/bin/python -m avssl.main --config=configs/selavi_vggsound.py '
          '--workdir=gs://b/runs/x >> ~/avssl.log 2>&1 < /dev/null &')
-INSTALL = 'cd avssl && python3 -m pip install --quiet -e ".[tpu]"'
+INSTALL = ('cd avssl && python3 -m pip install --quiet --user uv && ~/.local/bin/uv venv --quiet '
+           '--allow-existing --python 3.11 ~/avssl-venv && ~/.local/bin/uv pip install --quiet '
+           '--python ~/avssl-venv/bin/python -e ".[tpu]"')
 UNPACK = 'mkdir -p avssl && tar -xzf avssl.tar.gz -C avssl && rm avssl.tar.gz'
 
 
 @pytest.fixture
 def fake(tmp_path):
   """A PATH whose `gcloud` appends its argv (JSON, one call a line) to calls.jsonl and keeps a copy
-  of what scp would copy; `python3` records its argv to python3.json. TMPDIR is tmp_path."""
+  of what scp would copy; the workers' venv python records its argv to python3.json. TMPDIR and HOME
+  are tmp_path."""
   bin_dir = tmp_path / 'bin'
   bin_dir.mkdir()
   (bin_dir / 'gcloud').write_text(f"""#!{sys.executable}
@@ -35,13 +38,16 @@ with open({str(tmp_path / 'calls.jsonl')!r}, 'a') as f:
 if sys.argv[1:5] == ['compute', 'tpus', 'tpu-vm', 'scp']:
   shutil.copy(sys.argv[5], {str(tmp_path / 'copied.tar.gz')!r})
 """)
-  (bin_dir / 'python3').write_text(f"""#!{sys.executable}
+  venv_python = tmp_path / 'avssl-venv' / 'bin' / 'python'  # HOME is tmp_path.
+  venv_python.parent.mkdir(parents=True)
+  venv_python.write_text(f"""#!{sys.executable}
 import json, sys
 json.dump(sys.argv[1:], open({str(tmp_path / 'python3.json')!r}, 'w'))
 """)
-  for program in bin_dir.iterdir():
+  for program in [*bin_dir.iterdir(), venv_python]:
     program.chmod(0o755)
-  env = {**os.environ, 'PATH': f'{bin_dir}:{os.environ["PATH"]}', 'TMPDIR': str(tmp_path)}
+  env = {**os.environ, 'PATH': f'{bin_dir}:{os.environ["PATH"]}', 'TMPDIR': str(tmp_path),
+         'HOME': str(tmp_path)}
   return tmp_path, env
 
 
@@ -81,7 +87,7 @@ def test_dry_run_with_a_clone_in_the_foreground():
   ssh = 'gcloud compute tpus tpu-vm ssh my-pod --zone=us-central2-b --project=p1 --worker=all'
   assert result.stdout.splitlines() == [
       f"{ssh} --command='{fetch} && {INSTALL}'",
-      f"{ssh} --command='cd avssl && python3 -m avssl.main {' '.join(MAIN_ARGS)}'",
+      f"{ssh} --command='cd avssl && ~/avssl-venv/bin/python -m avssl.main {' '.join(MAIN_ARGS)}'",
   ]
 
 
