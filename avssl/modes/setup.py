@@ -75,15 +75,24 @@ def _assemble(config: ml_collections.ConfigDict, workdir: str, mesh: jax.shardin
   def zeros() -> Batch:  # Traced inside the init: no batch is decoded or allocated on the host.
     return {k: jnp.zeros(s.shape, s.dtype) for k, s in example.items()}
 
-  state, state_sharding = train_state.create(
-      lambda rng: method.init_variables(rng, zeros()),
-      lambda: method.init_method_state(data.num_train), tx, jax.random.PRNGKey(config.seed), mesh,
-      abstract=abstract)
+  def create(abstract: bool) -> tuple[TrainState, Any]:
+    return train_state.create(
+        lambda rng: method.init_variables(rng, zeros()),
+        lambda: method.init_method_state(data.num_train), tx, jax.random.PRNGKey(config.seed), mesh,
+        abstract=abstract)
+
   checkpointer = checkpointing.Checkpointer(workdir, config_lib.steps(
       config, 'checkpoint_every', steps_per_epoch, default=total_steps), config.keep_checkpoints,
       directory=config.get('checkpoint_dir', ''))
-  if not abstract:
-    state = _restore(config, state, state_sharding, checkpointer)
+  resuming = not abstract and checkpointer.latest_step() is not None
+  # A restore needs only the state's shapes and shardings: resuming compiles no init.
+  state, state_sharding = create(abstract or resuming)
+  if resuming:
+    state = checkpointer.restore(state, state_sharding)
+    logging.info('Resuming from the checkpoint of step %d in %s', int(state.step),
+                 checkpointer.directory)
+  elif not abstract and config.get('init_from'):
+    state = initialise_from(state, config.init_from, bool(config.get('allow_untrained')))
   return Run(config, workdir, mesh, data, method, tx, lr, state, state_sharding, checkpointer,
              steps_per_epoch, total_steps, example)
 
@@ -149,18 +158,6 @@ def _tuples(value: Any) -> Any:
   if isinstance(value, dict):
     return {k: _tuples(v) for k, v in value.items()}
   return value
-
-
-def _restore(config: ml_collections.ConfigDict, state: TrainState, state_sharding: Any,
-             checkpointer: checkpointing.Checkpointer) -> TrainState:
-  """The workdir's latest checkpoint, else the weights of `config.init_from`, else `state`."""
-  if checkpointer.latest_step() is not None:
-    state = checkpointer.restore(state, state_sharding)
-    logging.info('Resuming from the checkpoint of step %d in %s', int(state.step),
-                 checkpointer.directory)
-  elif config.get('init_from'):
-    state = initialise_from(state, config.init_from, bool(config.get('allow_untrained')))
-  return state
 
 
 def _require_checkpoint(config: ml_collections.ConfigDict, workdir: str, mode: str) -> None:
