@@ -41,6 +41,17 @@ def loop_config(*, batch_size: int, total_epochs: float, seed: int) -> ml_collec
   return config
 
 
+def model_config(*, bn_momentum: float, bn_eps: float, **fields) -> ml_collections.ConfigDict:
+  """`config.model`: the recipe's encoders and BatchNorm (`fields`, `bn_momentum`, `bn_eps`) and the
+  precision and memory keys every method reads through `avssl.models.common.Norm`: `dtype` (the
+  activations'; 'float32' as in every paper) and `remat` / `remat_policy` ('none', i.e. no
+  rematerialisation; see `common.Norm`), so that any locked config accepts e.g.
+  `--config.model.remat=blocks`."""
+  return ml_collections.ConfigDict(dict(
+      **fields, bn_momentum=bn_momentum, bn_eps=bn_eps, dtype='float32', remat='none',
+      remat_policy='nothing_saveable'))
+
+
 def evaluation_config(**overrides) -> ml_collections.ConfigDict:
   """What `--mode=eval` runs (`run`, in order) and each evaluation's protocol switches
   (`avssl/modes/evaluate.py`). 'method' is the method's own evaluation (SeLaVi: Table 2); the others
