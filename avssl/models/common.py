@@ -4,7 +4,12 @@ BatchNorm: PyTorch's `momentum=m` updates `running = (1 - m) * running + m * bat
 is the decay, so Flax momentum = 1 - PyTorch momentum (0.1 -> 0.9). Under `jax.jit` on a batch sharded
 over the mesh, the statistics are those of the global batch (synchronised BN).
 
-Precision: parameters are float32; `dtype` sets the activations (bfloat16 on accelerators).
+Precision: `dtype` ('float32', every paper's and the default, or 'bfloat16' on accelerators) is the
+dtype of the activations and of the convolutions' and dense layers' arithmetic (inputs and float32
+kernels are cast to it), in every encoder and head. Kept in float32 whatever `dtype` is: parameters
+(`param_dtype`, so optimiser updates are not rounded), BatchNorm statistics (Flax reduces in float32 and
+keeps `batch_stats` float32), and everything a loss reads: encoders return float32 pooled features and
+heads float32 logits, so softmax, cross-entropy, Sinkhorn and k-means run in float32.
 
 Rematerialisation (`remat`: 'none' | 'blocks' | 'full'): the backward pass recomputes activations
 instead of keeping them, trading about one extra forward pass for memory, so that a paper's per-device
