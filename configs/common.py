@@ -36,9 +36,23 @@ def loop_config(*, batch_size: int, total_epochs: float, seed: int) -> ml_collec
   config.checkpoint_dir = ''  # Where checkpoints go ('' = <workdir>/checkpoints); a path or a URL.
   config.init_from = ''  # Another run's workdir whose weights start this run (matching names/shapes).
   config.allow_untrained = False  # Let eval, label and init_from use the random initialisation.
+  # A persistent XLA compilation cache ('' = off): a rerun, resume or label pass on the same kind of
+  # machine loads its compiled steps instead of compiling them (minutes for the paper models).
+  config.compilation_cache_dir = ''
   config.distributed = config_lib.distributed_config()
   config.evaluation = evaluation_config()
   return config
+
+
+def model_config(*, bn_momentum: float, bn_eps: float, **fields) -> ml_collections.ConfigDict:
+  """`config.model`: the recipe's encoders and BatchNorm (`fields`, `bn_momentum`, `bn_eps`) and the
+  precision and memory keys every method reads through `avssl.models.common.Norm`: `dtype` (the
+  activations'; 'float32' as in every paper) and `remat` / `remat_policy` ('none', i.e. no
+  rematerialisation; see `common.Norm`), so that any locked config accepts e.g.
+  `--config.model.remat=blocks`."""
+  return ml_collections.ConfigDict(dict(
+      **fields, bn_momentum=bn_momentum, bn_eps=bn_eps, dtype='float32', remat='none',
+      remat_policy='nothing_saveable'))
 
 
 def evaluation_config(**overrides) -> ml_collections.ConfigDict:

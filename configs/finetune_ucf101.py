@@ -55,10 +55,10 @@ def build(*, modality: str, records: str, folds: int, init_from: str,
       color_jitter=(0.4, 0.4, 0.4, 0.0), color_jitter_prob=0.8,  # `clip_augmentation`, no hue.
       audio=audio.default_config('logfbank'),  # The pretraining front end (`selavi_vggsound.py`).
       with_video=modality == 'video', with_audio=modality == 'audio')
-  config.model = ml_collections.ConfigDict(dict(
+  config.model = common.model_config(
       video=encoders.encoder_config('r2plus1d', depth=18),
       audio=encoders.encoder_config('audio_resnet', depth=9),
-      bn_momentum=0.9, bn_eps=1e-5, dtype='float32'))
+      bn_momentum=0.9, bn_eps=1e-5)
   config.finetune = finetune_lib.default_config(modality=modality, dirs=dirs, freeze_backbone=frozen)
   config.optimizer = optim.default_optimizer_config(
       name='sgd', momentum=0.9, weight_decay=5e-3,  # `--momentum`, `--weight_decay`, `--wd_base`.

@@ -51,10 +51,9 @@ def build(*, records: str, backbone: str, variant: str) -> ml_collections.Config
       with_flow=True,  # §4: TV-L1 optical flow (records made with `make_records --flow`).
       with_audio=False)
   pool = 'avg122' if r2plus1d else 'avg'  # The release: R(2+1)D-18 pooled 1×2×2 to 2048-d.
-  config.model = ml_collections.ConfigDict(dict(
+  config.model = common.model_config(  # `dtype` float32: the release trains in fp32 only.
       video=encoders.encoder_config(backbone, depth=18, pool=pool),  # §4: S3D or R(2+1)D-18.
-      bn_momentum=0.9, bn_eps=1e-5,
-      dtype='float32'))  # The release trains in fp32 only.
+      bn_momentum=0.9, bn_eps=1e-5)
   config.goca = goca_lib.default_config(
       variant=variant,  # §3.2; Table 1's baselines: sview, avg, sep.
       num_prototypes=1000,  # §4.1 "Effect of prototype regularizer": 1000 prototypes.

@@ -39,10 +39,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       audio_seconds=2.0,  # §IV-B: 2 s of audio ...
       audio=audio.default_config('logmel'),  # ... as Q = 40 mel filters × P = 100 frames.
       volume_jitter=0.0)
-  config.model = ml_collections.ConfigDict(dict(
+  config.model = common.model_config(
       video=encoders.encoder_config('r2plus1d', depth=18),  # §IV-B: R(2+1)D (18 layers) ...
       audio=encoders.encoder_config('audio_resnet', depth=18),  # ... and ResNet(-18).
-      bn_momentum=0.9, bn_eps=1e-5, dtype='float32'))  # PyTorch's BN defaults (no code released).
+      bn_momentum=0.9, bn_eps=1e-5)  # PyTorch's BN defaults (no code released).
   config.iicl = iicl_lib.default_config(
       losses=('ins', 'clu'),  # Eq. (7): L_ins + λ·L_clu.
       num_clusters=400,  # C, §IV-D1: Table I's best of 100/200/400/800.

@@ -43,11 +43,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       audio_align='start',
       audio=audio.default_config('logfbank'),  # ... as a 257 × 99 logfbank (20 ms / 10 ms).
       volume_jitter=0.1)  # Release: volume × U(0.9, 1.1).
-  config.model = ml_collections.ConfigDict(dict(
+  config.model = common.model_config(
       video=encoders.encoder_config('r2plus1d', depth=18),  # §4 "Training details": R(2+1)D-18 ...
       audio=encoders.encoder_config('audio_resnet', depth=9),  # ... and a 9-layer audio ResNet.
-      bn_momentum=0.9, bn_eps=1e-5,  # Release: PyTorch's BatchNorm defaults (momentum 0.1), synced.
-      dtype='float32'))
+      bn_momentum=0.9, bn_eps=1e-5)  # Release: PyTorch's BatchNorm defaults (momentum 0.1), synced.
   config.selavi = selavi_lib.default_config(
       num_clusters=309,  # §4 "Datasets": K = the number of classes, VGG-Sound's 309.
       num_heads=10, num_groups=2,  # §3 "Decorrelated clustering heads"; release: 10 heads, 2 groups.

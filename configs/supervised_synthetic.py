@@ -19,8 +19,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.log_every_steps = 10
   config.data = synthetic.default_config(num_train=4096, num_eval=512, frame_size=32,
                                          num_frames=8, audio_bins=32, audio_frames=32)
-  config.model = ml_collections.ConfigDict(dict(
-      width=32, dropout=0.0, bn_momentum=0.9, bn_eps=1e-5, dtype='float32'))
+  config.model = common.model_config(width=32, dropout=0.0, bn_momentum=0.9, bn_eps=1e-5)
   config.optimizer = optim.default_optimizer_config(name='sgd', momentum=0.9, weight_decay=1e-5)
   config.schedule = optim.default_schedule_config(name='warmup_cosine', base_lr=0.5,
                                                   warmup_epochs=1.0)

@@ -40,11 +40,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       audio_seconds=2.0,  # §4.1: 2 s of audio ...
       audio=audio.default_config('logmel'),  # ... as Q = 40 mel filters × P = 100 frames.
       volume_jitter=0.0)  # §4.1 names no audio augmentation.
-  config.model = ml_collections.ConfigDict(dict(
+  config.model = common.model_config(
       video=encoders.encoder_config('r2plus1d', depth=18),  # §4.1: R(2+1)D-18 ...
       audio=encoders.encoder_config('audio_resnet', depth=18),  # ... and ResNet-18.
-      bn_momentum=0.9, bn_eps=1e-3,  # The released encoder's BN.
-      dtype='float32'))
+      bn_momentum=0.9, bn_eps=1e-3)  # The released encoder's BN.
   config.xdc = xdc_lib.default_config(
       variant='xdc',  # §3.2; Table 1's baselines: `sdc`, `mdc`, `cdc` (their own configs).
       num_clusters=256)  # Table 2: k = 256 is best for UCF101 after Kinetics (74.2), 128 for HMDB51.

@@ -2,14 +2,17 @@
 
 import csv
 import glob
+import itertools
 import os
 import pathlib
 import shutil
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avssl import checkpointing
+from avssl import checkpointing, loop, sharding
 from avssl.modes import label as label_mode, setup as setup_mode, train
 from avssl.methods import selavi
 from conftest import load_config, state_leaves
@@ -150,3 +153,29 @@ def test_finetuning_starts_from_another_runs_encoders(avsynth_records, tmp_path)
   assert run.state.params['video_heads']['heads']['out']['kernel'].shape[-1] == 4
   assert int(run.state.step) == 0
   run.checkpointer.close()
+
+
+def test_bfloat16_activations_train_with_float32_parameters_and_loss(avsynth_records, tmp_path):
+  """`--config.model.dtype=bfloat16` (`avssl/models/common.py`): convolutions and matmuls run in
+  bfloat16, while parameters, BatchNorm statistics and the logits that the loss and Sinkhorn read
+  stay float32; the :tiny run's training steps give finite losses. (The loop's own steps, without its
+  label updates and evaluation, to stay fast; `train_and_evaluate` adds nothing dtype-specific.)"""
+  config = _tiny(avsynth_records)
+  config.model.dtype = 'bfloat16'
+  run = setup_mode.setup(config, str(tmp_path))
+  batch = sharding.to_global(next(run.data.train_batches(0)), run.mesh)
+  jaxpr = jax.make_jaxpr(lambda v: run.method.model.apply(v, batch['video'], batch['audio'],
+                                                          train=False))(
+      {'params': run.state.params, 'batch_stats': run.state.batch_stats})
+  convs = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == 'conv_general_dilated']
+  assert convs and all(e.invars[0].aval.dtype == jnp.bfloat16 for e in convs)
+  assert {x.dtype for x in jax.tree.leaves(jaxpr.out_avals)} == {jnp.dtype(jnp.float32)}
+
+  step, state, losses = loop.make_train_step(run), run.state, []
+  for batch in itertools.islice(run.data.train_batches(0), 3):
+    state, metrics = step(state, sharding.to_global(batch, run.mesh))
+    losses.append(float(metrics['loss']))
+  run.checkpointer.close()
+  assert np.all(np.isfinite(losses)) and losses[-1] != losses[0]
+  assert {x.dtype for x in jax.tree.leaves((state.params, state.batch_stats))} \
+      == {jnp.dtype(jnp.float32)}

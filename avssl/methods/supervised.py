@@ -26,6 +26,8 @@ class Supervised(base.Method):
 
   def build_model(self) -> nn.Module:
     model = self.config.model
+    if model.remat != 'none':  # One convolution per modality: no block worth recomputing.
+      raise ValueError(f"config.model.remat={model.remat!r}: SmallAVNet supports only 'none'")
     return SmallAVNet(num_classes=self.config.data.num_classes, width=model.width,
                       dropout=model.dropout, bn_momentum=model.bn_momentum, bn_eps=model.bn_eps,
                       dtype=jnp.dtype(model.dtype))

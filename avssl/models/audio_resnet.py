@@ -45,13 +45,18 @@ class AudioResNet(nn.Module):
 
   @nn.compact
   def __call__(self, spectrogram: jax.Array, train: bool, return_map: bool = False):
+    return self.norm.remat_module(AudioResNet._forward, 'full', (2, 3))(self, spectrogram, train, return_map)
+
+  def _forward(self, spectrogram: jax.Array, train: bool, return_map: bool = False):
+    """The encoder; `__call__` runs it under `nn.remat` when `norm.remat == 'full'`."""
     x = spectrogram.astype(self.norm.dtype)
     x = common.conv(64, (7, 7), 2, norm=self.norm, name='conv1')(x)
     x = nn.relu(self.norm(train, name='bn1')(x))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    block_class = self.norm.remat_module(BasicBlock2D, 'blocks')
     for stage, (blocks, width) in enumerate(zip(DEPTHS[self.depth], WIDTHS)):
       for block in range(blocks):
         stride = 2 if stage > 0 and block == 0 else 1
-        x = BasicBlock2D(width, stride, self.norm, name=f'layer{stage + 1}_{block}')(x, train)
+        x = block_class(width, stride, self.norm, name=f'layer{stage + 1}_{block}')(x, train)
     feature = x.mean(axis=(1, 2)).astype(jnp.float32)
     return (feature, x) if return_map else feature

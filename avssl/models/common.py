@@ -4,13 +4,28 @@ BatchNorm: PyTorch's `momentum=m` updates `running = (1 - m) * running + m * bat
 is the decay, so Flax momentum = 1 - PyTorch momentum (0.1 -> 0.9). Under `jax.jit` on a batch sharded
 over the mesh, the statistics are those of the global batch (synchronised BN).
 
-Precision: parameters are float32; `dtype` sets the activations (bfloat16 on accelerators).
+Precision: `dtype` ('float32', every paper's and the default, or 'bfloat16' on accelerators) is the
+dtype of the activations and of the convolutions' and dense layers' arithmetic (inputs and float32
+kernels are cast to it), in every encoder and head. Kept in float32 whatever `dtype` is: parameters
+(`param_dtype`, so optimiser updates are not rounded), BatchNorm statistics (Flax reduces in float32 and
+keeps `batch_stats` float32), and everything a loss reads: encoders return float32 pooled features and
+heads float32 logits, so softmax, cross-entropy, Sinkhorn and k-means run in float32.
+
+Rematerialisation (`remat`: 'none' | 'blocks' | 'full'): the backward pass recomputes activations
+instead of keeping them, trading about one extra forward pass for memory, so that a paper's per-device
+batch fits an accelerator (Chen et al. 2016, "Training deep nets with sublinear memory cost"). 'blocks'
+wraps each residual / Inception block (and each stage of the small encoders) in `nn.remat`, so only
+block inputs are kept between blocks; 'full' wraps the whole encoder, keeping only its input.
+`remat_policy` names the `jax.checkpoint_policies` member that says what may still be saved inside a
+rematerialised region; the default 'nothing_saveable' saves nothing, the most memory-saving choice
+(convolutions are not `dot_general`s, so the dot policies would save only the heads' matmuls).
+Parameters, results and BatchNorm updates are those without remat; only memory and time change.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, TypeVar
 
 import flax.linen as nn
 import jax
@@ -21,12 +36,29 @@ import ml_collections
 conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 
 
+REMAT = ('none', 'blocks', 'full')
+# The argument-free members of `jax.checkpoint_policies` (the others are factories taking names).
+REMAT_POLICIES = ('nothing_saveable', 'everything_saveable', 'dots_saveable',
+                  'dots_with_no_batch_dims_saveable')
+
+Target = TypeVar('Target')
+
+
 @dataclasses.dataclass(frozen=True)
 class Norm:
-  """BatchNorm settings and activation dtype, passed to every encoder and head."""
+  """BatchNorm settings, activation dtype and rematerialisation, passed to every encoder and head."""
   momentum: float = 0.9
   eps: float = 1e-5
   dtype: Any = jnp.float32
+  remat: str = 'none'
+  remat_policy: str = 'nothing_saveable'
+
+  def __post_init__(self):
+    if self.remat not in REMAT:
+      raise ValueError(f'config.model.remat={self.remat!r} is not one of {REMAT}')
+    if self.remat_policy not in REMAT_POLICIES:
+      raise ValueError(f'config.model.remat_policy={self.remat_policy!r} is not one of '
+                       f'{REMAT_POLICIES}')
 
   def __call__(self, train: bool, name: str | None = None, scale_init=nn.initializers.ones) -> nn.BatchNorm:
     return nn.BatchNorm(use_running_average=not train, momentum=self.momentum, epsilon=self.eps,
@@ -34,8 +66,24 @@ class Norm:
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> Norm:
-    """From `bn_momentum` (Flax decay), `bn_eps` and `dtype` ('float32' or 'bfloat16')."""
-    return cls(float(config.bn_momentum), float(config.bn_eps), jnp.dtype(config.dtype))
+    """From `bn_momentum` (Flax decay), `bn_eps`, `dtype` ('float32' or 'bfloat16'), `remat` and
+    `remat_policy`."""
+    return cls(float(config.bn_momentum), float(config.bn_eps), jnp.dtype(config.dtype),
+               str(config.remat), str(config.remat_policy))
+
+  def remat_module(self, target: Target, level: str, static_argnums: tuple[int, ...] = (2,)) -> Target:
+    """`target` (a Module class, or a function whose first argument is a Module) under `nn.remat`
+    when `self.remat == level` ('blocks' or 'full'), else unchanged.
+
+    `static_argnums` (Flax counts `self` / the module as argument 0) must cover `train` and any other
+    Python value that chooses the computation (BatchNorm's mode, `return_map`), passed positionally:
+    `jax.checkpoint` traces keyword arguments. The names of the submodules do not change, so neither do
+    parameter paths.
+    """
+    if self.remat != level:
+      return target
+    return nn.remat(target, policy=getattr(jax.checkpoint_policies, self.remat_policy),
+                    static_argnums=static_argnums)
 
 
 def conv(features: int, kernel: tuple[int, ...], strides: tuple[int, ...] | int = 1,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import flax.linen as nn
 import ml_collections
 
@@ -27,7 +29,7 @@ def video_encoder(config: ml_collections.ConfigDict, norm: Norm) -> nn.Module:
   if config.name == 'r2plus1d':
     return R2Plus1D(depth=config.depth, pool=config.pool, norm=norm)
   if config.name == 's3d':
-    return S3D(norm=Norm(norm.momentum, 1e-3, norm.dtype))
+    return S3D(norm=dataclasses.replace(norm, eps=1e-3))
   if config.name == 'small':
     return SmallVideoEncoder(widths=tuple(config.widths), norm=norm)
   raise ValueError(f'config.model.video.name={config.name!r} is not one of {VIDEO}')

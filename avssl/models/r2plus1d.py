@@ -85,6 +85,10 @@ class R2Plus1D(nn.Module):
 
   @nn.compact
   def __call__(self, video: jax.Array, train: bool, return_map: bool = False):
+    return self.norm.remat_module(R2Plus1D._forward, 'full', (2, 3))(self, video, train, return_map)
+
+  def _forward(self, video: jax.Array, train: bool, return_map: bool = False):
+    """The encoder; `__call__` runs it under `nn.remat` when `norm.remat == 'full'`."""
     if self.mid_channels not in ('per_block', 'per_conv'):
       raise ValueError(f"mid_channels={self.mid_channels!r} is not 'per_block' or 'per_conv'")
     x = video.astype(self.norm.dtype)
@@ -92,11 +96,12 @@ class R2Plus1D(nn.Module):
     x = nn.relu(self.norm(train, name='stem_spatial_bn')(x))
     x = common.conv(64, (3, 1, 1), 1, norm=self.norm, name='stem_temporal')(x)
     x = nn.relu(self.norm(train, name='stem_temporal_bn')(x))
+    block_class = self.norm.remat_module(BasicBlock, 'blocks')
     for stage, (blocks, width) in enumerate(zip(DEPTHS[self.depth], WIDTHS)):
       for block in range(blocks):
         stride = 2 if stage > 0 and block == 0 else 1
-        x = BasicBlock(width, stride, self.mid_channels, self.norm,
-                       name=f'layer{stage + 1}_{block}')(x, train)
+        x = block_class(width, stride, self.mid_channels, self.norm,
+                        name=f'layer{stage + 1}_{block}')(x, train)
     feature = pool_features(x, self.pool)
     if self.num_classes:
       feature = nn.Dense(self.num_classes, kernel_init=common.linear_init,

@@ -123,7 +123,13 @@ class S3D(nn.Module):
   @nn.compact
   def __call__(self, video: jax.Array, train: bool,
                return_map: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
-    mixed = lambda name, x: Inception(MIXED[name], self.gating, self.norm, name=name)(x, train)
+    return self.norm.remat_module(S3D._forward, 'full', (2, 3))(self, video, train, return_map)
+
+  def _forward(self, video: jax.Array, train: bool,
+               return_map: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
+    """The network; `__call__` runs it under `nn.remat` when `norm.remat == 'full'`."""
+    inception = self.norm.remat_module(Inception, 'blocks')
+    mixed = lambda name, x: inception(MIXED[name], self.gating, self.norm, name=name)(x, train)
     x = video.astype(self.norm.dtype)
     x = SepConv(64, 7, stride=2, norm=self.norm, name='Conv_1a')(x, train)
     x = max_pool(x, (1, 3, 3), (1, 2, 2), (0, 1, 1))

@@ -51,14 +51,26 @@ class SmallVideoEncoder(nn.Module):
 
   @nn.compact
   def __call__(self, video: jax.Array, train: bool, return_map: bool = False):
+    forward = self.norm.remat_module(SmallVideoEncoder._forward, 'full', (2, 3))
+    return forward(self, video, train, return_map)
+
+  def _forward(self, video: jax.Array, train: bool, return_map: bool = False):
+    """The encoder; `__call__` runs it under `nn.remat` when `norm.remat == 'full'`."""
     x = video.astype(self.norm.dtype)
-    for i, width in enumerate(self.widths):
-      x = common.conv(width, (1, 3, 3), (1, 2, 2), norm=self.norm, name=f'spatial{i}')(x)
-      x = nn.relu(self.norm(train, name=f'spatial{i}_bn')(x))
-      x = common.conv(width, (3, 1, 1), 1, norm=self.norm, name=f'temporal{i}')(x)
-      x = nn.relu(self.norm(train, name=f'temporal{i}_bn')(x))
+    stage = self.norm.remat_module(SmallVideoEncoder._stage, 'blocks', (2, 3))
+    for i in range(len(self.widths)):
+      x = stage(self, x, train, i)
     feature = x.mean(axis=(1, 2, 3)).astype(jnp.float32)
     return (feature, x) if return_map else feature
+
+  def _stage(self, x: jax.Array, train: bool, i: int) -> jax.Array:
+    """Stage `i`, a function of the module rather than a submodule so that `remat='blocks'` can wrap
+    it while the parameters keep their flat names (`spatial0`, `temporal0_bn`, ...)."""
+    width = self.widths[i]
+    x = common.conv(width, (1, 3, 3), (1, 2, 2), norm=self.norm, name=f'spatial{i}')(x)
+    x = nn.relu(self.norm(train, name=f'spatial{i}_bn')(x))
+    x = common.conv(width, (3, 1, 1), 1, norm=self.norm, name=f'temporal{i}')(x)
+    return nn.relu(self.norm(train, name=f'temporal{i}_bn')(x))
 
 
 class SmallAudioEncoder(nn.Module):
@@ -68,9 +80,19 @@ class SmallAudioEncoder(nn.Module):
 
   @nn.compact
   def __call__(self, spectrogram: jax.Array, train: bool, return_map: bool = False):
+    forward = self.norm.remat_module(SmallAudioEncoder._forward, 'full', (2, 3))
+    return forward(self, spectrogram, train, return_map)
+
+  def _forward(self, spectrogram: jax.Array, train: bool, return_map: bool = False):
+    """The encoder; `__call__` runs it under `nn.remat` when `norm.remat == 'full'`."""
     x = spectrogram.astype(self.norm.dtype)
-    for i, width in enumerate(self.widths):
-      x = common.conv(width, (3, 3), 2, norm=self.norm, name=f'conv{i}')(x)
-      x = nn.relu(self.norm(train, name=f'conv{i}_bn')(x))
+    stage = self.norm.remat_module(SmallAudioEncoder._stage, 'blocks', (2, 3))
+    for i in range(len(self.widths)):
+      x = stage(self, x, train, i)
     feature = x.mean(axis=(1, 2)).astype(jnp.float32)
     return (feature, x) if return_map else feature
+
+  def _stage(self, x: jax.Array, train: bool, i: int) -> jax.Array:
+    """Stage `i` (see `SmallVideoEncoder._stage`)."""
+    x = common.conv(self.widths[i], (3, 3), 2, norm=self.norm, name=f'conv{i}')(x)
+    return nn.relu(self.norm(train, name=f'conv{i}_bn')(x))
