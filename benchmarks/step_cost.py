@@ -9,7 +9,8 @@ Each config's training step (`avssl.loop.make_train_step`) is lowered on the abs
 shapes (no records, no init compile), compiled for the backend at hand, and read back: the cost analysis
 (FLOPs and bytes accessed per step and device) and the memory analysis (argument, output, temporary
 and generated-code bytes per device). These are the figures of the backend it compiled for (CPU here):
-an accelerator's compiler fuses and schedules differently, so its memory is close but not equal.
+an accelerator's compiler fuses and schedules differently, so its memory is close but not equal, and
+XLA:CPU computes bfloat16 convolutions in float32, so on CPU the bfloat16 variant saves no memory.
 
 From them, per device preset (peak FLOP/s, memory bandwidth, memory size; `--peak_flops`,
 `--bandwidth`, `--memory` add a custom one): the roofline step time max(FLOPs / peak, bytes /
@@ -26,6 +27,7 @@ import dataclasses
 import math
 import pathlib
 import tempfile
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -179,7 +181,10 @@ def measure(name: str, paper: Paper, variant: str, batch: int, tiny: bool) -> Ro
   batch_sharding = sharding.batch_sharded(run.mesh)
   global_batch = {k: jax.ShapeDtypeStruct((config.batch_size, *s.shape[1:]), s.dtype,
                                           sharding=batch_sharding) for k, s in example.items()}
+  start = time.perf_counter()
   compiled = loop.make_train_step(run).lower(run.state, global_batch).compile()
+  print(f'{name} {variant} b={batch}: lowered and compiled in {time.perf_counter() - start:.0f} s',
+        flush=True)
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
   memory = compiled.memory_analysis()
@@ -216,18 +221,27 @@ def fewest_devices(global_batch: int, max_batch: int, *, smallest: int = 1,
   return None
 
 
-def r2plus1d_18_forward_flops(frames: int, size: int) -> float:
+def r2plus1d_18_forward_flops(frames: int, size: int, *, padded: bool = True) -> float:
   """A hand count of R(2+1)D-18's forward FLOPs on one `frames` x `size`² clip: 2 per multiply-add of
   every convolution (torchvision's layer sizes, `avssl/models/r2plus1d.py`); batch norm, ReLU, the
-  residual sums and the pooling are left out (under 1%)."""
+  residual sums and the pooling are left out (under 1%). `padded` counts the taps on the zero padding
+  too (the usual convention: torchvision's 40.52 G multiply-adds at 16x112²); without, only the taps
+  inside the input, as XLA's cost analysis counts them."""
   total = 0.0
-  t, h, c = frames, size, 3
+  shape, c = [frames, size, size], 3
 
-  def conv(c_out: int, kernel: tuple[int, int, int], stride: tuple[int, int, int]) -> None:
-    nonlocal t, h, c, total
-    t = (t + 2 * (kernel[0] // 2) - kernel[0]) // stride[0] + 1
-    h = (h + 2 * (kernel[1] // 2) - kernel[1]) // stride[1] + 1
-    total += 2.0 * t * h * h * c_out * c * math.prod(kernel)
+  def taps(n: int, k: int, s: int) -> tuple[int, int]:
+    """(output length, multiply-adds along one axis of a `k` kernel, stride `s`, padding k // 2)."""
+    p = k // 2
+    out = (n + 2 * p - k) // s + 1
+    valid = sum(1 for o in range(out) for j in range(k) if 0 <= o * s - p + j < n)
+    return out, out * k if padded else valid
+
+  def conv(c_out: int, kernel: tuple[int, ...], stride: tuple[int, ...]) -> None:
+    nonlocal shape, c, total
+    axes = [taps(n, k, s) for n, k, s in zip(shape, kernel, stride)]
+    shape = [out for out, _ in axes]
+    total += 2.0 * c * c_out * math.prod(m for _, m in axes)
     c = c_out
 
   conv(45, (1, 7, 7), (1, 2, 2))
@@ -242,7 +256,7 @@ def r2plus1d_18_forward_flops(frames: int, size: int) -> float:
       conv(mid, (1, 3, 3), (1, 1, 1))
       conv(width, (3, 1, 1), (1, 1, 1))
       if s != 1 or c_in != width:  # The 1x1x1 strided shortcut: the block's output from its input.
-        total += 2.0 * t * h * h * width * c_in
+        total += 2.0 * math.prod(shape) * width * c_in
   return total
 
 
@@ -254,16 +268,19 @@ def xla_r2plus1d_18_flops(frames: int, size: int) -> tuple[float, float]:
   variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(clip.shape),
                                                 train=False))
 
-  def forward(params, video):
-    out, _ = model.apply({**variables, 'params': params}, video, train=True,
-                         mutable=['batch_stats'])
+  def forward(variables, video):
+    out, _ = model.apply(variables, video, train=True, mutable=['batch_stats'])
     return jnp.sum(out)
 
+  def training(variables, video):
+    return jax.grad(lambda params: forward({**variables, 'params': params}, video))(
+        variables['params'])
+
   def flops(fn) -> float:
-    cost = jax.jit(fn).lower(variables['params'], clip).cost_analysis()
+    cost = jax.jit(fn).lower(variables, clip).cost_analysis()
     return float((cost[0] if isinstance(cost, list) else cost)['flops'])
 
-  return flops(forward), flops(jax.grad(forward))
+  return flops(forward), flops(training)
 
 
 def _devices(args: argparse.Namespace) -> dict[str, Device]:
@@ -291,6 +308,10 @@ def _print_costs(rows: Sequence[Row], devices: dict[str, Device]) -> None:
   print('live = argument + output - aliased (donated state) + temp; roofline ms = max(FLOPs / peak, '
         'bytes / bandwidth), peak bf16 for the bfloat16 variants, TF32 (GPUs) or bf16 passes (TPU) '
         'for float32')
+  if jax.default_backend() == 'cpu' and any(r.variant.startswith('bfloat16') for r in rows):
+    print('on CPU, XLA computes bfloat16 convolutions in float32 (it converts their operands to '
+          'float32 and the result back), so the bfloat16 rows keep float32 temporaries and add the '
+          "conversions' bytes: what bfloat16 saves shows only when compiled for an accelerator")
 
 
 def _print_fit(rows: Sequence[Row], devices: dict[str, Device]) -> None:
@@ -319,11 +340,14 @@ def _print_fit(rows: Sequence[Row], devices: dict[str, Device]) -> None:
 
 def _print_hand_count(frames: int, size: int) -> None:
   hand = r2plus1d_18_forward_flops(frames, size)
+  valid = r2plus1d_18_forward_flops(frames, size, padded=False)
   forward, training = xla_r2plus1d_18_flops(frames, size)
-  print(f'\nR(2+1)D-18 on one {frames}x{size}x{size} clip, GFLOP: hand count (convolutions, 2 per '
-        f'multiply-add) forward {hand / 1e9:.1f}, training ~3x {3 * hand / 1e9:.1f}; XLA forward '
-        f'{forward / 1e9:.1f} (ratio XLA / hand {forward / hand:.3f}), forward + backward '
-        f'{training / 1e9:.1f} (ratio to 3x hand {training / (3 * hand):.3f})')
+  print(f'\nR(2+1)D-18 on one {frames}x{size}x{size} clip, GFLOP (2 per multiply-add of the '
+        f'convolutions): hand count forward {hand / 1e9:.1f} with the taps on the padding, '
+        f'{valid / 1e9:.1f} without; XLA forward {forward / 1e9:.1f} (XLA / hand {forward / hand:.3f},'
+        f' / hand without padding {forward / valid:.3f}); training ~3x forward: hand '
+        f'{3 * hand / 1e9:.1f}, XLA forward + backward {training / 1e9:.1f} (ratio '
+        f'{training / (3 * hand):.3f})')
 
 
 def main(argv: Sequence[str] | None = None) -> list[Row]:

@@ -43,4 +43,6 @@ def test_the_fewest_devices_split_the_batch_evenly():
 
 def test_the_hand_count_of_r2plus1d_18_is_torchvisions():
   # torchvision's r2plus1d_18 model card: 40.52 GFLOPS (multiply-adds) on 16x112² clips.
-  assert step_cost.r2plus1d_18_forward_flops(16, 112) / 2 / 1e9 == pytest.approx(40.5, rel=0.01)
+  assert step_cost.r2plus1d_18_forward_flops(16, 112) / 2 / 1e9 == pytest.approx(40.52, rel=1e-3)
+  # Without the taps on the zero padding (XLA's count) it is smaller, by the borders' share.
+  assert 0.9 < step_cost.r2plus1d_18_forward_flops(16, 112, padded=False) / 2 / 1e9 / 40.52 < 1
