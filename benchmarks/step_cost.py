@@ -1,8 +1,13 @@
 """XLA's cost of one training step of each paper config: FLOPs, bytes and memory per device, roofline.
 
-    python benchmarks/step_cost.py                                   # the paper configs, b = 8
-    python benchmarks/step_cost.py --configs=selavi_vggsound --batch_sizes=8,16,32
+    python benchmarks/step_cost.py                                   # the paper configs, b = 8, 16
+    python benchmarks/step_cost.py --configs=selavi_vggsound --batch_sizes=16,32,64
     python benchmarks/step_cost.py --tiny                            # :tiny configs, a smoke check
+
+Every row is one compile of the full-size step for the backend at hand: on a 2-core CPU 25-40 s for
+SeLaVi, XDC and IICL and several minutes for GOCA (six clips of RGB and six of flow per example, each
+its own encoder call), so the default run takes a while there; `--configs`, `--variants` and
+`--batch_sizes` pick a part, and each row is printed as soon as it is measured.
 
 Each config's training step (`avssl.loop.make_train_step`) is lowered on the abstract state of
 `avssl.setup(..., abstract=True)` and a global batch of `ShapeDtypeStruct`s built from the config's
@@ -294,17 +299,24 @@ def _devices(args: argparse.Namespace) -> dict[str, Device]:
   return devices
 
 
-def _print_costs(rows: Sequence[Row], devices: dict[str, Device]) -> None:
-  print('\nper device and step (XLA cost and memory analysis of the compiled training step):')
-  header = (f'{"config":<21} {"variant":<15} {"b/dev":>5} {"GFLOP":>9} {"GB acc":>7} {"arg GB":>7} '
-            f'{"out GB":>7} {"temp GB":>8} {"live GB":>8} {"code MB":>8} '
-            + ' '.join(f'{name + " ms":>13}' for name in devices))
-  print(header)
-  for r in rows:
-    print(f'{r.config:<21} {r.variant:<15} {r.batch:>5} {r.flops / 1e9:>9.1f} '
+def _cost_columns(devices: dict[str, Device]) -> str:
+  return (f'{"config":<21} {"variant":<15} {"b/dev":>5} {"GFLOP":>9} {"GB acc":>7} {"arg GB":>7} '
+          f'{"out GB":>7} {"temp GB":>8} {"live GB":>8} {"code MB":>8} '
+          + ' '.join(f'{name + " ms":>13}' for name in devices))
+
+
+def _cost_line(r: Row, devices: dict[str, Device]) -> str:
+  return (f'{r.config:<21} {r.variant:<15} {r.batch:>5} {r.flops / 1e9:>9.1f} '
           f'{r.bytes_accessed / 1e9:>7.2f} {r.argument / 1e9:>7.3f} {r.output / 1e9:>7.3f} '
           f'{r.temp / 1e9:>8.3f} {r.memory / 1e9:>8.3f} {r.code / 1e6:>8.2f} '
           + ' '.join(f'{r.roofline(d) * 1e3:>13.1f}' for d in devices.values()))
+
+
+def _print_costs(rows: Sequence[Row], devices: dict[str, Device]) -> None:
+  print('\nper device and step (XLA cost and memory analysis of the compiled training step):')
+  print(_cost_columns(devices))
+  for r in rows:
+    print(_cost_line(r, devices))
   print('live = argument + output - aliased (donated state) + temp; roofline ms = max(FLOPs / peak, '
         'bytes / bandwidth), peak bf16 for the bfloat16 variants, TF32 (GPUs) or bf16 passes (TPU) '
         'for float32')
@@ -355,7 +367,8 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--configs', default=','.join(PAPERS),
                       help=f'comma-separated, of {", ".join(PAPERS)}')
-  parser.add_argument('--batch_sizes', default='8', help='clips per device, comma-separated')
+  parser.add_argument('--batch_sizes', default='8,16',
+                      help='examples per device, comma-separated (two or more fit a line)')
   parser.add_argument('--variants', default=','.join(VARIANTS),
                       help=f'comma-separated, of {", ".join(VARIANTS)}')
   parser.add_argument('--tiny', action='store_true', help="the configs' :tiny variants")
@@ -373,12 +386,14 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
   print(f'machine: {machine.jax_devices()}; host: {machine.cpu()}')
   print(f'compiled for {jax.default_backend()}; global batch = per-device batch x '
         f'{jax.device_count()} device(s){"; :tiny configs" if args.tiny else ""}')
+  print(_cost_columns(devices))
   rows = []
   for name in names:
     for variant in variants:
       for batch in (int(b) for b in args.batch_sizes.split(',')):
         row = measure(name, PAPERS[name], variant, batch, args.tiny)
-        if row is not None:
+        if row is not None:  # Each row as soon as it is measured: a full run takes a while.
+          print(_cost_line(row, devices), flush=True)
           rows.append(row)
   _print_costs(rows, devices)
   if rows:
