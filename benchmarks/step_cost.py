@@ -330,7 +330,7 @@ def _print_fit(rows: Sequence[Row], devices: dict[str, Device]) -> None:
   print('\nlargest per-device batch that fits (a straight line through the measured live memory '
         'against the batch; from one batch size, through it and the state) and the fewest devices '
         "for the paper's global batch:")
-  print(f'{"config":<21} {"variant":<15} {"paper B":>7} {"GB+GB/clip":>13} '
+  print(f'{"config":<21} {"variant":<15} {"paper B":>7} {"GB + GB/b":>13} '
         + ' '.join(f'{name + " b":>13}' for name in devices)
         + f' {"TPU v4 slice":>13} {"80 GB GPUs":>10}')
   groups: dict[tuple[str, str], list[Row]] = {}
