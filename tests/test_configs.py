@@ -12,6 +12,7 @@ import pytest
 import avssl
 from conftest import REPO, load_config, tree_leaves
 from avssl import config_lib, loop, main, sharding
+from avssl.data import datasets
 from avssl.modes import setup as setup_mode
 from avssl.modes import train
 
@@ -83,10 +84,15 @@ def test_an_abstract_setup_has_the_states_shapes_dtypes_and_shardings(tiny_confi
 
   real = setup_mode.setup(tiny_config, str(tmp_path / 'real'))
   abstract = setup_mode.setup(tiny_config, str(tmp_path / 'abstract'), abstract=True)
-  real.checkpointer.close()
-  abstract.checkpointer.close()
+  # A data stand-in and one example's shapes build the same state without reading any data.
+  described = datasets.Described(num_train=real.data.num_train, num_eval=0,
+                                 steps_per_epoch=real.steps_per_epoch, classes=[], records='')
+  standin = setup_mode.setup(tiny_config, str(tmp_path / 'standin'), abstract=True, data=described,
+                             example=real.example)
+  for run in (real, abstract, standin):
+    run.checkpointer.close()
   assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(abstract.state))
-  assert spec(abstract.state) == spec(real.state)
+  assert spec(abstract.state) == spec(real.state) == spec(standin.state)
 
 
 def test_parse_arg_types_and_unknown_names():

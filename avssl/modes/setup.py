@@ -27,22 +27,28 @@ RUN_FILE = 'run.json'  # What a run's workdir says about it (`describe`).
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str, *, trained_for: str = '',
-          abstract: bool = False) -> Run:
+          abstract: bool = False, data: datasets.DataSource | None = None,
+          example: dict[str, jax.ShapeDtypeStruct] | None = None) -> Run:
   """Builds mesh, data, method, optimiser and state; restores the latest checkpoint in `workdir`.
 
   `trained_for` names a mode that uses trained weights (`--mode=label`): without a checkpoint it is
   refused before anything is built, unless `config.allow_untrained` asks for the random initialisation.
   With `abstract`, the state is only its shapes, dtypes and shardings (`train_state.create`) and no
   checkpoint is read: enough to lower the step, check a config and cost it, at no compile of the init.
+  `data` and `example` (the shapes of one example, as `example_spec` gives them) stand in for the
+  config's data source and its first batch, so that a config is costed where its records are not
+  (`benchmarks/step_cost.py`); both default to the config's own data.
   """
   config_lib.validate(config)
   if trained_for:
     _require_checkpoint(config, workdir, trained_for)
   mesh = _mesh(config)
-  data = datasets.build(config.data, batch_size=config.batch_size,
-                        process_index=jax.process_index(), process_count=jax.process_count(),
-                        seed=config.seed)
-  example = example_spec(next(data.train_batches(0)))
+  if data is None:
+    data = datasets.build(config.data, batch_size=config.batch_size,
+                          process_index=jax.process_index(), process_count=jax.process_count(),
+                          seed=config.seed)
+  if example is None:
+    example = example_spec(next(data.train_batches(0)))
   return _assemble(config, workdir, mesh, data, example, abstract=abstract)
 
 
