@@ -84,7 +84,6 @@ def main(argv: list[str]) -> None:
   _quiet_orbax()
   config = _CONFIG.value
   _hide_gpus_from_tensorflow()
-  use_compilation_cache(config.compilation_cache_dir)
   mode, workdir = _MODE.value, files.local_or_url(_WORKDIR.value)
   try:
     distributed.initialize(config)
@@ -104,13 +103,6 @@ def main(argv: list[str]) -> None:
   except UserError as e:
     report_user_error(e, verbose=_VERBOSE.value)
     sys.exit(2)
-
-
-def use_compilation_cache(directory: str) -> None:
-  """Points JAX's persistent compilation cache at `directory` (`config.compilation_cache_dir`; ''
-  leaves it off), before anything is compiled, so that reruns load the compiled steps."""
-  if directory:
-    jax.config.update('jax_compilation_cache_dir', files.local_or_url(directory))
 
 
 def report_user_error(error: UserError, *, verbose: bool) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 import avssl
 from conftest import REPO, load_config, tree_leaves
-from avssl import config_lib, loop, main, sharding
+from avssl import config_lib, loop, sharding
 from avssl.data import datasets
 from avssl.modes import setup as setup_mode
 from avssl.modes import train
@@ -182,13 +182,13 @@ def test_a_config_package_imports_its_siblings_from_any_directory(tmp_path, monk
 
 
 def test_compilation_cache_dir_is_off_by_default_and_reaches_jax(tmp_path):
-  """`config.compilation_cache_dir` ('' = off) sets JAX's persistent cache, as `avssl.main` does."""
+  """`config.compilation_cache_dir` ('' = off) sets JAX's persistent cache, as every mode's setup does."""
   assert load_config('selavi_vggsound').compilation_cache_dir == ''
   before = jax.config.jax_compilation_cache_dir
   try:
-    main.use_compilation_cache('')
+    setup_mode.use_compilation_cache('')
     assert jax.config.jax_compilation_cache_dir == before
-    main.use_compilation_cache(str(tmp_path / 'cache'))
+    setup_mode.use_compilation_cache(str(tmp_path / 'cache'))
     assert jax.config.jax_compilation_cache_dir == str(tmp_path / 'cache')
   finally:
     jax.config.update('jax_compilation_cache_dir', before)

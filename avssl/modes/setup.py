@@ -42,6 +42,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, trained_for: str =
   config_lib.validate(config)
   if trained_for:
     _require_checkpoint(config, workdir, trained_for)
+  use_compilation_cache(config.get('compilation_cache_dir', ''))
   mesh = _mesh(config)
   if data is None:
     data = datasets.build(config.data, batch_size=config.batch_size,
@@ -50,6 +51,14 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, trained_for: str =
   if example is None:
     example = example_spec(next(data.train_batches(0)))
   return _assemble(config, workdir, mesh, data, example, abstract=abstract)
+
+
+def use_compilation_cache(directory: str) -> None:
+  """Points JAX's persistent compilation cache at `directory` (`config.compilation_cache_dir`; ''
+  leaves it as it is) before anything is compiled, so that reruns and resumes load the compiled
+  steps."""
+  if directory:
+    jax.config.update('jax_compilation_cache_dir', files.local_or_url(directory))
 
 
 def _mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
@@ -147,6 +156,7 @@ def load_run(workdir: str, records: str | None = None) -> Run:
                           seed=config.seed)
   else:
     data = datasets.Described(**described, records=config.data.get('dir', ''))
+  use_compilation_cache(config.get('compilation_cache_dir', ''))
   example = {k: jax.ShapeDtypeStruct(tuple(shape), np.dtype(dtype))
              for k, (shape, dtype) in info['example'].items()}
   run = _assemble(config, workdir, _mesh(config), data, example)
