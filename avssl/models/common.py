@@ -67,9 +67,10 @@ class Norm:
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> Norm:
     """From `bn_momentum` (Flax decay), `bn_eps`, `dtype` ('float32' or 'bfloat16'), `remat` and
-    `remat_policy`."""
+    `remat_policy` (absent in model configs written before they existed, e.g. an older run's
+    `run.json`: no rematerialisation)."""
     return cls(float(config.bn_momentum), float(config.bn_eps), jnp.dtype(config.dtype),
-               str(config.remat), str(config.remat_policy))
+               str(config.get('remat', 'none')), str(config.get('remat_policy', 'nothing_saveable')))
 
   def remat_module(self, target: Target, level: str, static_argnums: tuple[int, ...] = (2,)) -> Target:
     """`target` (a Module class, or a function whose first argument is a Module) under `nn.remat`
