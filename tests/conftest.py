@@ -30,6 +30,19 @@ jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
 jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 
+# The slowest files first. pytest-xdist's `--dist loadfile` hands files to the two workers in
+# collection order; when the long ones (real training subprocesses, notebooks, every config) start
+# first, the short ones fill the gaps and both workers end together instead of one waiting on the
+# other's last long file.
+SLOW_FIRST = ('test_preemption.py', 'test_configs.py', 'test_multihost.py', 'test_notebook.py',
+              'test_evaluation.py', 'test_selavi.py', 'test_storage.py', 'test_browser.py')
+
+
+def pytest_collection_modifyitems(items):
+  rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # Stable: a file keeps its order.
+
+
 def pytest_configure(config):
   del config
   assert jax.device_count() == 8, 'tests expect 8 simulated CPU devices (see tests/conftest.py)'
