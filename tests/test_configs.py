@@ -1,5 +1,6 @@
 """Every config file loads (full and :tiny), every :tiny one sets up and steps, and bad keys are named."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ import avssl
 from conftest import REPO, load_config, tree_leaves
 from avssl import config_lib, loop, sharding
 from avssl.data import datasets
+from avssl.errors import UserError
 from avssl.modes import setup as setup_mode
 from avssl.modes import train
 
@@ -76,6 +78,14 @@ def _train_then_load_without_records(config, tmp_path):
   assert expected.keys() == loaded.keys()
   for key, value in expected.items():
     np.testing.assert_array_equal(loaded[key], value, err_msg=key)
+
+
+def test_load_run_without_a_checkpoint_is_refused_before_anything_is_built(tmp_path):
+  config = load_config('supervised_synthetic', 'tiny')
+  (tmp_path / 'run.json').write_text(json.dumps(
+      {'config': json.loads(config.to_json_best_effort()), 'data': {}, 'example': {}}))
+  with pytest.raises(UserError, match='no checkpoint in .*: load_run needs a trained model'):
+    avssl.load_run(str(tmp_path))
 
 
 def test_an_abstract_setup_has_the_states_shapes_dtypes_and_shardings(tiny_config, tmp_path):

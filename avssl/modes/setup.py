@@ -45,9 +45,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, trained_for: str =
   use_compilation_cache(config.get('compilation_cache_dir', ''))
   mesh = _mesh(config)
   if data is None:
-    data = datasets.build(config.data, batch_size=config.batch_size,
-                          process_index=jax.process_index(), process_count=jax.process_count(),
-                          seed=config.seed)
+    data = _data(config)
   if example is None:
     example = example_spec(next(data.train_batches(0)))
   return _assemble(config, workdir, mesh, data, example, abstract=abstract)
@@ -59,6 +57,12 @@ def use_compilation_cache(directory: str) -> None:
   steps."""
   if directory:
     jax.config.update('jax_compilation_cache_dir', files.local_or_url(directory))
+
+
+def _data(config: ml_collections.ConfigDict) -> datasets.DataSource:
+  return datasets.build(config.data, batch_size=config.batch_size,
+                        process_index=jax.process_index(), process_count=jax.process_count(),
+                        seed=config.seed)
 
 
 def _mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
@@ -148,23 +152,16 @@ def load_run(workdir: str, records: str | None = None) -> Run:
   with files.open(path) as f:
     info = json.load(f)
   config = ml_collections.ConfigDict(_tuples(info['config']))
-  described = info['data']
+  _require_checkpoint(config, workdir, 'load_run')
   if records is not None:
     config.data.dir = records
-    data = datasets.build(config.data, batch_size=config.batch_size,
-                          process_index=jax.process_index(), process_count=jax.process_count(),
-                          seed=config.seed)
+    data = _data(config)
   else:
-    data = datasets.Described(**described, records=config.data.get('dir', ''))
+    data = datasets.Described(**info['data'], records=config.data.get('dir', ''))
   use_compilation_cache(config.get('compilation_cache_dir', ''))
   example = {k: jax.ShapeDtypeStruct(tuple(shape), np.dtype(dtype))
              for k, (shape, dtype) in info['example'].items()}
-  run = _assemble(config, workdir, _mesh(config), data, example)
-  if run.checkpointer.latest_step() is None and not config.get('allow_untrained'):
-    run.checkpointer.close()
-    raise UserError(f'no checkpoint in {run.checkpointer.directory}: the run of {workdir} has not '
-                    'saved a step yet')
-  return run
+  return _assemble(config, workdir, _mesh(config), data, example)
 
 
 def _tuples(value: Any) -> Any:
