@@ -120,6 +120,8 @@ def test_browser_sorts_opens_clusters_plays_sound_and_deep_links(labelled, chrom
   key = _key(site, 'self-labels/head0')
   page.page.select_option('#clustering', label='self-labels · head 0')
   page.page.wait_for_function(f'location.hash === "#{key}"')
+  # The hash changes first; the summary once the clustering's data has loaded.
+  page.page.wait_for_function('document.querySelector("#summary").textContent.includes("self-labels")')
   assert page.page.locator('#summary').text_content().startswith('58 videos · 6 clusters in self-labels')
   page.page.locator('#clusters tbody tr').first.click()
   cluster = int(page.column(1)[0])
