@@ -19,7 +19,10 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
-from clu import metric_writers, periodic_actions
+from etils import epy
+
+with epy.lazy_imports():  # clu's writers import TensorFlow; the step runs without it.
+  from clu import metric_writers, periodic_actions
 
 from avssl import checkpointing, config_lib, files, preemption, sharding
 from avssl.data import datasets

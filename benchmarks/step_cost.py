@@ -33,18 +33,14 @@ import pathlib
 import tempfile
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
-import tensorflow as tf
 
 import machine
 from avssl import config_lib, loop, sharding
-from avssl.data import audio as audio_lib
-from avssl.data import datasets
+from avssl.data import datasets, pipeline
 from avssl.models import r2plus1d
 from avssl.modes import setup as setup_mode
 
@@ -107,34 +103,6 @@ VARIANTS = {
 }
 
 
-def example_spec(config: ml_collections.ConfigDict,
-                 sample_rate: int) -> dict[str, jax.ShapeDtypeStruct]:
-  """One training example's shapes and dtypes (batch of 1) as the records pipeline
-  (`avssl/data/pipeline.py`) makes them from `config.data`, without any records: clips of frames
-  (and flow), or `multi_crop`'s groups of clips; the spectrogram of `audio_seconds` at `sample_rate`
-  (its shape from the front end itself, on a silent waveform); the index and label."""
-  data = config.data
-  crop = (data.crop_size, data.crop_size)
-  shapes: dict[str, tuple[tuple[int, ...], Any]] = {}
-  if data.multi_crop:
-    for g, (count, frames) in enumerate(data.multi_crop):
-      suffix = f'_{g}' if g else ''
-      shapes['video' + suffix] = ((count, frames, *crop, 3), np.float32)
-      if data.with_flow:
-        shapes['flow' + suffix] = ((count, frames, *crop, 2), np.float32)
-  elif data.with_video:
-    shapes['video'] = ((data.num_frames, *crop, 3), np.float32)
-    if data.with_flow:
-      shapes['flow'] = ((data.num_frames, *crop, 2), np.float32)
-  if data.with_audio and not data.multi_crop:
-    silence = tf.zeros([int(round(data.audio_seconds * sample_rate))])
-    shapes['audio'] = (tuple(audio_lib.spectrogram(silence, sample_rate, data.audio).shape),
-                       np.float32)
-  shapes['index'] = ((), np.int32)
-  shapes['label'] = ((), np.int32)
-  return {k: jax.ShapeDtypeStruct((1, *shape), dtype) for k, (shape, dtype) in shapes.items()}
-
-
 @dataclasses.dataclass
 class Row:
   """One compiled step: its config, variant, per-device batch and XLA's figures (per device)."""
@@ -177,7 +145,7 @@ def measure(name: str, paper: Paper, variant: str, batch: int, tiny: bool) -> Ro
     config.goca.separation_steps = 1
   paper_batch = config.batch_size
   config.batch_size = batch * jax.device_count()
-  example = example_spec(config, paper.sample_rate)
+  example = pipeline.example_spec(config.data, paper.sample_rate)
   num_train = max(paper.num_train, config.batch_size) if not tiny else 4 * config.batch_size
   data = datasets.Described(num_train=num_train, num_eval=0,
                             steps_per_epoch=num_train // config.batch_size, classes=[], records='')

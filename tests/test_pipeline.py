@@ -268,3 +268,15 @@ def test_eval_plan_skips_what_the_records_cannot_score(six_records, sync_records
   with pytest.raises(errors.UserError, match="none of config.evaluation.run can be scored: method: the "
                                        f"videos of split 'train' of {sync_records} have no labels"):
     evaluate.plan(config)
+
+
+@pytest.mark.parametrize('overrides', [
+    {},  # logmel audio, one clip
+    {'audio': audio.default_config('logfbank'), 'audio_seconds': 0.5},  # SeLaVi's front end
+    {'with_audio': False, 'multi_crop': ((2, 4), (1, 2))},  # GOCA's groups of clips
+])
+def test_the_example_spec_is_what_a_decoded_batch_holds(six_records, overrides):
+  source = _source(six_records, **overrides)
+  batch = next(source.train_batches(0))
+  decoded = {k: (v.shape[1:], v.dtype) for k, v in batch.items()}
+  assert {k: (s.shape[1:], s.dtype) for k, s in source.example_spec().items()} == decoded

@@ -7,6 +7,7 @@ import pytest
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / 'benchmarks'))
+from avssl.data import pipeline  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 import step_cost  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 
@@ -26,11 +27,11 @@ def test_the_benchmark_costs_a_tiny_step_and_its_roofline_is_the_slower_bound(ca
 
 def test_the_example_has_the_pipelines_shapes():
   config = step_cost.config_lib.load(f'{REPO / "configs" / "selavi_vggsound"}.py')
-  example = step_cost.example_spec(config, 24000)
+  example = pipeline.example_spec(config.data, 24000)
   assert example['video'].shape == (1, 30, 112, 112, 3)
   assert example['audio'].shape == (1, 257, 99, 1)  # SeLaVi's 1 s logfbank at 24 kHz.
   goca = step_cost.config_lib.load(f'{REPO / "configs" / "goca_ucf101"}.py:backbone=s3d')
-  shapes = {k: v.shape for k, v in step_cost.example_spec(goca, 16000).items()}
+  shapes = {k: v.shape for k, v in pipeline.example_spec(goca.data, 16000).items()}
   assert shapes['video'] == (1, 2, 32, 128, 128, 3) and shapes['flow_1'] == (1, 4, 16, 128, 128, 2)
 
 

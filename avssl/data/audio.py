@@ -23,7 +23,9 @@ from collections.abc import Callable
 import ml_collections
 from ml_collections import config_dict
 import numpy as np
-import tensorflow as tf
+from etils import epy
+with epy.lazy_imports():  # The configs import this module; TensorFlow loads when first used.
+  import tensorflow as tf
 
 # python_speech_features replaces filterbank energies of exactly zero by numpy's float64 epsilon, so
 # empty filters and silent frames read log(eps) = -36.04.
@@ -72,11 +74,7 @@ def logfbank(waveform: tf.Tensor, sample_rate: int, *, win_length_s: float = 0.0
   num_samples = _static_num_samples(waveform)
   frame_len = _round_half_up(win_length_s * sample_rate)
   frame_step = _round_half_up(hop_length_s * sample_rate)
-  # python_speech_features.sigproc.framesig: enough frames to cover the signal, the last zero-padded.
-  if num_samples <= frame_len:
-    num_frames = 1
-  else:
-    num_frames = 1 + -(-(num_samples - frame_len) // frame_step)
+  num_frames = _logfbank_frames(num_samples, frame_len, frame_step)
   padded_len = (num_frames - 1) * frame_step + frame_len
 
   # Computed in float64, cast at the end: filters below a few hundred Hz span a single FFT bin, whose
@@ -172,6 +170,27 @@ def spectrogram(waveform: tf.Tensor, sample_rate: int,
 
 
 _FRONT_ENDS: dict[str, Callable[..., tf.Tensor]] = {'logfbank': logfbank, 'logmel': logmel}
+
+
+def spectrogram_shape(num_samples: int, sample_rate: int,
+                      config: ml_collections.ConfigDict) -> tuple[int, int, int]:
+  """`spectrogram`'s `[bins, frames, 1]` for a waveform of `num_samples`, without TensorFlow: what an
+  encoder's input is, for building a model or costing a step where only the config is at hand."""
+  if config.mode == 'logmel':
+    return config.num_mel_bins, config.num_frames, 1
+  if config.mode != 'logfbank':
+    raise ValueError(f'config.mode={config.mode!r} is not one of {sorted(_FRONT_ENDS)}; '
+                     'set the audio config key `mode` to one of them')
+  frames = _logfbank_frames(num_samples, _round_half_up(config.win_length_s * sample_rate),
+                            _round_half_up(config.hop_length_s * sample_rate))
+  return config.num_filters, frames, 1
+
+
+def _logfbank_frames(num_samples: int, frame_len: int, frame_step: int) -> int:
+  """python_speech_features.sigproc.framesig: enough frames to cover the signal, the last zero-padded."""
+  if num_samples <= frame_len:
+    return 1
+  return 1 + -(-(num_samples - frame_len) // frame_step)
 
 
 def _selavi_filterbank(num_filters: int, nfft: int, sample_rate: int) -> np.ndarray:

@@ -20,7 +20,9 @@ import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
-import tensorflow as tf
+from etils import epy
+with epy.lazy_imports():  # The configs import this module; TensorFlow loads when first used.
+  import tensorflow as tf
 
 # SeLaVi's pipeline: random short side U{128..160}, 112 crop, mean/std after /255
 # (the release's constants, `docs/papers_and_releases.md`).

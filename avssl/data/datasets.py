@@ -72,6 +72,11 @@ class DataSource(abc.ABC):
     del split
     return None
 
+  def example_spec(self) -> dict[str, Any] | None:
+    """One training example's shapes and dtypes (`jax.ShapeDtypeStruct`s, a batch of 1) where the
+    source can tell them without decoding anything; None, and the caller reads a batch."""
+    return None
+
   @abc.abstractmethod
   def train_batches(self, start_step: int) -> Iterator[Batch]:
     """Training batches from global step `start_step` on, endlessly."""

@@ -43,9 +43,12 @@ import struct
 from collections.abc import Iterator
 from typing import Any
 
+import jax
 import ml_collections
 import numpy as np
-import tensorflow as tf
+from etils import epy
+with epy.lazy_imports():  # The configs import this module; TensorFlow loads when first used.
+  import tensorflow as tf
 
 from avssl import errors, files
 from avssl.data import audio, augment, datasets, flow as flow_lib, records
@@ -107,6 +110,32 @@ def read_manifest(directory: str) -> dict[str, Any]:
   return manifest
 
 
+def example_spec(config: ml_collections.ConfigDict,
+                 sample_rate: int) -> dict[str, jax.ShapeDtypeStruct]:
+  """One training example's shapes and dtypes (a batch of 1) as `RecordSource.train_batches` makes
+  them from the data config `config` and the records' `sample_rate`, without reading or decoding
+  anything (and without TensorFlow): clips of frames (and flow), or `multi_crop`'s groups of clips; the
+  spectrogram of `audio_seconds`; the index and label. All a model's init needs."""
+  crop = (config.crop_size, config.crop_size)
+  shapes: dict[str, tuple[tuple[int, ...], Any]] = {}
+  if config.multi_crop:
+    for g, (count, frames) in enumerate(config.multi_crop):
+      suffix = f'_{g}' if g else ''
+      shapes['video' + suffix] = ((count, frames, *crop, 3), np.float32)
+      if config.with_flow:
+        shapes['flow' + suffix] = ((count, frames, *crop, 2), np.float32)
+  elif config.with_video:
+    shapes['video'] = ((config.num_frames, *crop, 3), np.float32)
+    if config.with_flow:
+      shapes['flow'] = ((config.num_frames, *crop, 2), np.float32)
+  if config.with_audio and not config.multi_crop:
+    samples = int(round(config.audio_seconds * sample_rate))
+    shapes['audio'] = (audio.spectrogram_shape(samples, sample_rate, config.audio), np.float32)
+  shapes['index'] = ((), np.int32)
+  shapes['label'] = ((), np.int32)
+  return {k: jax.ShapeDtypeStruct((1, *shape), dtype) for k, (shape, dtype) in shapes.items()}
+
+
 class RecordSource(datasets.DataSource):
   """This process's batches of a records folder."""
 
@@ -131,6 +160,9 @@ class RecordSource(datasets.DataSource):
                        f'fewer than one batch (batch_size={batch_size}); lower --config.batch_size')
     self.steps_per_epoch = self.num_train // batch_size
     self.classes = self.manifest.get('classes', [])
+
+  def example_spec(self) -> dict[str, jax.ShapeDtypeStruct]:
+    return example_spec(self.config, int(self.manifest['settings']['sample_rate']))
 
   def _split(self, split: str) -> dict[str, Any]:
     splits = self.manifest['splits']

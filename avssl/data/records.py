@@ -20,7 +20,9 @@ import dataclasses
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
+from etils import epy
+with epy.lazy_imports():  # The configs import this module; TensorFlow loads when first used.
+  import tensorflow as tf
 
 IMAGE_KEY = 'image/encoded'
 FLOW_KEY = 'flow/encoded'
@@ -108,23 +110,25 @@ def serialize(record: VideoRecord, *, jpeg_quality: int = 90) -> bytes:
   return example.SerializeToString()
 
 
-_CONTEXT = {
-    'video_id': tf.io.FixedLenFeature([], tf.string),
-    'source': tf.io.FixedLenFeature([], tf.string),
-    'split': tf.io.FixedLenFeature([], tf.string),
-    'duration': tf.io.FixedLenFeature([], tf.float32),
-    'fps': tf.io.FixedLenFeature([], tf.float32),
-    'sample_rate': tf.io.FixedLenFeature([], tf.int64),
-    'num_frames': tf.io.FixedLenFeature([], tf.int64),
-    'num_samples': tf.io.FixedLenFeature([], tf.int64),
-    'height': tf.io.FixedLenFeature([], tf.int64),
-    'width': tf.io.FixedLenFeature([], tf.int64),
-    'label/index': tf.io.FixedLenFeature([], tf.int64, default_value=NO_LABEL),
-    'label/name': tf.io.FixedLenFeature([], tf.string, default_value=''),
-    'segment/start': tf.io.FixedLenFeature([], tf.float32, default_value=-1.0),
-    'segment/end': tf.io.FixedLenFeature([], tf.float32, default_value=-1.0),
-    WAVEFORM_KEY: tf.io.VarLenFeature(tf.float32),
-}
+def _context_features() -> dict[str, Any]:
+  """The context fields' parsing spec (built on use: importing this module needs no TensorFlow)."""
+  return {
+      'video_id': tf.io.FixedLenFeature([], tf.string),
+      'source': tf.io.FixedLenFeature([], tf.string),
+      'split': tf.io.FixedLenFeature([], tf.string),
+      'duration': tf.io.FixedLenFeature([], tf.float32),
+      'fps': tf.io.FixedLenFeature([], tf.float32),
+      'sample_rate': tf.io.FixedLenFeature([], tf.int64),
+      'num_frames': tf.io.FixedLenFeature([], tf.int64),
+      'num_samples': tf.io.FixedLenFeature([], tf.int64),
+      'height': tf.io.FixedLenFeature([], tf.int64),
+      'width': tf.io.FixedLenFeature([], tf.int64),
+      'label/index': tf.io.FixedLenFeature([], tf.int64, default_value=NO_LABEL),
+      'label/name': tf.io.FixedLenFeature([], tf.string, default_value=''),
+      'segment/start': tf.io.FixedLenFeature([], tf.float32, default_value=-1.0),
+      'segment/end': tf.io.FixedLenFeature([], tf.float32, default_value=-1.0),
+      WAVEFORM_KEY: tf.io.VarLenFeature(tf.float32),
+  }
 
 
 def parse(serialized: tf.Tensor, *, with_flow: bool = False) -> dict[str, tf.Tensor]:
@@ -133,7 +137,7 @@ def parse(serialized: tf.Tensor, *, with_flow: bool = False) -> dict[str, tf.Ten
   sequence = {IMAGE_KEY: tf.io.FixedLenSequenceFeature([], tf.string)}
   if with_flow:
     sequence[FLOW_KEY] = tf.io.FixedLenSequenceFeature([], tf.string, allow_missing=True)
-  context, lists = tf.io.parse_single_sequence_example(serialized, _CONTEXT, sequence)
+  context, lists = tf.io.parse_single_sequence_example(serialized, _context_features(), sequence)
   out = {k: v for k, v in context.items() if k != WAVEFORM_KEY}
   out['waveform'] = tf.sparse.to_dense(context[WAVEFORM_KEY])
   out['frames'] = lists[IMAGE_KEY]

@@ -47,7 +47,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, trained_for: str =
   if data is None:
     data = _data(config)
   if example is None:
-    example = example_spec(next(data.train_batches(0)))
+    example = data.example_spec() or example_spec(next(data.train_batches(0)))
   return _assemble(config, workdir, mesh, data, example, abstract=abstract)
 
 
