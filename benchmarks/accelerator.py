@@ -19,10 +19,12 @@ time budget is spent, so that one run on a borrowed machine always returns what 
   same device and batch (the `torch` part, in its own process so that the two frameworks do not share
   the device's memory).
 - **sinkhorn**: SeLaVi's label assignment at VGG-Sound scale (N = 170,752 × K = 309 × 10 heads, λ = 20,
-  `avssl.clustering.sinkhorn_heads`) against the memory-bandwidth bound of its iterations: each reads
-  the N × K kernel twice (the row and the column scaling).
-- **k-means**: 1M × 512 → 1,000 (`avssl.clustering.kmeans`, 10 Lloyd iterations) against the FLOP
-  bound of its distance products (2·N·D·K per iteration).
+  Gaussian prior, `avssl.clustering.sinkhorn_heads`) in its default chunking for the backend, in the
+  CPU's 128-row chunks and in the log domain, against the memory-bandwidth bound of its iterations:
+  each reads the N × K kernel twice (the row and the column scaling).
+- **k-means**: 1M × 512 → 1,000 (`avssl.clustering.kmeans`, 10 Lloyd iterations), with and without the
+  k-means++ initialisation, in 4,096- and 65,536-row blocks, against the FLOP rate of its distance
+  products (2·N·D·K per iteration).
 
 Built to run where only jax, flax, optax, orbax and numpy are (no TensorFlow, ml-collections' wheel
 carried: `benchmarks/fetch_wheels.sh`); the input pipeline (TensorFlow, PyAV) is measured by
@@ -184,13 +186,6 @@ def _random_batch(run, key):
   return jax.jit(draw, out_shardings=out_sharding)(key)
 
 
-def _peak_memory() -> float | None:
-  """The first device's peak bytes in use so far (None where the backend does not tell)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  stats = jax.devices()[0].memory_stats() or {}
-  return stats.get('peak_bytes_in_use')
-
-
 def train_step(results: Results, sizes: Sizes, variant: str) -> None:
   """Clips/s/device, step time, peak memory and MFU of SeLaVi's training step in `variant`."""
   import jax  # pylint: disable=g-import-not-at-top
@@ -200,10 +195,14 @@ def train_step(results: Results, sizes: Sizes, variant: str) -> None:
     run = _selavi_run(sizes, variant, workdir)
     run.checkpointer.close()
     batch = _random_batch(run, jax.random.PRNGKey(0))
-    compiled = loop.make_train_step(run).lower(run.state, batch).compile()
+    lowered = loop.make_train_step(run).lower(run.state, batch)
+    compiled = lowered.compile()
     setup_seconds = time.perf_counter() - start
-    cost = compiled.cost_analysis()
+    # The cost of the program as written: a GPU executable's own analysis leaves out the convolutions
+    # it hands to cuDNN.
+    cost = lowered.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
+    memory = compiled.memory_analysis()
     state = run.state
     for _ in range(2):
       state, metrics = compiled(state, batch)
@@ -222,16 +221,18 @@ def train_step(results: Results, sizes: Sizes, variant: str) -> None:
   flops = float(cost.get('flops', 0.0))
   if variant == 'float32':
     results.row('train step', 'SeLaVi VGG-Sound model GFLOP/step/device', flops / 1e9, 'GFLOP',
-                'XLA cost analysis of the float32 step (no recomputation)')
+                'XLA cost analysis of the lowered float32 step (no recomputation)')
   model_flops = results.value('train step', 'SeLaVi VGG-Sound model GFLOP/step/device')
   peak = results.value('peaks', f'matmul {sizes.matmul}³ bfloat16')
   if model_flops and peak:
     results.row('train step', f'{label}, MFU', model_flops * 1e9 / seconds / (peak * 1e12) * 100,
                 '%', 'model FLOPs / step time / measured bf16 matmul rate')
-  memory = _peak_memory()
-  if memory:
-    results.row('train step', f'{label}, peak memory', memory / 2**30, 'GiB',
-                'device peak so far in this process (the largest variant so far)')
+  if memory is not None:
+    live = (memory.argument_size_in_bytes + memory.output_size_in_bytes
+            - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
+    results.row('train step', f'{label}, memory', live / 2**30, 'GiB',
+                f'XLA memory analysis: temp {memory.temp_size_in_bytes / 2**30:.1f} GiB + arguments '
+                f'and outputs (state donated)')
 
 
 def encoder(results: Results, sizes: Sizes, dtype: str) -> None:
@@ -295,24 +296,26 @@ def sinkhorn(results: Results, sizes: Sizes) -> None:
   prior = sinkhorn_lib.gaussian_prior(jax.random.PRNGKey(1), heads, k, n)
   mass = jnp.sum(jnp.exp(log_p), axis=1)
   marginals = jax.vmap(sinkhorn_lib.sorted_marginal)(prior, mass)
-  solve = lambda: sinkhorn_lib.sinkhorn_heads(log_p, 20.0, col_marginals=marginals, num_iters=2000,
-                                              tol=1e-3)
-  jax.block_until_ready(solve().labels)  # Compiles.
-  start = time.perf_counter()
-  result = solve()
-  jax.block_until_ready(result.labels)
-  seconds = time.perf_counter() - start
-  iterations = int(jnp.sum(result.iterations))
-  moved = 2 * iterations * n * k * 4  # Each iteration reads the float32 kernel twice.
-  results.row('sinkhorn', f'{heads} heads x N={n:,} x K={k}, λ=20, Gaussian prior', seconds, 's',
-              f'{iterations} iterations in all, {seconds / iterations * 1e3:.3f} ms each')
-  results.row('sinkhorn', 'effective bandwidth (2 kernel reads/iteration)', moved / seconds / 1e9,
-              'GB/s', 'against the measured x + 1 rate above')
   bandwidth = next((r['value'] for r in results.data['rows'] if r['part'] == 'peaks'
                     and r['unit'] == 'GB/s'), None)
-  if bandwidth:
-    results.row('sinkhorn', 'share of the bandwidth bound', moved / seconds / 1e9 / bandwidth * 100,
-                '%', '')
+  results.note(f'sinkhorn: {heads} heads x N={n:,} x K={k}, λ=20, Gaussian prior, tol 1e-3')
+  # The default (the backend's chunking), the CPU's 128-row chunks, and the log-domain mode.
+  for mode, chunk, name in [('scaling', None, 'scaling, default chunks'),
+                            ('scaling', sinkhorn_lib.CPU_CHUNK, 'scaling, 128-row chunks'),
+                            ('log', None, 'log domain')]:
+    solve = functools.partial(sinkhorn_lib.sinkhorn_heads, log_p, 20.0, col_marginals=marginals,
+                              num_iters=2000, tol=1e-3, mode=mode, chunk_size=chunk)
+    jax.block_until_ready(solve().labels)  # Compiles.
+    start = time.perf_counter()
+    result = solve()
+    jax.block_until_ready(result.labels)
+    seconds = time.perf_counter() - start
+    iterations = int(jnp.sum(result.iterations))
+    moved = 2 * iterations * n * k * 4  # Each iteration reads the float32 kernel (or log P) twice.
+    share = f', {moved / seconds / 1e9 / bandwidth * 100:.1f} % of the x + 1 rate' if bandwidth else ''
+    results.row('sinkhorn', f'{name}: whole solve', seconds, 's',
+                f'{iterations} iterations in all, {seconds / iterations * 1e3:.3f} ms each; '
+                f'{moved / seconds / 1e9:.0f} GB/s at 2 reads/iteration{share}')
 
 
 def kmeans(results: Results, sizes: Sizes) -> None:
@@ -323,18 +326,23 @@ def kmeans(results: Results, sizes: Sizes) -> None:
   centres = jax.random.normal(jax.random.PRNGKey(0), (k, d)) * 3
   assign = jax.random.randint(jax.random.PRNGKey(1), (n,), 0, k)
   x = jax.block_until_ready(centres[assign] + jax.random.normal(jax.random.PRNGKey(2), (n, d)))
-  run = lambda: kmeans_lib.kmeans(x, k, iters=10, tol=0.0, seed=0)
-  jax.block_until_ready(run().centroids)  # Compiles.
-  start = time.perf_counter()
-  result = run()
-  jax.block_until_ready(result.centroids)
-  seconds = time.perf_counter() - start
-  iterations = int(result.iterations)
-  flops = 2 * n * d * k * iterations
-  results.row('k-means', f'N={n:,} x D={d} -> K={k:,}, {iterations} iterations', seconds, 's',
-              f'{seconds / max(iterations, 1) * 1e3:.1f} ms/iteration (k-means++ included)')
-  results.row('k-means', 'distance products', flops / seconds / 1e12, 'TFLOP/s',
-              'float32, 2·N·D·K per iteration, over the whole call')
+  results.note(f'k-means: N={n:,} x D={d} -> K={k:,}, 10 Lloyd iterations, float32')
+  for chunk in (4096, 65536):
+    for init in ('k-means++', 'given'):
+      start_at = 'k-means++' if init == 'k-means++' else x[:k]
+      run = functools.partial(kmeans_lib.kmeans, x, k, iters=10, tol=0.0, seed=0, init=start_at,
+                              chunk_size=chunk)
+      jax.block_until_ready(run().centroids)  # Compiles.
+      start = time.perf_counter()
+      result = run()
+      jax.block_until_ready(result.centroids)
+      seconds = time.perf_counter() - start
+      iterations = int(result.iterations)
+      flops = 2 * n * d * k * iterations
+      what = 'k-means++ + Lloyd' if init == 'k-means++' else 'Lloyd only'
+      results.row('k-means', f'{what}, {chunk}-row blocks', seconds, 's',
+                  f'{iterations} iterations; distance products {flops / seconds / 1e12:.1f} TFLOP/s '
+                  'over the call')
 
 
 def jax_part(results: Results, sizes: Sizes, budget_s: float, only: str = '') -> None:

@@ -15,11 +15,13 @@ python=${PYTHON:-python3}
 out=${OUT:-}
 tiny=()
 jax_args=()
+only=''
 for arg in "$@"; do
   case $arg in
     --tiny) tiny=(--tiny) ;;
     --out=*) out=${arg#--out=} ;;
-    --budget_s=*|--only=*) jax_args+=("$arg") ;;
+    --budget_s=*) jax_args+=("$arg") ;;
+    --only=*) jax_args+=("$arg"); only=${arg#--only=} ;;
     *) echo "accelerator.sh: unknown argument $arg (use --tiny, --out=DIR, --budget_s=S," \
          "--only=PARTS)" >&2; exit 2 ;;
   esac
@@ -43,7 +45,10 @@ if ! "$python" -c 'import ml_collections' 2>/dev/null; then
 fi
 
 "$python" benchmarks/accelerator.py jax --results="$results" "${tiny[@]}" "${jax_args[@]}" 2>&1 | tee "$out/jax.log"
-"$python" benchmarks/accelerator.py torch --results="$results" "${tiny[@]}" 2>&1 | tee "$out/torch.log"
+if [ -z "$only" ] || [[ ,$only, == *,torch,* ]]; then  # --only=PARTS: the torch part when named.
+  "$python" benchmarks/accelerator.py torch --results="$results" "${tiny[@]}" 2>&1 \
+    | tee "$out/torch.log"
+fi
 if "$python" -c 'import tensorflow, av' 2>/dev/null && [ ${#tiny[@]} -eq 0 ]; then
   "$python" benchmarks/input_pipeline.py --videos=2 --clips=40 2>&1 | tee "$out/input_pipeline.log"
 else

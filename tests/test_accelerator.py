@@ -30,9 +30,10 @@ def test_the_accelerator_script_measures_every_part_without_tensorflow(tmp_path)
                      ('train step', 'SeLaVi VGG-Sound bfloat16, clips/s/device'),
                      ('train step', 'SeLaVi VGG-Sound bfloat16 + remat, clips/s/device'),
                      ('train step', 'SeLaVi VGG-Sound float32, MFU'),
+                     ('train step', 'SeLaVi VGG-Sound bfloat16 + remat, memory'),
                      ('encoder', 'avssl R(2+1)D-10 bfloat16 (jax)'),
-                     ('sinkhorn', 'effective bandwidth (2 kernel reads/iteration)'),
-                     ('k-means', 'distance products')]:
+                     ('sinkhorn', 'scaling, default chunks: whole solve'),
+                     ('k-means', 'Lloyd only, 65536-row blocks')]:
     assert (part, what) in measured, (part, what, sorted(measured))
   assert all(row['value'] > 0 for row in results['rows'])
   notes = results['notes']

@@ -39,6 +39,9 @@ from avssl import sharding
 # Scalings outside [1/_SAFE, _SAFE], or column sums below 1/_SAFE**2, trigger an absorption into the
 # log potentials; float32 spans about 1e-38..3e38, so products of two scalings stay finite.
 _SAFE = 1e15
+# Rows per chunk of the fused pass on CPU: 128 x K float32 rows stay in L1/L2 between the chunk's two
+# products.
+CPU_CHUNK = 128
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +96,7 @@ def guided_logits(scores: jax.Array, other_codes: jax.Array, eps1: float,
 
 def sinkhorn(log_p: jax.Array, lam: float, *, col_marginal: jax.Array | None = None,
              mode: str = 'scaling', num_iters: int = 1000, tol: float | None = 1e-3,
-             mesh: Mesh | None = None, chunk_size: int = 128, return_plan: bool = False,
+             mesh: Mesh | None = None, chunk_size: int | None = None, return_plan: bool = False,
              init_log_alpha: jax.Array | None = None, row_mask: jax.Array | None = None) -> Result:
   """Solves SeLaVi's Eq. 3 for `log_p` `[N, K]`; see the module docstring.
 
@@ -107,7 +110,10 @@ def sinkhorn(log_p: jax.Array, lam: float, *, col_marginal: jax.Array | None = N
     tol: stop when the cluster-marginal L1 violation is at most this.
     mesh: the device mesh; default: all devices.
     chunk_size: rows per chunk of the fused pass ('scaling'); rows are padded to a multiple of
-      `chunk_size` times the number of devices.
+      `chunk_size` times the number of devices. None: `CPU_CHUNK` rows on CPU, where a chunk that
+      stays in cache between its two products pays; on accelerators every local row in one chunk, since
+      a sequential loop over small chunks is latency-bound there (on an H200 at VGG-Sound scale,
+      128-row chunks ran an iteration in 8.6 ms against 0.14 ms for two passes at memory bandwidth).
     return_plan: also return the plan Q `[N, K]` (rows summing to 1/N).
     init_log_alpha: a warm start for the column potential, e.g. the previous label update's.
     row_mask: `[N]`, 1 for real rows and 0 for padding (the masked tail of a dataset pass); masked rows
@@ -118,6 +124,8 @@ def sinkhorn(log_p: jax.Array, lam: float, *, col_marginal: jax.Array | None = N
   mesh = sharding.make_mesh() if mesh is None else mesh
   n, k = log_p.shape
   devices = mesh.devices.size
+  if chunk_size is None:
+    chunk_size = CPU_CHUNK if mesh.devices.flat[0].platform == 'cpu' else -(-n // devices)
   block = devices * (chunk_size if mode == 'scaling' else 1)
   padded = -(-n // block) * block
   r = jnp.full((k,), 1.0 / k, jnp.float32) if col_marginal is None else jnp.asarray(
