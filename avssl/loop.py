@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import jax
@@ -22,9 +22,9 @@ from absl import logging
 from etils import epy
 
 with epy.lazy_imports():  # clu's writers import TensorFlow; the step runs without it.
-  from clu import metric_writers, periodic_actions
+  from clu import metric_writers
 
-from avssl import checkpointing, config_lib, files, preemption, sharding
+from avssl import checkpointing, config_lib, files, preemption, progress, sharding
 from avssl.data import datasets
 from avssl.methods.base import Method
 from avssl.train_state import TrainState
@@ -76,12 +76,18 @@ def train(run: Run, writer: metric_writers.MetricWriter,
           evaluate: Callable[[TrainState, int], Any]) -> TrainState:
   """Runs `run` from its state's step to `run.total_steps`; returns the final state (saved).
 
-  Step s is: the preemption check, the train step, the metrics every `log_every` steps (fetched one
-  step late, checked for NaN/Inf), `evaluate(state, s + 1)` every `eval_every` steps (not the last,
-  which the caller evaluates), the method's `scheduled_update` for step s + 1 (its scalars logged),
-  and the checkpoint of step s + 1 when on the interval or, with `config.checkpoint_after_update`,
-  right after an update that read the dataset. A checkpoint therefore always holds the update of its
-  own step (`TrainState.updated_at`), and a resume never redoes it.
+  Step s is: the preemption check, the train step on a batch already on the devices (a
+  `config.prefetch_batches`-deep device prefetch), `evaluate(state, s + 1)` every `eval_every` steps
+  (not the last, which the caller evaluates), the method's `scheduled_update` for step s + 1 (its
+  scalars logged, a dataset pass timed as `label_update/seconds` and `.../clips_per_sec`), and the
+  checkpoint of step s + 1 when on the interval or, with `config.checkpoint_after_update`, right after
+  an update that read the dataset. A checkpoint therefore always holds the update of its own step
+  (`TrainState.updated_at`), and a resume never redoes it.
+
+  The steps' metrics stay on the devices until a log step, a checkpoint, an evaluation or a dataset
+  pass, where they are fetched at once and checked for NaN/Inf: the host never waits on a step in
+  between, and no non-finite state is ever saved or used (`NonFiniteLossError` names the first bad
+  step and the steps checked with it; the last good checkpoint stays).
 
   A preemption notice (`avssl.preemption`) before a step or during a pass saves the state of that
   step (before the interrupted update, which the resume redoes exactly), waits until the save is
@@ -90,24 +96,28 @@ def train(run: Run, writer: metric_writers.MetricWriter,
   config, state = run.config, run.state
   start = int(state.step)
   clock = _Clock(run, start)
-  report = periodic_actions.ReportProgress(num_train_steps=run.total_steps, writer=writer)
+  progress_ = progress.Progress(start_step=start, total_steps=run.total_steps,
+                                global_batch=config.batch_size,
+                                pass_steps=run.method.data_pass_steps())
+  profiler = progress.Profiler(run.workdir, config.get('profile_start_step', -1),
+                               config.get('profile_num_steps', 5))
   train_step = make_train_step(run)
   log_every = config_lib.steps(config, 'log_every', run.steps_per_epoch, default=1)
   eval_every = config_lib.steps(config, 'eval_every', run.steps_per_epoch)
   after_update = config.get('checkpoint_after_update', False)
+  pass_steps = frozenset(run.method.data_pass_steps())
   history: list[dict[str, float]] = []
-  pending: tuple[int, dict[str, jax.Array]] | None = None
+  pending: list[tuple[int, dict[str, jax.Array]]] = []
 
   def flush() -> None:
-    nonlocal pending
-    if pending is not None:
-      history.append(_check_finite(*pending, run.checkpointer))
-      pending = None
+    history.extend(_check_finite(pending, run.checkpointer))
+    pending.clear()
 
   def save(state: TrainState, step: int) -> None:
     flush()
-    if run.checkpointer.maybe_save(state, step, final=True):
-      clock.saved(step)
+    with progress_.timed('checkpoint'):
+      if run.checkpointer.maybe_save(state, step, final=True):
+        clock.saved(step)
 
   def stop(state: TrainState, step: int) -> NoReturn:
     save(state, step)
@@ -118,52 +128,78 @@ def train(run: Run, writer: metric_writers.MetricWriter,
   def update(state: TrainState, step: int, *, done: bool = False) -> tuple[TrainState, bool]:
     """The scheduled update before `step`; on a notice during its pass, the state before it is
     saved (the resume redoes the update)."""
+    if step in pass_steps:
+      flush()  # A dataset pass is never spent on a non-finite state.
     try:
-      return _scheduled_update(run, state, step, writer, done=done)
+      with progress_.timed('label_update'):
+        return _scheduled_update(run, state, step, writer, progress_, done=done)
     except preemption.Preempted:
       stop(state, step)
 
   state, passed = update(state, start, done=int(state.updated_at) == start)
   if passed and after_update:
     save(state, start)
-  batches: Iterator = run.data.train_batches(start)
-  for step in range(start, run.total_steps):
-    if preemption.at_step(step):
-      stop(state, step)
-    state, metrics = train_step(state, sharding.to_global(next(batches), run.mesh))
-    flush()
-    pending = (step, metrics)
-    done = step + 1
-    report(done)
-    if done % log_every == 0 or done == run.total_steps:
-      flush()
-      writer.write_scalars(done, {**_mean(history), **clock.scalars(done)})
-      history = []
-    if eval_every and done % eval_every == 0 and done != run.total_steps:
-      try:
-        evaluate(state, done)
-      except preemption.Preempted:
-        stop(state, done)
-    passed = False
-    if done != run.total_steps:
-      state, passed = update(state, done)
-    if done % run.checkpointer.every_steps == 0 or (passed and after_update):
-      save(state, done)
+  batches = sharding.prefetch_to_mesh(run.data.train_batches(start), run.mesh,
+                                      config.get('prefetch_batches', 2))
+  try:
+    for step in range(start, run.total_steps):
+      if preemption.at_step(step):
+        stop(state, step)
+      profiler.before(step)
+      with progress_.timed('data'):
+        batch = next(batches)
+      with progress_.timed('step'):
+        state, metrics = train_step(state, batch)
+      progress_.stepped()
+      pending.append((step, metrics))
+      done = step + 1
+      profiler.after(done, metrics)
+      if done % log_every == 0 or done == run.total_steps:
+        with progress_.timed('step'):  # Waits for the steps dispatched since the last check.
+          flush()
+        writer.write_scalars(done, {**_mean(history), **clock.scalars(done),
+                                    **progress_.report(done)})
+        history = []
+      if eval_every and done % eval_every == 0 and done != run.total_steps:
+        flush()
+        try:
+          with progress_.timed('evaluation'):
+            evaluate(state, done)
+        except preemption.Preempted:
+          stop(state, done)
+      passed = False
+      if done != run.total_steps:
+        state, passed = update(state, done)
+      if done % run.checkpointer.every_steps == 0 or (passed and after_update):
+        save(state, done)
+  finally:
+    profiler.close()
   save(state, run.total_steps)
   return state
 
 
 def _scheduled_update(run: Run, state: TrainState, step: int, writer: metric_writers.MetricWriter,
-                      *, done: bool = False) -> tuple[TrainState, bool]:
+                      progress_: progress.Progress, *, done: bool = False
+                      ) -> tuple[TrainState, bool]:
   """The method's update before `step` (unless the state holds it already: `done`); the new state
-  and whether the update read the dataset (a label update)."""
+  and whether the update read the dataset (a label update, timed: its seconds and clips/s are
+  logged with its own scalars)."""
   if done:
     return state, False
+  started = time.monotonic()
   update = run.method.scheduled_update(state, step)
   if update is None:
     return state, False
-  if update.scalars:
-    writer.write_scalars(step, update.scalars)
+  scalars = dict(update.scalars)
+  if update.data_pass:
+    jax.block_until_ready(update.state)
+    seconds = time.monotonic() - started
+    progress_.passed(seconds)
+    clips = run.data.num_train / seconds
+    scalars.update({'label_update/seconds': seconds, 'label_update/clips_per_sec': clips,
+                    'label_update/clips_per_sec_per_device': clips / jax.device_count()})
+  if scalars:
+    writer.write_scalars(step, scalars)
   marker = jax.device_put(np.int32(step), run.state_sharding.updated_at)
   return update.state.replace(updated_at=marker), update.data_pass
 
@@ -198,19 +234,25 @@ class _Clock:
         json.dump({'step': step, 'uptime_s': self.uptime()}, f)
 
 
-def _check_finite(step: int, metrics: dict[str, jax.Array],
-                  checkpointer: checkpointing.Checkpointer) -> dict[str, float]:
-  """Fetches one step's metrics; stops the run if its loss or gradient norm is not finite."""
-  values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-  bad = {k: values[k] for k in ('loss', 'grad_norm') if not np.isfinite(values[k])}
-  if bad:
+def _check_finite(pending: list[tuple[int, dict[str, jax.Array]]],
+                  checkpointer: checkpointing.Checkpointer) -> list[dict[str, float]]:
+  """Fetches the metrics of the steps in `pending` at once; stops the run at the first step whose
+  loss or gradient norm is not finite, naming it and the steps checked with it."""
+  fetched = jax.device_get([metrics for _, metrics in pending])
+  values = [{k: float(v) for k, v in m.items()} for m in fetched]
+  for (step, _), step_values in zip(pending, values):
+    bad = {k: step_values[k] for k in ('loss', 'grad_norm') if not np.isfinite(step_values[k])}
+    if not bad:
+      continue
     checkpointer.wait()
     latest = checkpointer.latest_step()
     kept = (f'the last good checkpoint (step {latest}) is kept and a rerun resumes from it'
             if latest is not None else 'no checkpoint had been written yet')
+    checked = f'steps {pending[0][0]}-{pending[-1][0]}' if len(pending) > 1 else 'that step alone'
     raise NonFiniteLossError(
-        f'{", ".join(f"{k} is {v}" for k, v in bad.items())} at step {step}: stopping; {kept}. '
-        'Lower the learning rate or check the input data for NaN/Inf before resuming.')
+        f'{", ".join(f"{k} is {v}" for k, v in bad.items())} at step {step}: stopping ({checked} '
+        f'checked together, as metrics are fetched at log steps); {kept}. Lower the learning rate or '
+        'check the input data for NaN/Inf before resuming.')
   return values
 
 

@@ -8,6 +8,9 @@ sums), so model and method code is written as if for one device.
 
 from __future__ import annotations
 
+import collections
+import itertools
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -63,6 +66,22 @@ def to_global(local_batch: Any, mesh: Mesh) -> Any:
     return jax.make_array_from_process_local_data(sharding, x, global_shape)
 
   return jax.tree.map(convert, local_batch)
+
+
+def prefetch_to_mesh(local_batches: Iterator[Any], mesh: Mesh, size: int = 2) -> Iterator[Any]:
+  """`to_global` of each batch of `local_batches`, `size` batches ahead: while the devices run step
+  s, the batches of steps s+1..s+size are already being copied to them (transfers are asynchronous),
+  so a step never waits for its input's transfer. `size` 0 converts each batch when it is asked for."""
+  queue: collections.deque = collections.deque()
+
+  def enqueue(n: int) -> None:
+    for batch in itertools.islice(local_batches, n):
+      queue.append(to_global(batch, mesh))
+
+  enqueue(size + 1)
+  while queue:
+    yield queue.popleft()
+    enqueue(1)
 
 
 def host_copy(x: jax.Array) -> np.ndarray:

@@ -22,7 +22,10 @@ def loop_config(*, batch_size: int, total_epochs: float, seed: int) -> ml_collec
   config.total_epochs = config_lib.optional(float)
   config.total_steps = config_lib.optional(int)
   config.total_epochs = total_epochs
-  config.log_every_steps = 50
+  config.log_every_steps = 50  # Metrics are fetched, checked for NaN/Inf and logged this often.
+  config.prefetch_batches = 2  # Global batches on their way to the devices ahead of the step.
+  config.profile_start_step = -1  # Trace steps from this one into <workdir>/profile (-1: never),
+  config.profile_num_steps = 5  # this many, on process 0 (TensorBoard's profile plugin, Perfetto).
   config.eval_every_epochs = config_lib.optional(float)
   config.eval_every_steps = config_lib.optional(int)
   config.checkpoint_every_epochs = config_lib.optional(float)

@@ -15,6 +15,7 @@ import pytest
 from avssl import checkpointing, loop, sharding
 from avssl.modes import label as label_mode, setup as setup_mode, train
 from avssl.methods import selavi
+from avssl.reporting import plots
 from conftest import load_config, state_leaves
 
 
@@ -27,9 +28,19 @@ def _tiny(records, name='selavi_vggsound', arg='tiny'):
 def test_label_updates_follow_the_prior_and_resume_identically(avsynth_records, tmp_path):
   config = _tiny(avsynth_records)  # 4 steps; label updates at steps 0 and 1.
   config.checkpoint_every_steps, config.keep_checkpoints = 1, 5
+  config.profile_start_step, config.profile_num_steps = 2, 1
   method = selavi.SeLaVi(config)
   assert method.label_update_steps(4, 3) == [0, 1]
   uninterrupted = train.train_and_evaluate(config, str(tmp_path / 'a'))
+  # Each label update's time and throughput are logged, and the ETA and the time shares with them;
+  # step 2 was traced into the workdir.
+  scalars = plots.read_scalars(str(tmp_path / 'a'))
+  assert set(scalars['label_update/seconds']) == {0, 1}
+  assert all(v > 0 for v in scalars['label_update/clips_per_sec'].values())
+  for tag in ('eta_hours', 'clips_per_second_per_device', 'time_share/label_update',
+              'time_share/data', 'time_share/step'):
+    assert tag in scalars, tag
+  assert glob.glob(str(tmp_path / 'a' / 'profile' / '**' / '*.xplane.pb'), recursive=True)
   # Every training video has a valid cluster in every head.
   labels = np.asarray(uninterrupted.method_state['self_labels'])
   assert labels.shape == (58, config.selavi.num_heads) and labels.min() >= 0

@@ -1,5 +1,6 @@
 """The shared loop: training on the sharded batch, exact resume, and the non-finite-loss guard."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -68,7 +69,7 @@ def test_nan_loss_stops_with_step_named_and_keeps_last_good_checkpoint(tiny_conf
   config = tiny_config
   config.data.name = 'synthetic_nan_from_step_4'
   config.checkpoint_every_steps = 2
-  with pytest.raises(loop.NonFiniteLossError, match=f'at step {_NAN_FROM_STEP}:'):
+  with pytest.raises(loop.NonFiniteLossError, match=f'at step {_NAN_FROM_STEP}: stopping .*checked'):
     train.train_and_evaluate(config, str(tmp_path))
 
   checkpointer = checkpointing.Checkpointer(str(tmp_path), every_steps=2, keep=3)
@@ -91,3 +92,19 @@ def test_batch_that_does_not_divide_over_devices_is_refused(tiny_config, tmp_pat
   tiny_config.batch_size = 12
   with pytest.raises(ValueError, match='batch_size=12 does not divide over 8 devices'):
     setup_mode.setup(tiny_config, str(tmp_path))
+
+
+def test_prefetch_keeps_the_order_and_reads_only_its_depth_ahead():
+  mesh = sharding.make_mesh()
+  read = []
+
+  def batches():
+    for i in range(5):
+      read.append(i)
+      yield {'x': np.full((8, 2), i, np.float32)}
+
+  prefetched = sharding.prefetch_to_mesh(batches(), mesh, 2)
+  first = next(prefetched)
+  assert read == [0, 1, 2]  # The step's batch and the two behind it, already on their way.
+  assert isinstance(first['x'], jax.Array) and first['x'].sharding == sharding.batch_sharded(mesh)
+  assert [int(b['x'][0, 0]) for b in [first, *prefetched]] == [0, 1, 2, 3, 4]

@@ -4,13 +4,14 @@ A method owns its model, its loss, its own state (self-labels, priors, queues) a
 updates; the loop owns everything else (mesh, data feeding, optimiser, jit, checkpoints, logging,
 guards). Nothing method-specific lives in the loop, and nothing generic is copied into a method.
 
-The core interface is `Method`, thirteen members (`docs/extending.md` walks through a new method):
+The core interface is `Method`, fourteen members (`docs/extending.md` walks through a new method):
 
 - built from the run: `__init__(config, context)`, `context` (the run's `RunContext`: mesh, data,
   steps per epoch, total steps);
 - the model: `inputs`, `build_model()`, `model` (built on first use), `init_variables(rng, batch)`;
 - the state and the step: `init_method_state(num_examples)`, `loss(params, state, batch, rng)`;
-- the schedule: `scheduled_update(state, step)`, the one hook for label updates and the like;
+- the schedule: `scheduled_update(state, step)`, the one hook for label updates and the like, and
+  `data_pass_steps()`, the steps whose update reads the dataset where known (the run's ETA);
 - its own evaluation: `evaluate(state, batches)`, `report(results)`, `report_title`/`report_notes`.
 
 What only some methods can do is a `typing.Protocol` below, checked with `isinstance` by the run
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple, Protocol, runtime_checkable
 
 import flax.linen as nn
@@ -133,6 +134,12 @@ class Method:
     """
     del state, step
     return None
+
+  def data_pass_steps(self) -> Sequence[int]:
+    """The steps before which `scheduled_update` reads the dataset, where the method can tell in
+    advance (SeLaVi's label-update schedule); the loop budgets them into the run's ETA. Default: none
+    known."""
+    return ()
 
   def evaluate(self, state: TrainState, batches: Iterator[Batch]) -> dict[str, float]:
     """Metrics on the evaluation `batches` (padded, `mask == 0` on padding); none by default."""

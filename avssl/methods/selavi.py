@@ -164,6 +164,9 @@ class SeLaVi(base.Method):
     state = self.label_update(state, data, self.context.mesh)
     return base.Update(state, self.label_update_summary(state, data), data_pass=True)
 
+  def data_pass_steps(self) -> list[int]:
+    return sorted(self._update_steps)
+
   @functools.cached_property
   def _update_steps(self) -> frozenset[int]:
     return frozenset(self.label_update_steps(self.context.total_steps, self.context.steps_per_epoch))
