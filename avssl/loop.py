@@ -157,7 +157,7 @@ def train(run: Run, writer: metric_writers.MetricWriter,
       if done % log_every == 0 or done == run.total_steps:
         with progress_.timed('step'):  # Waits for the steps dispatched since the last check.
           flush()
-        writer.write_scalars(done, {**_mean(history), **clock.scalars(done),
+        writer.write_scalars(done, {**_mean(history), **clock.scalars(),
                                     **progress_.report(done)})
         history = []
       if eval_every and done % eval_every == 0 and done != run.total_steps:
@@ -206,7 +206,7 @@ def _scheduled_update(run: Run, state: TrainState, step: int, writer: metric_wri
 
 class _Clock:
   """Training time across restarts (`progress.json` in the workdir, written with each checkpoint), so
-  the logged uptime and throughput describe the whole run, not the last process."""
+  the logged uptime describes the whole run, not the last process."""
 
   def __init__(self, run: Run, start: int):
     self._path = files.join(run.workdir, 'progress.json')
@@ -218,15 +218,12 @@ class _Clock:
       self._before = float(saved.get('uptime_s', 0.0))
       logging.info('%.2f h of training before this process (%s)', self._before / 3600, self._path)
     self._since = time.monotonic()
-    self._start = start
 
   def uptime(self) -> float:
     return self._before + time.monotonic() - self._since
 
-  def scalars(self, step: int) -> dict[str, float]:
-    elapsed = time.monotonic() - self._since
-    rate = (step - self._start) / elapsed if elapsed > 0 else 0.0
-    return {'uptime_hours': self.uptime() / 3600, 'steps_per_second': rate}
+  def scalars(self) -> dict[str, float]:
+    return {'uptime_hours': self.uptime() / 3600}
 
   def saved(self, step: int) -> None:
     if self._main:
