@@ -7,11 +7,11 @@ notice arrives. The outputs stay on the devices until the pass ends and come to 
 gather: a gather per batch would make the host wait for each batch's result before it sends the next.
 
 Every pass over a dataset (these, and the label updates' passes that keep their rows on the devices)
-says how it goes through a `Progress`: a line on process 0 at most every `PROGRESS_SECONDS` and one at
-its end (clips done of the total, clips/s overall and per device, the pass's ETA). A label update is
-~200 whole-dataset passes of a SeLaVi run and was silent for minutes at a time. What each pass took
-(`PassStats`) goes to every `recorded()` block it ends in, so the training loop can time a label
-update without knowing which passes the method makes.
+says how it goes through a `PassProgress`: a line on process 0 at most every `PROGRESS_SECONDS` and
+one at its end (clips done of the total, clips/s overall and per device, the pass's ETA). A label
+update is ~200 whole-dataset passes of a SeLaVi run and was silent for minutes at a time. What each
+pass took (`PassStats`) goes to every `recorded()` block it ends in, so the training loop can time a
+label update without knowing which passes the method makes.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from avssl import preemption, sharding
+from avssl import preemption, progress, sharding
 from avssl.data import datasets
 from avssl.types import Batch
 
@@ -71,7 +71,7 @@ def recorded() -> Iterator[list[PassStats]]:
     _recordings.remove(stats)
 
 
-class Progress:
+class PassProgress:
   """One pass's progress line and `PassStats`: call `update` after dispatching each batch and
   `finish` once the pass's outputs exist."""
 
@@ -105,7 +105,7 @@ class Progress:
     else:
       logging.info('%s: %d/%d clips, %.1f clips/s (%.2f clips/s/device), ETA %s', self.name,
                    self.clips, self.total, rate, rate / self.devices,
-                   _duration((self.total - self.clips) / rate))
+                   progress.duration((self.total - self.clips) / rate))
 
   def finish(self, pending: Any = None) -> PassStats:
     """The pass's stats, once `pending` (its outputs, unless already on the host) is ready; logged on
@@ -116,17 +116,9 @@ class Progress:
       recording.append(stats)
     if jax.process_index() == 0:
       logging.info('%s: %d clips in %s, %.1f clips/s (%.2f clips/s/device)', self.name, stats.clips,
-                   _duration(stats.seconds), stats.clips_per_sec, stats.clips_per_sec_per_device)
+                   progress.duration(stats.seconds), stats.clips_per_sec,
+                   stats.clips_per_sec_per_device)
     return stats
-
-
-def _duration(seconds: float) -> str:
-  """`1h02m`, `3m05s` or `12.3s`."""
-  if seconds >= 3600:
-    return f'{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m'
-  if seconds >= 60:
-    return f'{int(seconds // 60)}m{int(seconds % 60):02d}s'
-  return f'{seconds:.1f}s'
 
 
 def ordered_pass(fn: Callable[[Batch], dict[str, jax.Array]], batches: Iterator[Batch],
@@ -147,7 +139,7 @@ def ordered_pass(fn: Callable[[Batch], dict[str, jax.Array]], batches: Iterator[
     `{name: [N, ...]}` for every output of `fn` and `index`, rows with `mask > 0` only, in the order of
     `index` (stable, so rows of one clip keep their order).
   """
-  progress = Progress(name, batches, mesh)
+  tracker = PassProgress(name, batches, mesh)
   chunks = []
   for batch in batches:
     preemption.check()
@@ -158,11 +150,11 @@ def ordered_pass(fn: Callable[[Batch], dict[str, jax.Array]], batches: Iterator[
     result.setdefault('index', batch['index'])
     result.setdefault('mask', batch['mask'])
     chunks.append(result)
-    progress.update(batch['mask'].shape[0], result)
+    tracker.update(batch['mask'].shape[0], result)
   if not chunks:
     raise ValueError('no batches to pass over')
   joined = multihost_utils.process_allgather(_join_fn(mesh)(chunks), tiled=True)
-  progress.finish()
+  tracker.finish()
   joined = {k: np.asarray(v) for k, v in joined.items()}
   keep = joined.pop('mask') > 0
   order = np.argsort(joined['index'][keep], kind='stable')

@@ -384,7 +384,7 @@ class XDC(base.Method):
     clips (views averaged): `{'features': {encoder: [n, D]}, 'index': [n], 'label': [n]}`, rows in
     pass order and sharded over the mesh; the pass's padding is dropped without a gather."""
     forward = self._feature_fn()
-    progress = passes.Progress('label pass (features)', batches, mesh)
+    tracker = passes.PassProgress('label pass (features)', batches, mesh)
     chunks = []
     for batch in batches:
       preemption.check()
@@ -392,8 +392,8 @@ class XDC(base.Method):
                                  mesh)
       chunks.append({'features': forward(state.params, state.batch_stats, batch),
                      'index': batch['index'], 'label': batch['label'], 'mask': batch['mask']})
-      progress.update(batch['mask'].shape[0], chunks[-1])
-    progress.finish(chunks)
+      tracker.update(batch['mask'].shape[0], chunks[-1])
+    tracker.finish(chunks)
     return compact_rows(chunks, n, mesh)
 
   @functools.lru_cache(maxsize=None)
