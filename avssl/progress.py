@@ -82,7 +82,7 @@ class Progress:
       passes = self.remaining_passes(step)
       logging.info('step %d/%d: %.2f steps/s, %.1f clips/s (%.1f per device); time: %s; ETA %s%s',
                    step, self._total, steps / wall, clips, clips / self._devices, shares,
-                   _duration(self.eta_seconds(step)),
+                   duration(self.eta_seconds(step)),
                    f' with {passes} dataset passes to go' if passes else '')
     self._seconds = dict.fromkeys(SECTIONS, 0.0)
     self._since_report, self._steps_at_report = now, step
@@ -118,7 +118,8 @@ class Profiler:
       self._active = False
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+  """`1.5 h`, `12.0 min` or `40 s`: how the run's and its passes' progress lines write a time."""
   if seconds >= 3600:
     return f'{seconds / 3600:.1f} h'
   return f'{seconds / 60:.1f} min' if seconds >= 60 else f'{seconds:.0f} s'

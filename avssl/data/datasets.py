@@ -52,6 +52,17 @@ def _import_builtin() -> None:
     importlib.import_module(f'avssl.data.{module}')
 
 
+class PassBatches(Iterator[Batch]):
+  """One ordered pass's host-local batches, and the clips it holds on all processes together: known
+  from the counts before anything is read, it gives the pass's progress line its total and ETA."""
+
+  def __init__(self, batches: Iterator[Batch], clips: int):
+    self._batches, self.clips = batches, clips
+
+  def __next__(self) -> Batch:
+    return next(self._batches)
+
+
 class DataSource(abc.ABC):
   """Host-local batches of one dataset for one process.
 
@@ -82,11 +93,11 @@ class DataSource(abc.ABC):
     """Training batches from global step `start_step` on, endlessly."""
 
   @abc.abstractmethod
-  def eval_batches(self) -> Iterator[Batch]:
+  def eval_batches(self) -> PassBatches:
     """One pass over the evaluation split; padded to full batches, padding marked by `mask == 0`."""
 
   @abc.abstractmethod
-  def dataset_batches(self, augment: bool = False, pass_seed: int = 0) -> Iterator[Batch]:
+  def dataset_batches(self, augment: bool = False, pass_seed: int = 0) -> PassBatches:
     """One ordered pass over the training split (for label updates), padded and masked likewise.
 
     With `augment`, clips are sampled and augmented as in training (SeLaVi labels the data as the
@@ -112,10 +123,10 @@ class Described(DataSource):
   def train_batches(self, start_step: int) -> Iterator[Batch]:
     self._refuse()
 
-  def eval_batches(self) -> Iterator[Batch]:
+  def eval_batches(self) -> PassBatches:
     self._refuse()
 
-  def dataset_batches(self, augment: bool = False, pass_seed: int = 0) -> Iterator[Batch]:
+  def dataset_batches(self, augment: bool = False, pass_seed: int = 0) -> PassBatches:
     self._refuse()
 
 
@@ -150,7 +161,10 @@ class IndexedSource(DataSource):
       yield batch
       step += 1
 
-  def _ordered(self, split: str, n: int) -> Iterator[Batch]:
+  def _ordered(self, split: str, n: int) -> PassBatches:
+    return PassBatches(self._ordered_batches(split, n), n)
+
+  def _ordered_batches(self, split: str, n: int) -> Iterator[Batch]:
     for start in range(0, n, self.batch_size):
       global_indices = np.arange(start, start + self.batch_size)
       indices = self._local(global_indices)
@@ -160,10 +174,10 @@ class IndexedSource(DataSource):
       batch['mask'] = mask.astype(np.float32)
       yield batch
 
-  def eval_batches(self) -> Iterator[Batch]:
+  def eval_batches(self) -> PassBatches:
     return self._ordered('eval', self.num_eval)
 
-  def dataset_batches(self, augment: bool = False, pass_seed: int = 0) -> Iterator[Batch]:
+  def dataset_batches(self, augment: bool = False, pass_seed: int = 0) -> PassBatches:
     del augment, pass_seed  # Examples are generated, not augmented.
     return self._ordered('train', self.num_train)
 

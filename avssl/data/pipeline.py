@@ -27,6 +27,12 @@ Choices that matter for audio-visual learning and for exact runs:
 - **Ordered passes see every video once** (labels, features, evaluation, label updates): each
   process's stream is padded with masked rows to the same number of full batches, which every process
   computes from the manifest, so no video is dropped and the collectives stay in step.
+- **Ordered passes read `pass_readers` shards at once, in an order that does not depend on how
+  many.** SeLaVi labels the whole dataset ~200 times in a run, and reading one shard after another
+  leaves the host waiting on the storage (a bucket's latency, one file's bandwidth). The pass
+  interleaves `PASS_CYCLE` shards record by record, whatever `pass_readers` is, and that many threads
+  read them: rows are keyed by their dataset index, but the label updates' Sinkhorn sums and k-means
+  seeding see them in pass order, so the same run with more readers gives the same bits.
 - **Deterministic given the seed, and resumable exactly.** An epoch's shard order and shuffle are
   seeded by (seed, epoch); each example's augmentation is a stateless function of (seed, its position
   in this host's stream). Resuming at step s starts at epoch ⌊s·b / n⌋ and skips the rest of that epoch
@@ -55,6 +61,11 @@ from avssl.data import audio, augment, datasets, flow as flow_lib, records
 
 MANIFEST = 'manifest.json'
 
+#: Shards an ordered pass interleaves, record by record: it alone fixes the pass's row order.
+PASS_CYCLE = 16
+#: Of those, how many are read at once by default (`config.data.pass_readers`, 1..PASS_CYCLE).
+PASS_READERS = 8
+
 
 def default_config(**overrides) -> ml_collections.ConfigDict:
   """SeLaVi's input settings (the release's, `docs/papers_and_releases.md`): 30 frames at 30 fps, short
@@ -66,6 +77,8 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   saturation, hue) strengths, applied with probability `color_jitter_prob`; GOCA sets (0.4, 0.4, 0.2,
   0.1) and 0.8. `multi_crop` is empty (one clip of `num_frames` per example) or `((count, frames),
   ...)` training clips per example (GOCA: ((2, 32), (4, 16))); evaluation views are unaffected.
+  `pass_readers` shards are read at once in ordered passes (labels, features, evaluation), without
+  changing what they give (see the module docstring).
   """
   config = ml_collections.ConfigDict(dict(
       name='records', dir='', train_split='train', eval_split='test',
@@ -75,8 +88,8 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
       mean=0.45, std=0.225, multi_crop=(),
       audio_seconds=1.0, audio_align='start', volume_jitter=0.1,
       audio=audio.default_config('logfbank'),
-      with_flow=False, shuffle_buffer=256, cycle_length=8, num_threads=0, with_video=True,
-      with_audio=True))
+      with_flow=False, shuffle_buffer=256, cycle_length=8, pass_readers=PASS_READERS, num_threads=0,
+      with_video=True, with_audio=True))
   for key, value in overrides.items():
     config[key] = value  # Replaces, not merges: another audio front end has other fields.
   return config
@@ -148,6 +161,11 @@ class RecordSource(datasets.DataSource):
     self.manifest = read_manifest(self.directory)
     self.process_index, self.process_count = process_index, process_count
     self.batch_size, self.local_batch = batch_size, batch_size // process_count
+    # A run.json of a run from before the key existed has none.
+    self.pass_readers = config.get('pass_readers', PASS_READERS)
+    if not 1 <= self.pass_readers <= PASS_CYCLE:
+      raise ValueError(f'config.data.pass_readers={self.pass_readers}: use 1 to {PASS_CYCLE} (the '
+                       'shards an ordered pass interleaves)')
     self.host_shards(config.train_split)  # Fails early when there are fewer shards than hosts.
     self.num_train = self._split(config.train_split)['count']
     self.num_eval = (self._split(config.eval_split)['count']
@@ -203,7 +221,8 @@ class RecordSource(datasets.DataSource):
     def epoch(e):
       order = tf.random.experimental.stateless_shuffle(
           tf.range(len(files)), seed=tf.stack([tf.cast(seed, tf.int64), e]))
-      ds = _read(tf.gather(files, order), tf.gather(offsets, order), self.config.cycle_length)
+      ds = _read(tf.gather(files, order), tf.gather(offsets, order), self.config.cycle_length,
+                 tf.data.AUTOTUNE)
       ds = ds.shuffle(self.config.shuffle_buffer, seed=_mix(seed, e))
       return ds.enumerate(start=e * local_count)
 
@@ -254,8 +273,8 @@ class RecordSource(datasets.DataSource):
 
   # Ordered passes.
 
-  def dataset_batches(self, augment: bool = False, pass_seed: int = 0) -> Iterator[datasets.Batch]:
-    """Every training video once, in shard order, masked padding to equal batch counts on all hosts.
+  def dataset_batches(self, augment: bool = False, pass_seed: int = 0) -> datasets.PassBatches:
+    """Every training video once, masked padding to equal batch counts on all hosts.
 
     With `augment`, clips are sampled and augmented as in training (SeLaVi's label updates), seeded by
     `pass_seed` and each video's index; without, as in evaluation.
@@ -268,16 +287,20 @@ class RecordSource(datasets.DataSource):
       fn = self._eval_example
     return self._ordered(split, fn)
 
-  def eval_batches(self) -> Iterator[datasets.Batch]:
+  def eval_batches(self) -> datasets.PassBatches:
     return self._ordered(self.config.eval_split, self._eval_example)
 
-  def _ordered(self, split: str, fn) -> Iterator[datasets.Batch]:
-    """Every video of `split` once, then masked copies of the first up to `num_batches` full batches,
-    the same count on every process (from the manifest's counts, checked at open)."""
+  def _ordered(self, split: str, fn) -> datasets.PassBatches:
     counts = [sum(s['count'] for s in self.host_shards(split, p)) for p in range(self.process_count)]
+    return datasets.PassBatches(self._ordered_batches(split, fn, counts), sum(counts))
+
+  def _ordered_batches(self, split: str, fn, counts: list[int]) -> Iterator[datasets.Batch]:
+    """Every video of `split` once, then masked copies of the first up to `num_batches` full batches,
+    the same count on every process (`counts`: each process's videos, from the manifest, checked at
+    open)."""
     num_batches = max(math.ceil(c / self.local_batch) for c in counts)
     files, offsets = self._files(self.host_shards(split))
-    ds = _read(tf.constant(files), tf.constant(offsets, tf.int64), cycle_length=1)
+    ds = _read(tf.constant(files), tf.constant(offsets, tf.int64), PASS_CYCLE, self.pass_readers)
     ds = ds.map(lambda index, s: {**fn(index, s), 'mask': tf.constant(1.0)},
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     padding = ds.take(1).map(lambda e: {**e, 'index': tf.constant(-1), 'label': tf.constant(-1),
@@ -378,8 +401,11 @@ def _mix(seed: int | tf.Tensor, value) -> tf.Tensor:
   return tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(value, tf.int64)
 
 
-def _read(files: tf.Tensor, offsets: tf.Tensor, cycle_length: int) -> tf.data.Dataset:
-  """(dataset index, serialized record) of every record in `files`, interleaved across files."""
+def _read(files: tf.Tensor, offsets: tf.Tensor, cycle_length: int,
+          readers: int) -> tf.data.Dataset:
+  """(dataset index, serialized record) of every record in `files`, interleaved record by record
+  across `cycle_length` files at a time, `readers` of them read at once. The order depends on
+  `cycle_length` alone (`deterministic`), never on `readers`."""
   def one(file, offset):
     return tf.data.TFRecordDataset(file).enumerate(start=offset)
 
@@ -387,7 +413,7 @@ def _read(files: tf.Tensor, offsets: tf.Tensor, cycle_length: int) -> tf.data.Da
   if cycle_length == 1:
     return pairs.flat_map(one)
   return pairs.interleave(one, cycle_length=cycle_length, block_length=1,
-                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                          num_parallel_calls=readers, deterministic=True)
 
 
 def _random_start(seed: tf.Tensor, total: tf.Tensor, span: tf.Tensor) -> tf.Tensor:

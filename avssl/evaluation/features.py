@@ -132,7 +132,7 @@ def extract(encoders: Mapping[str, Encoder], batches: Iterator[datasets.Batch],
                for name, e in encoders.items()}}
 
   try:
-    out = passes.ordered_pass(forward, batches, mesh, keys=sorted(keys))
+    out = passes.ordered_pass(forward, batches, mesh, keys=sorted(keys), name='features')
   except ValueError as e:
     raise ValueError('no batches to extract features from') from e
   return {name: Features(out[f'features/{name}'].astype(np.float32), out['label'], out['index'])

@@ -346,7 +346,7 @@ class GOCA(base.Method):
     fn = self._evaluation_fn(self._mesh)
     out = passes.ordered_pass(
         lambda batch: fn(state.params, state.batch_stats, state.method_state, batch), batches,
-        self._mesh)
+        self._mesh, name='evaluation')
     real = float(len(out['index']))
     results = {f'agreement/{k[len("agreement/"):]}': float(np.sum(v, dtype=np.float64)) / real
                for k, v in out.items() if k.startswith('agreement/')}

@@ -288,7 +288,8 @@ class IICL(base.Method):
     and `index`."""
     forward = self._forward_fn()
     return passes.ordered_pass(lambda batch: forward(state.params, state.batch_stats, batch),
-                               batches, self.context.mesh, keys=(*MODALITIES, 'label'))
+                               batches, self.context.mesh, keys=(*MODALITIES, 'label'),
+                               name='outputs')
 
   def cluster_probs(self, state: TrainState, batch: base.Batch) -> dict[str, jax.Array]:
     """`Clusters`: the cluster head of the video, of the audio and their average, `[1, B, K]`."""

@@ -259,6 +259,8 @@ class SeLaVi(base.Method):
     """Eval-mode log-softmax of `heads` over a dataset pass: `{modality: [len(heads), R, K]}`, with
     the rows' dataset indices `[R]` and mask `[R]`, all row-sharded; nothing is gathered."""
     forward = self._log_prob_fn(heads)
+    name = f'label pass (heads {", ".join(map(str, heads))})'
+    tracker = passes.PassProgress(name, batches, mesh)
     chunks, indices, masks = [], [], []
     for batch in batches:
       preemption.check()
@@ -266,6 +268,8 @@ class SeLaVi(base.Method):
       chunks.append(forward(state.params, state.batch_stats, batch))
       indices.append(batch['index'])
       masks.append(batch['mask'])
+      tracker.update(batch['mask'].shape[0], chunks[-1])
+    tracker.finish(chunks)
     rows = _rows_fn(mesh)
     log_probs = {m: rows(jnp.stack([c[m] for c in chunks]), 2) for m in chunks[0]}
     return log_probs, rows(jnp.stack(indices), 1), rows(jnp.stack(masks), 1)
@@ -306,7 +310,7 @@ class SeLaVi(base.Method):
     real rows only, in dataset-index order."""
     forward = self._prediction_fn(tuple(range(self.settings.num_heads)))
     return passes.ordered_pass(lambda batch: forward(state.params, state.batch_stats, batch),
-                               batches, self.context.mesh)
+                               batches, self.context.mesh, name='predictions')
 
   def _views(self, params, batch_stats, batch, heads: tuple[int, ...]) -> dict[str, jax.Array]:
     """Each view's log-probabilities `[len(heads), B, K]`."""

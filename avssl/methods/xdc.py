@@ -60,7 +60,7 @@ from absl import logging
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
-from avssl import config_lib, optim, preemption, sharding
+from avssl import config_lib, optim, passes, preemption, sharding
 from avssl.clustering import kmeans as kmeans_lib
 from avssl.evaluation import metrics as metrics_lib
 from avssl.methods import base
@@ -384,6 +384,7 @@ class XDC(base.Method):
     clips (views averaged): `{'features': {encoder: [n, D]}, 'index': [n], 'label': [n]}`, rows in
     pass order and sharded over the mesh; the pass's padding is dropped without a gather."""
     forward = self._feature_fn()
+    tracker = passes.PassProgress('label pass (features)', batches, mesh)
     chunks = []
     for batch in batches:
       preemption.check()
@@ -391,6 +392,8 @@ class XDC(base.Method):
                                  mesh)
       chunks.append({'features': forward(state.params, state.batch_stats, batch),
                      'index': batch['index'], 'label': batch['label'], 'mask': batch['mask']})
+      tracker.update(batch['mask'].shape[0], chunks[-1])
+    tracker.finish(chunks)
     return compact_rows(chunks, n, mesh)
 
   @functools.lru_cache(maxsize=None)

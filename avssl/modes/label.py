@@ -117,7 +117,7 @@ def predict(run: Run, batches: Iterator[datasets.Batch], *, probs: bool = False
     return out
 
   return passes.ordered_pass(lambda batch: forward(run.state, batch), batches, run.mesh,
-                             keys=(*run.method.inputs, 'label'))
+                             keys=(*run.method.inputs, 'label'), name='labels')
 
 
 def _require_clusters(run: Run) -> base.Clusters:
