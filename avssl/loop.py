@@ -24,7 +24,7 @@ from etils import epy
 with epy.lazy_imports():  # clu's writers import TensorFlow; the step runs without it.
   from clu import metric_writers
 
-from avssl import checkpointing, config_lib, files, preemption, progress, sharding
+from avssl import checkpointing, config_lib, files, passes, preemption, progress, sharding
 from avssl.data import datasets
 from avssl.methods.base import Method
 from avssl.train_state import TrainState
@@ -187,7 +187,8 @@ def _scheduled_update(run: Run, state: TrainState, step: int, writer: metric_wri
   if done:
     return state, False
   started = time.monotonic()
-  update = run.method.scheduled_update(state, step)
+  with passes.recorded() as read:
+    update = run.method.scheduled_update(state, step)
   if update is None:
     return state, False
   scalars = dict(update.scalars)
@@ -195,7 +196,8 @@ def _scheduled_update(run: Run, state: TrainState, step: int, writer: metric_wri
     jax.block_until_ready(update.state)
     seconds = time.monotonic() - started
     progress_.passed(seconds)
-    clips = run.data.num_train / seconds
+    # Every clip its passes read (SeLaVi reads the dataset once per head group).
+    clips = sum(p.clips for p in read) / seconds
     scalars.update({'label_update/seconds': seconds, 'label_update/clips_per_sec': clips,
                     'label_update/clips_per_sec_per_device': clips / jax.device_count()})
   if scalars:
