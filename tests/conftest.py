@@ -35,8 +35,8 @@ jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 # first, the short ones fill the gaps and both workers end together instead of one waiting on the
 # other's last long file.
 SLOW_FIRST = ('test_preemption.py', 'test_configs.py', 'test_multihost.py', 'test_accelerator.py',
-              'test_notebook.py',
-              'test_evaluation.py', 'test_selavi.py', 'test_storage.py', 'test_browser.py')
+              'test_notebook.py', 'test_evaluation.py', 'test_selavi.py', 'test_storage.py',
+              'test_browser.py')
 
 
 def pytest_collection_modifyitems(items):
