@@ -319,6 +319,7 @@ def test_shards_of_class_folders_mix_the_classes_and_keep_indices(class_folder_r
   """Class-foldered ids sort by class: cut in id order, each of the 4 shards of 16 holds 2 of the 8
   classes. Ordered by a hash of the ids, each holds most of them, as random shards would (7.3 on
   average), and the table's rows still are the records' indices, ids and labels."""
+  from avssl.data import class_mix  # pylint: disable=g-import-not-at-top
   mixed, old = (pathlib.Path(d) for d in class_folder_records)
   classes = {}
   for directory in (mixed, old):
@@ -332,6 +333,7 @@ def test_shards_of_class_folders_mix_the_classes_and_keep_indices(class_folder_r
           record.video_id, record.label_index)
   assert classes[old] == [2, 2, 2, 2]
   assert min(classes[mixed]) >= 6
+  assert class_mix.expected_classes([8] * 8, 16) == pytest.approx(7.32, abs=0.01)
   mixed_ids = [r['video_id'] for r in _table(mixed / 'train.csv')]
   entries = annotations.parse('folder', root=str(mixed.parent / 'videos')).entries
   plan = lambda seed: [e.video_id for s in make_records.plan_shards(entries, 16, seed)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from avssl import errors, passes, sharding
-from avssl.data import audio, pipeline, video_io
+from avssl.data import audio, class_mix, pipeline, video_io
 from avssl.data_prep import annotations, make_records
 
 FPS, RATE = 10, 16000
@@ -280,3 +280,41 @@ def test_the_example_spec_is_what_a_decoded_batch_holds(six_records, overrides):
   batch = next(source.train_batches(0))
   decoded = {k: (v.shape[1:], v.dtype) for k, v in batch.items()}
   assert {k: (s.shape[1:], s.dtype) for k, s in source.example_spec().items()} == decoded
+
+
+def _distinct_classes(directory, batches=12, **overrides):
+  """Distinct classes per training batch of 16 (labels only, nothing decoded)."""
+  config = pipeline.default_config(dir=directory, with_video=False, with_audio=False, **overrides)
+  source = pipeline.RecordSource(config, batch_size=16, process_index=0, process_count=1, seed=0)
+  return [len(set(b['label'].tolist())) for b in itertools.islice(source.train_batches(0), batches)]
+
+
+def test_a_training_batch_holds_as_many_classes_as_a_random_draw(class_folder_records):
+  """8 classes × 8 clips in 4 shards of 16, read 2 shards at a time through a buffer of 8: as in a
+  real run (8 of UCF-101's 38 shards, a buffer of 256 of its 9,537 videos) the buffer holds a small
+  part of the split and cannot mix what the shards do not. Over 3 epochs a batch of 16 holds within
+  10 % of the 7.32 classes of a random draw of 16; from shards cut in id order, about half of them."""
+  mixed, old = class_folder_records
+  expected = class_mix.expected_classes([8] * 8, 16)
+  settings = dict(cycle_length=2, shuffle_buffer=8)
+  assert abs(np.mean(_distinct_classes(mixed, **settings)) - expected) < 0.1 * expected
+  assert np.mean(_distinct_classes(old, **settings)) < 0.7 * expected
+
+
+def test_class_sorted_shards_are_warned_about_once(class_folder_records, caplog):
+  """Judged from train.csv: shards cut in id order hold 2 classes where random ones would hold 7.32;
+  warned once per folder however often training starts; mixed shards are not warned about."""
+  mixed, old = class_folder_records
+  class_mix.warn_if_class_sorted.cache_clear()
+  caplog.set_level('WARNING')
+  for directory in (old, old, mixed):
+    _distinct_classes(directory, batches=1)
+  warnings = [r.getMessage() for r in caplog.records if 'look sorted by class' in r.getMessage()]
+  assert warnings == [f"{old}: the 'train' shards look sorted by class: 2.0 classes per shard where "
+                      'random shards would hold 7.3, so every training batch holds a few classes. '
+                      'They were cut in video_id order by an earlier make_records; run the same '
+                      'make_records command into a fresh --output_dir, which orders each split by a '
+                      'hash of the ids, and point config.data.dir at it.']
+  assert class_mix.shard_classes(np.array([0, 0, 1, 1, -1]), [(0, 2), (2, 3)]) == pytest.approx(
+      (1.0, 5 / 3))
+  assert class_mix.expected_classes([2, 2], 2) == pytest.approx(5 / 3)  # 2 · (1 − 1 / C(4, 2)).

@@ -33,6 +33,9 @@ Choices that matter for audio-visual learning and for exact runs:
   interleaves `PASS_CYCLE` shards record by record, whatever `pass_readers` is, and that many threads
   read them: rows are keyed by their dataset index, but the label updates' Sinkhorn sums and k-means
   seeding see them in pass order, so the same run with more readers gives the same bits.
+- **Batches mix the classes** because `make_records` writes every shard as a random sample of its
+  split (a hash of the ids orders it); a training split whose shards look sorted by class (records
+  of an earlier make_records) is warned about once (`class_mix`).
 - **Deterministic given the seed, and resumable exactly.** An epoch's shard order and shuffle are
   seeded by (seed, epoch); each example's augmentation is a stateless function of (seed, its position
   in this host's stream). Resuming at step s starts at epoch ⌊s·b / n⌋ and skips the rest of that epoch
@@ -57,7 +60,7 @@ with epy.lazy_imports():  # The configs import this module; TensorFlow loads whe
   import tensorflow as tf
 
 from avssl import errors, files
-from avssl.data import audio, augment, datasets, flow as flow_lib, records
+from avssl.data import audio, augment, class_mix, datasets, flow as flow_lib, records
 
 MANIFEST = 'manifest.json'
 
@@ -211,7 +214,15 @@ class RecordSource(datasets.DataSource):
   # Training stream.
 
   def train_batches(self, start_step: int) -> Iterator[datasets.Batch]:
-    shards = self.host_shards(self.config.train_split)
+    """Each epoch reads this host's shards in a seeded order, `cycle_length` at a time record by
+    record, through a `shuffle_buffer`: a batch holds the classes of the shards it comes from. Shards
+    that `make_records` cut are random samples of the split, so with the defaults (8 shards, 256
+    records) a batch holds as many classes as a random draw of the split (`benchmarks/class_mix.py`);
+    shards written in class order by an earlier make_records are warned about (`class_mix`)."""
+    split = self.config.train_split
+    class_mix.warn_if_class_sorted(self.directory, split, tuple(
+        (s['offset'], s['count']) for s in self._split(split)['shards']))
+    shards = self.host_shards(split)
     local_count = sum(s['count'] for s in shards)
     skip = start_step * self.local_batch
     first_epoch, skip = divmod(skip, local_count)
