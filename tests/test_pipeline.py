@@ -282,6 +282,41 @@ def test_the_example_spec_is_what_a_decoded_batch_holds(six_records, overrides):
   assert {k: (s.shape[1:], s.dtype) for k, s in source.example_spec().items()} == decoded
 
 
+def _ramp_and_beep(path, beep_frame, seconds=4.0):
+  """Frame t in grey level 20 + 5t, so each view tells which frames it holds; silence with a 2 kHz
+  beep during frame `beep_frame`."""
+  count = int(seconds * FPS)
+  frames = np.broadcast_to((20 + 5 * np.arange(count, dtype=np.uint8))[:, None, None, None],
+                           (count, 32, 32, 3)).copy()
+  waveform = np.zeros(int(seconds * RATE), np.float32)
+  start, end = beep_frame * RATE // FPS, (beep_frame + 1) * RATE // FPS
+  waveform[start:end] = 0.5 * np.sin(2 * np.pi * 2000 * np.arange(end - start) / RATE)
+  video_io.write_video(str(path), frames, FPS, waveform, RATE)
+
+
+def _frame_numbers(views):
+  """`[..., frames, H, W, 3]` normalised views of a `_ramp_and_beep` video -> its frame numbers."""
+  grey = (views.mean(axis=(-3, -2, -1)) * 0.225 + 0.45) * 255
+  return np.round((grey - 20) / 5).astype(int).tolist()
+
+
+def test_one_eval_clip_is_the_centre_clip_and_several_cover_the_video(tmp_path):
+  """40 frames, 4-frame clips: the one view starts at frame ⌊(40 − 4) / 2⌋ = 18, SeLaVi's export's
+  centre clip (before, frame 0), with its audio window (the beep at frame 18); four views start at
+  0, 12, 24, 36, first to last."""
+  _ramp_and_beep(tmp_path / 'videos' / 'ramp.mp4', beep_frame=18)
+  parsed = annotations.parse('folder', root=str(tmp_path / 'videos'))
+  make_records.run(parsed, str(tmp_path / 'records'), _settings(1), dataset='folder', workers=0)
+  one = next(_source(tmp_path / 'records', batch_size=1).eval_batches())
+  assert one['video'].shape == (1, 4, 32, 32, 3)
+  assert _frame_numbers(one['video'][0]) == [18, 19, 20, 21]
+  assert one['audio'][0, :, :, 0].max() > 0.0  # The beep: the window starts with the clip.
+  four = next(_source(tmp_path / 'records', batch_size=1, eval_clips=4).eval_batches())
+  assert _frame_numbers(four['video'][0]) == [[0, 1, 2, 3], [12, 13, 14, 15], [24, 25, 26, 27],
+                                              [36, 37, 38, 39]]
+  assert [bool(s.max() > 0.0) for s in four['audio'][0]] == [False] * 4
+
+
 def _distinct_classes(directory, batches=12, **overrides):
   """Distinct classes per training batch of 16 (labels only, nothing decoded)."""
   config = pipeline.default_config(dir=directory, with_video=False, with_audio=False, **overrides)
