@@ -34,5 +34,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.crop_size = arg.crop
   config.data.min_resize = max(arg.crop, round(arg.crop * 128 / 112))
   config.data.max_resize = max(arg.crop, round(arg.crop * 160 / 112))
-  config.data.eval_resize = config.data.min_resize
+  config.data.eval_resize = arg.crop  # The release's export: frames resized to the crop's size.
   return selavi_vggsound.shrink(config) if arg.tiny else config

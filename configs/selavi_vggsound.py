@@ -36,7 +36,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       num_frames=30,  # Release: 30 frames = 1 s at 30 fps, a uniformly random start.
       min_resize=128, max_resize=160,  # Release: short side U{128..160} ...
       crop_size=112,  # ... then a random 112² crop.
-      eval_resize=128,  # Deterministic views: the centre 112² of the 128-short-side frames.
+      eval_resize=112,  # Release: evaluation views at short side 112, the centre 112² crop ...
+      eval_clips=1,  # ... of the centre clip (its cluster export: Table 2, Fig. 2, labels.csv).
       flip=True,  # Release: horizontal flip, p = 0.5; its colour jitter and grayscale are off.
       mean=0.45, std=0.225,  # Release: one scalar mean / std on every channel.
       audio_seconds=1.0,  # Release: 1 s of 24 kHz mono audio from the clip's start ...

@@ -146,6 +146,42 @@ def avsynth_flow_records(tmp_path_factory):
                   test_fraction=0.25)
 
 
+def make_class_folders(root: pathlib.Path, *, classes: int, per_class: int, per_shard: int,
+                       sorted_shards: bool = False) -> str:
+  """`classes` folders of `per_class` 1.1 s clips (16², 10 fps, a 440 Hz tone at 16 kHz; class c's
+  frames grey level 25·c), whose ids sort by class, converted by make_records into shards of `per_shard`; with `sorted_shards` cut in video_id
+  order, as make_records did before it ordered shards by a hash of the ids."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from avssl.data import video_io  # pylint: disable=g-import-not-at-top
+  from avssl.data_prep import annotations, make_records  # pylint: disable=g-import-not-at-top
+  videos = root / 'videos'
+  if not videos.exists():
+    tone = (0.1 * np.sin(2 * np.pi * 440 * np.arange(17600) / 16000)).astype(np.float32)
+    for c in range(classes):
+      for k in range(per_class):
+        frames = np.full((11, 16, 16, 3), 25 * c, np.uint8)
+        video_io.write_video(str(videos / f'class{c}' / f'clip{k}.mp4'), frames, 10, tone, 16000)
+  settings = make_records.Settings(fps=10.0, short_side=16, sample_rate=16000, min_duration=1.0,
+                                   flow=False, audio_only=False, require_audio=True,
+                                   jpeg_quality=90, examples_per_shard=per_shard)
+  output = root / ('sorted' if sorted_shards else 'records')
+  with pytest.MonkeyPatch.context() as patch:
+    if sorted_shards:
+      patch.setattr(make_records, 'shard_order_key', lambda video_id, seed: video_id)
+    make_records.run(annotations.parse('folder', root=str(videos)), str(output), settings,
+                     dataset='folder', workers=0)
+  return str(output)
+
+
+@pytest.fixture(scope='session')
+def class_folder_records(tmp_path_factory):
+  """8 class folders of 8 clips each in 4 shards of 16, written twice: (make_records' mixed shards,
+  the same cut in video_id order as an earlier make_records cut them)."""
+  root = tmp_path_factory.mktemp('class_folders')
+  return tuple(make_class_folders(root, classes=8, per_class=8, per_shard=16, sorted_shards=s)
+               for s in (False, True))
+
+
 @pytest.fixture(scope='session')
 def _selavi_tiny_run(avsynth_records, tmp_path_factory):
   from avssl.modes import train  # pylint: disable=g-import-not-at-top

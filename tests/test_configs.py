@@ -161,6 +161,7 @@ def test_selavi_vggsound_states_the_papers_numbers():
   assert (config.model.audio.name, config.model.audio.depth) == ('audio_resnet', 9)
   d = config.data
   assert (d.num_frames, d.crop_size, d.min_resize, d.max_resize, d.flip) == (30, 112, 128, 160, True)
+  assert (d.eval_clips, d.eval_crops, d.eval_resize) == (1, 1, 112)  # The release's cluster export.
   assert (d.audio_seconds, d.audio.mode, d.audio.num_filters) == (1.0, 'logfbank', 257)
   assert (d.audio.win_length_s, d.audio.hop_length_s, d.volume_jitter) == (0.02, 0.01, 0.1)
 

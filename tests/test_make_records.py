@@ -4,6 +4,7 @@ reported."""
 import dataclasses
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -110,6 +111,17 @@ def test_rerun_resumes_and_refuses_other_settings(tmp_path):
   with pytest.raises(Exception, match='settings differ'):
     make_records.run(parsed, out, make_records.Settings(**{**settings.__dict__, 'fps': 25.0}),
                      dataset='folder', workers=0)
+  with pytest.raises(Exception, match='settings differ'):
+    make_records.run(parsed, out, dataclasses.replace(settings, shard_seed=1), dataset='folder',
+                     workers=0)
+  manifest_path = os.path.join(out, 'manifest.json')  # As an earlier make_records wrote it.
+  with open(manifest_path) as f:
+    earlier = json.load(f)
+  del earlier['settings']['shard_seed']
+  with open(manifest_path, 'w') as f:
+    json.dump(earlier, f)
+  with pytest.raises(Exception, match='cut in video_id order by an earlier make_records.*fresh'):
+    make_records.run(parsed, out, settings, dataset='folder', workers=0)
 
 
 def test_unwritable_output_keeps_finished_shards(tmp_path):
@@ -246,7 +258,7 @@ def test_val_split_flags_give_the_same_split_whatever_splits_are_written(avsynth
   manifest = json.loads((tmp_path / 'manifest.json').read_text())
   assert list(manifest['splits']) == ['val']
   assert manifest['val_split'] == dataclasses.asdict(val_split)
-  assert [r['video_id'] for r in _table(tmp_path / 'val.csv')] == [
+  assert sorted(r['video_id'] for r in _table(tmp_path / 'val.csv')) == [
       e.video_id for e in carved.entries if e.split == 'val']
 
 
@@ -288,6 +300,43 @@ def test_what_is_not_converted_is_listed_and_an_output_folder_inside_the_input_i
   assert {m['item']: m['reason'] for m in first['missing']} == not_converted
   assert {m['item']: m['reason'] for m in second['missing']} == {
       **not_converted, 'records': 'a make_records output folder, never scanned as input'}
-  table = (out / 'train.csv').read_text().splitlines()
-  assert [row.split(',')[1] for row in table[1:]] == ['cats/caf%E9', 'dogs/rex']
-  assert table[1].split(',')[2] == f'{videos}/cats/caf%E9.mp4'
+  sources = {r['video_id']: r['source'] for r in _table(out / 'train.csv')}
+  assert sorted(sources) == ['cats/caf%E9', 'dogs/rex']
+  assert sources['cats/caf%E9'] == f'{videos}/cats/caf%E9.mp4'
+
+
+
+def _shards(directory, split='train'):
+  """[(dataset index, record) of each record of a shard] per shard of `split`, in manifest order."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  manifest = json.loads((directory / 'manifest.json').read_text())
+  return [[(shard['offset'] + position, records.read(serialized)) for position, serialized
+           in enumerate(tf.data.TFRecordDataset(str(directory / shard['file'])).as_numpy_iterator())]
+          for shard in manifest['splits'][split]['shards']]
+
+
+def test_shards_of_class_folders_mix_the_classes_and_keep_indices(class_folder_records):
+  """Class-foldered ids sort by class: cut in id order, each of the 4 shards of 16 holds 2 of the 8
+  classes. Ordered by a hash of the ids, each holds most of them, as random shards would (7.3 on
+  average), and the table's rows still are the records' indices, ids and labels."""
+  from avssl.data import class_mix  # pylint: disable=g-import-not-at-top
+  mixed, old = (pathlib.Path(d) for d in class_folder_records)
+  classes = {}
+  for directory in (mixed, old):
+    shards = _shards(directory)
+    classes[directory] = [len({r.label_index for _, r in shard}) for shard in shards]
+    stored = [pair for shard in shards for pair in shard]
+    table = _table(directory / 'train.csv')
+    assert [int(r['index']) for r in table] == [i for i, _ in stored] == list(range(64))
+    for index, record in stored:
+      assert (table[index]['video_id'], int(table[index]['label_index'])) == (
+          record.video_id, record.label_index)
+  assert classes[old] == [2, 2, 2, 2]
+  assert min(classes[mixed]) >= 6
+  assert class_mix.expected_classes([8] * 8, 16) == pytest.approx(7.32, abs=0.01)
+  mixed_ids = [r['video_id'] for r in _table(mixed / 'train.csv')]
+  entries = annotations.parse('folder', root=str(mixed.parent / 'videos')).entries
+  plan = lambda seed: [e.video_id for s in make_records.plan_shards(entries, 16, seed)
+                       for e in s.entries]
+  assert plan(0) == mixed_ids != sorted(mixed_ids)  # A fixed function of the ids and the seed ...
+  assert plan(1) != plan(0) and sorted(plan(1)) == sorted(mixed_ids)  # ... which --shard_seed sets.

@@ -160,7 +160,9 @@ def centre_window(image_height: tf.Tensor | int, image_width: tf.Tensor | int,
 
 
 def centre_crop(video: tf.Tensor, size: int | Sequence[int]) -> tf.Tensor:
-  """The deterministic evaluation view (SeLaVi's cluster export, `docs/papers_and_releases.md`)."""
+  """The window of `size` in the middle of every frame: the one-crop evaluation view. SeLaVi's cluster
+  export takes it from frames resized to a short side of the crop's size (`eval_resize`), so it keeps
+  the whole short side (`docs/papers_and_releases.md`)."""
   return crop(video, centre_window(tf.shape(video)[1], tf.shape(video)[2], size))
 
 

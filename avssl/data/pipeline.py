@@ -33,6 +33,12 @@ Choices that matter for audio-visual learning and for exact runs:
   interleaves `PASS_CYCLE` shards record by record, whatever `pass_readers` is, and that many threads
   read them: rows are keyed by their dataset index, but the label updates' Sinkhorn sums and k-means
   seeding see them in pass order, so the same run with more readers gives the same bits.
+- **Evaluation views are fixed**: one clip is the video's centre clip, as SeLaVi's released cluster
+  export takes it; several are spread uniformly from its start to its end (`_eval_starts`), each
+  resized to `eval_resize` and centre-cropped (or three crops).
+- **Batches mix the classes** because `make_records` writes every shard as a random sample of its
+  split (a hash of the ids orders it); a training split whose shards look sorted by class (records
+  of an earlier make_records) is warned about once (`class_mix`).
 - **Deterministic given the seed, and resumable exactly.** An epoch's shard order and shuffle are
   seeded by (seed, epoch); each example's augmentation is a stateless function of (seed, its position
   in this host's stream). Resuming at step s starts at epoch ⌊s·b / n⌋ and skips the rest of that epoch
@@ -57,7 +63,7 @@ with epy.lazy_imports():  # The configs import this module; TensorFlow loads whe
   import tensorflow as tf
 
 from avssl import errors, files
-from avssl.data import audio, augment, datasets, flow as flow_lib, records
+from avssl.data import audio, augment, class_mix, datasets, flow as flow_lib, records
 
 MANIFEST = 'manifest.json'
 
@@ -70,7 +76,8 @@ PASS_READERS = 8
 def default_config(**overrides) -> ml_collections.ConfigDict:
   """SeLaVi's input settings (the release's, `docs/papers_and_releases.md`): 30 frames at 30 fps, short
   side U{128..160}, crop 112, flip, 1 s of audio from the clip start as a 257 × 99 `logfbank`, volume
-  ×U(0.9, 1.1).
+  ×U(0.9, 1.1); the evaluation view of its cluster export, the centre clip (`eval_clips=1`) with its
+  audio, resized to a short side of 112 (`eval_resize`, the crop's size) and centre-cropped.
 
   Resizing is plain bilinear, as SeLaVi's release's; `antialias` filters downscaling as PIL does
   (GOCA). `color_jitter` is empty (off, as in SeLaVi's release) or the (brightness, contrast,
@@ -83,7 +90,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict(dict(
       name='records', dir='', train_split='train', eval_split='test',
       num_frames=30, frame_stride=1, min_resize=128, max_resize=160, crop_size=112,
-      eval_resize=128, eval_clips=1, eval_crops=1, flip=True, antialias=False,
+      eval_resize=112, eval_clips=1, eval_crops=1, flip=True, antialias=False,
       color_jitter=(), color_jitter_prob=0.8, grayscale_prob=0.0, blur_prob=0.0,
       mean=0.45, std=0.225, multi_crop=(),
       audio_seconds=1.0, audio_align='start', volume_jitter=0.1,
@@ -211,7 +218,15 @@ class RecordSource(datasets.DataSource):
   # Training stream.
 
   def train_batches(self, start_step: int) -> Iterator[datasets.Batch]:
-    shards = self.host_shards(self.config.train_split)
+    """Each epoch reads this host's shards in a seeded order, `cycle_length` at a time record by
+    record, through a `shuffle_buffer`: a batch holds the classes of the shards it comes from. Shards
+    that `make_records` cut are random samples of the split, so with the defaults (8 shards, 256
+    records) a batch holds as many classes as a random draw of the split (`benchmarks/class_mix.py`);
+    shards written in class order by an earlier make_records are warned about (`class_mix`)."""
+    split = self.config.train_split
+    class_mix.warn_if_class_sorted(self.directory, split, tuple(
+        (s['offset'], s['count']) for s in self._split(split)['shards']))
+    shards = self.host_shards(split)
     local_count = sum(s['count'] for s in shards)
     skip = start_step * self.local_batch
     first_epoch, skip = divmod(skip, local_count)
@@ -315,13 +330,11 @@ class RecordSource(datasets.DataSource):
                       f'manifest says {counts[self.process_index]}; {_REMAKE}')
 
   def _eval_example(self, index: tf.Tensor, serialized: tf.Tensor) -> dict[str, tf.Tensor]:
-    """Deterministic views: `eval_clips` uniformly spaced windows × `eval_crops` crops (1 or 3)."""
+    """Deterministic views: `eval_clips` windows (`_eval_starts`: the centre one, or several spread
+    over the whole video) × `eval_crops` crops (1 or 3) of the frames resized to `eval_resize`."""
     features = records.parse(serialized, with_flow=self.config.with_flow)
-    total = self._timeline(features)
-    span = self._span(features)
     clips = self.config.eval_clips
-    starts = tf.cast(tf.round(tf.linspace(0.0, tf.cast(tf.maximum(total - span, 0), tf.float32),
-                                          clips)), tf.int32)
+    starts = _eval_starts(self._timeline(features), self._span(features), clips)
     views = [self._clip(features, starts[i], train=False) for i in range(clips)]
     example = {k: _views([v[k] for v in views]) for k in views[0]}
     if self.config.with_audio:
@@ -414,6 +427,17 @@ def _read(files: tf.Tensor, offsets: tf.Tensor, cycle_length: int,
     return pairs.flat_map(one)
   return pairs.interleave(one, cycle_length=cycle_length, block_length=1,
                           num_parallel_calls=readers, deterministic=True)
+
+
+def _eval_starts(total: tf.Tensor, span: tf.Tensor, clips: int) -> tf.Tensor:
+  """`[clips]` start ticks of the evaluation windows of `span` ticks in a timeline of `total`. One
+  window starts at ⌊(total − span) / 2⌋, the centre clip of SeLaVi's released cluster export
+  (`docs/papers_and_releases.md`); several are spaced uniformly from the first possible start to the
+  last, so they cover the whole video. Videos shorter than a window start at 0."""
+  room = tf.maximum(total - span, 0)
+  if clips == 1:
+    return (room // 2)[None]
+  return tf.cast(tf.round(tf.linspace(0.0, tf.cast(room, tf.float32), clips)), tf.int32)
 
 
 def _random_start(seed: tf.Tensor, total: tf.Tensor, span: tf.Tensor) -> tf.Tensor:

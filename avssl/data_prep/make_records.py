@@ -9,8 +9,11 @@ r"""Converts a folder of videos, or a dataset's own annotation files, into recor
 
 Every video is decoded once (PyAV), resampled to `--fps` with short side `--short_side`, its audio
 down-mixed to mono at `--sample_rate`, optionally given TV-L1 optical flow (`--flow`), and written as
-one `SequenceExample` (`avssl/data/records.py`) into `{split}-NNNNN-of-NNNNN.tfrecord`. Entries are
-sorted by (split, video_id) and cut into shards in that order, so the output is the same on every run.
+one `SequenceExample` (`avssl/data/records.py`) into `{split}-NNNNN-of-NNNNN.tfrecord`. Each split's
+videos are put in the order of a hash of (`--shard_seed`, video_id) and cut into shards in that order:
+the output is the same on every run, and every shard is a random sample of its split. Ids sort by class
+in class folders (`folder`, UCF-101, HMDB-51), so shards cut in id order would each hold a few classes,
+and so would every training batch, which reads a few shards at once (`avssl/data/pipeline.py`).
 
 Files that cannot be used (not a media file, no video or audio stream, shorter than `--min_duration`,
 truncated, a decode error) are skipped with their reason; annotated files absent from disk are listed as
@@ -22,7 +25,8 @@ with nothing to convert stops the command before anything is written. A shard is
 the same command converts only the shards that are not finished.
 
 `{split}.csv` lists every written video with its dataset index (its position in the split's shards,
-which the input pipeline attaches to every example), id, source and label.
+which the input pipeline attaches to every example), id, source and label, in index order: the shards'
+hashed order, not the ids'.
 
 `--val_fraction` carves a validation split from train, for choosing hyperparameters without looking at
 the test set (`config.data.eval_split='val'`, or the linear probe's weight decay). About that fraction
@@ -84,6 +88,9 @@ _REQUIRE_AUDIO = flags.DEFINE_bool('require_audio', True, 'Skip videos without a
 _JPEG_QUALITY = flags.DEFINE_integer('jpeg_quality', 90, 'JPEG quality of the stored frames.')
 _PER_SHARD = flags.DEFINE_integer('examples_per_shard', 256, 'Inputs per shard; keep several '
                                   'shards per host for multi-host runs.')
+_SHARD_SEED = flags.DEFINE_integer(
+    'shard_seed', 0, 'Seed of the videos\' order in the shards (a hash of the seed and the video_id), '
+    'which makes every shard a random sample of its split.')
 _WORKERS = flags.DEFINE_integer('workers', os.cpu_count() or 1,
                                 'Decoding processes (0: decode in this process).')
 _SPLITS = flags.DEFINE_list('splits', None, 'Only these splits (default: all the dataset has).')
@@ -101,7 +108,8 @@ VAL_SEED = 0
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-  """How videos are converted; a resumed run must use the same."""
+  """How videos are converted and ordered in the shards (`shard_seed`, `plan_shards`); a resumed run
+  must use the same."""
   fps: float
   short_side: int | None
   sample_rate: int
@@ -111,6 +119,7 @@ class Settings:
   require_audio: bool
   jpeg_quality: int
   examples_per_shard: int
+  shard_seed: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,10 +212,16 @@ class Shard:
     return f'{self.split}-{self.index:05d}-of-{self.total:05d}'
 
 
-def plan_shards(entries: Sequence[annotations.Entry], per_shard: int) -> list[Shard]:
-  """Entries of each split, in (split, video_id) order, cut into shards of `per_shard` inputs."""
+def shard_order_key(video_id: str, seed: int) -> bytes:
+  """Where a video goes in its split's shards: SHA-256 of (seed, video_id), the same on every machine
+  and Python version (unlike `hash`), and unrelated to the class an id may start with."""
+  return hashlib.sha256(f'{seed}/{video_id}'.encode()).digest()
+
+
+def plan_shards(entries: Sequence[annotations.Entry], per_shard: int, seed: int) -> list[Shard]:
+  """Entries of each split, in `shard_order_key` order, cut into shards of `per_shard` inputs."""
   by_split = collections.defaultdict(list)
-  for entry in sorted(entries, key=lambda e: (e.split, e.video_id)):
+  for entry in sorted(entries, key=lambda e: (e.split, shard_order_key(e.video_id, seed))):
     by_split[entry.split].append(entry)
   shards = []
   for split, items in sorted(by_split.items()):
@@ -235,6 +250,10 @@ def _check_resume(output_dir: str, header: dict[str, Any]) -> None:
     return
   with files.open(path) as f:
     previous = json.load(f)
+  if 'shard_seed' not in previous.get('settings', {}):
+    raise app.UsageError(f'{path}: these shards were cut in video_id order by an earlier make_records; '
+                         'this one orders them by a hash (--shard_seed). Write into a fresh '
+                         '--output_dir.')
   if previous.get('val_split') != header['val_split']:
     raise app.UsageError(
         f'{path}: the shards were cut for the val split {previous.get("val_split")}, this command asks '
@@ -260,7 +279,7 @@ def run(parsed: annotations.Annotations, output_dir: str, settings: Settings, *,
             'inputs': {'count': len(parsed.entries), 'sha256': _inputs_digest(parsed.entries)}}
   _check_resume(output_dir, header)
   _write_json(files.join(output_dir, MANIFEST), {**header, 'status': 'in progress'})
-  shards = plan_shards(parsed.entries, settings.examples_per_shard)
+  shards = plan_shards(parsed.entries, settings.examples_per_shard, settings.shard_seed)
   pending = [s for s in shards if not _finished(output_dir, s)]
   todo = [(e, settings) for s in pending for e in s.entries]
   with _pool(workers) as pool:
@@ -433,7 +452,7 @@ def main(argv: Sequence[str]) -> None:
       fps=_FPS.value, short_side=_SHORT_SIDE.value or None, sample_rate=_SAMPLE_RATE.value,
       min_duration=_MIN_DURATION.value, flow=_FLOW.value, audio_only=audio_only,
       require_audio=_REQUIRE_AUDIO.value, jpeg_quality=_JPEG_QUALITY.value,
-      examples_per_shard=_PER_SHARD.value)
+      examples_per_shard=_PER_SHARD.value, shard_seed=_SHARD_SEED.value)
   manifest = run(parsed, output_dir, settings, dataset=_DATASET.value, workers=_WORKERS.value,
                  val_split=val_split)
   print(summary(manifest, output_dir))
