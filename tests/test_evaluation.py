@@ -178,6 +178,8 @@ def test_every_evaluation_writes_its_table_and_changes_nothing(avsynth_records, 
   assert len(curve['video']) == len(curve['video + audio']) == len(curve['factors'])
   assert curve['video'][0] == pytest.approx(results['method']['video/nmi/mean'])
   assert 0 <= results['probe']['summary']['accuracy'] <= 1
+  # The probe's views, encoder and pooling are retrieval's (`:tiny`): it read no split again.
+  assert len(context.feature_cache) == 2
   assert set(results['retrieval']['video']) >= {f'R@{k}' for k in config.evaluation.retrieval.ks}
   assert json.loads((pathlib.Path(selavi_workdir) / 'eval.json').read_text())['step'] == 4
 

@@ -51,6 +51,9 @@ class Context:
   step: int
   config_name: str = ''
   method_results: dict[str, float] = dataclasses.field(default_factory=dict)
+  # Features of records passes, by what determines them (`_record_features`): retrieval and the
+  # probe read the same views of the same splits with the same encoder when their settings agree.
+  feature_cache: dict[tuple, features.Features] = dataclasses.field(default_factory=dict)
 
   @property
   def host_mesh(self) -> jax.sharding.Mesh:
@@ -193,16 +196,34 @@ def _records(ctx: Context, directory: str, train_split: str, test_split: str, cl
       num_frames=evaluation.num_frames or ctx.config.data.num_frames)
 
 
+def _record_features(ctx: Context, directory: str, train_split: str, test_split: str,
+                     clips: int, crops: int, split: str, wanted: dict[str, tuple[str, str]],
+                     pool: str) -> dict[str, features.Features]:
+  """Features of `wanted` (`{modality: (encoder, modality)}`) on the `split` ('train' or 'test')
+  side of a records folder's `clips` × `crops` views, each extracted once per evaluation run: an
+  evaluation asking again for the same views, encoder and pooling (the probe after retrieval, where
+  their settings agree) gets them without a pass."""
+  directory = directory or ctx.config.data.dir  # '' is the run's own records.
+  key = lambda m: (directory, train_split, test_split, clips, crops, split, *wanted[m], pool)
+  missing = {m: spec for m, spec in wanted.items() if key(m) not in ctx.feature_cache}
+  if missing:
+    source = _records(ctx, directory, train_split, test_split, clips, crops, tuple(missing))
+    batches = (functools.partial(source.dataset_batches, augment=False) if split == 'train'
+               else source.eval_batches)
+    for m, feats in _features(ctx, missing, batches, pool).items():
+      ctx.feature_cache[key(m)] = feats
+  return {m: ctx.feature_cache[key(m)] for m in wanted}
+
+
 def retrieval_evaluation(ctx: Context) -> Result:
   """Test-split queries against the train split, per modality; cross-modal mAP on request."""
   s = ctx.config.evaluation.retrieval
   singles = tuple(dict.fromkeys(m for name in s.modalities for m in name.split(' + ')))
   modalities = singles + (('video', 'audio') if s.cross_modal else ())
-  source = _records(ctx, s.dir, s.train_split, s.test_split, s.clips, s.crops, modalities)
-  gallery = _features(ctx, {m: (s.encoder, m) for m in singles},
-                      lambda: source.dataset_batches(augment=False), s.pool)
-  test = _features(ctx, {m: (s.encoder, m) for m in dict.fromkeys(modalities)},
-                   source.eval_batches, s.pool)
+  where = (s.dir, s.train_split, s.test_split, s.clips, s.crops)
+  gallery = _record_features(ctx, *where, 'train', {m: (s.encoder, m) for m in singles}, s.pool)
+  test = _record_features(ctx, *where, 'test',
+                          {m: (s.encoder, m) for m in dict.fromkeys(modalities)}, s.pool)
   rows, values = {}, {}
   for name in s.modalities:
     parts = name.split(' + ')
@@ -231,14 +252,13 @@ def probe_evaluation(ctx: Context) -> Result:
   s = ctx.config.evaluation.probe
   folds = []
   for directory in s.dirs or (ctx.config.data.dir,):
-    source = _records(ctx, directory, s.train_split, s.test_split, s.clips, s.crops, (s.modality,))
+    where = (directory, s.train_split, s.test_split, s.clips, s.crops)
     wanted = {s.modality: (s.encoder, s.modality)}
-    train = _features(ctx, wanted, lambda source=source: source.dataset_batches(augment=False),
-                      s.pool)[s.modality]
-    test = _features(ctx, wanted, source.eval_batches, s.pool)[s.modality]
+    train = _record_features(ctx, *where, 'train', wanted, s.pool)[s.modality]
+    test = _record_features(ctx, *where, 'test', wanted, s.pool)[s.modality]
     groups = None
     if s.group_pattern:
-      table = source.video_table(s.train_split)
+      table = _records(ctx, *where, (s.modality,)).video_table(s.train_split)
       if table is None:
         raise ValueError(f'evaluation.probe.group_pattern needs records with video ids; {directory} '
                          'has none')
