@@ -293,6 +293,11 @@ def _print_costs(rows: Sequence[Row], devices: dict[str, Device]) -> None:
     print('on CPU, XLA computes bfloat16 convolutions in float32 (it converts their operands to '
           'float32 and the result back), so the bfloat16 rows keep float32 temporaries and add the '
           "conversions' bytes: what bfloat16 saves shows only when compiled for an accelerator")
+  if jax.default_backend() == 'cpu' and any(r.variant.endswith('remat') for r in rows):
+    print("on CPU, XLA's memory analysis shows no saving from rematerialisation (nor for a plain "
+          'stack of 16 jax.checkpoint-ed layers: 197 -> 193 MB of temporaries), only its '
+          'recomputed FLOPs: what remat saves is measured on an accelerator '
+          '(benchmarks/accelerator.sh prints each variant\'s memory analysis)')
 
 
 def _print_fit(rows: Sequence[Row], devices: dict[str, Device]) -> None:
