@@ -3,15 +3,19 @@
 import dataclasses
 import itertools
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import pytest
 
 from avssl import errors, passes, sharding
-from avssl.data import audio, class_mix, pipeline, video_io
+from avssl.data import audio, class_mix, flow, on_device, pipeline, video_io
 from avssl.data_prep import annotations, make_records
+from conftest import REPO, load_config
 
 FPS, RATE = 10, 16000
 
@@ -257,7 +261,6 @@ def test_eval_plan_skips_what_the_records_cannot_score(six_records, sync_records
   the evaluations of the eval split, not those of a 'test' split it lacks; unlabelled videos
   (sync_records, a flat folder) allow none, which stops the run with every reason."""
   from avssl.modes import evaluate  # pylint: disable=g-import-not-at-top
-  from conftest import load_config  # pylint: disable=g-import-not-at-top
   config = load_config('selavi_vggsound', 'tiny')
   config.evaluation.run = ('method', 'kmeans', 'retrieval', 'probe')
   config.data.update(dict(dir=str(six_records), eval_split='train'))
@@ -274,6 +277,8 @@ def test_eval_plan_skips_what_the_records_cannot_score(six_records, sync_records
     {},  # logmel audio, one clip
     {'audio': audio.default_config('logfbank'), 'audio_seconds': 0.5},  # SeLaVi's front end
     {'with_audio': False, 'multi_crop': ((2, 4), (1, 2))},  # GOCA's groups of clips
+    {'normalize_on_device': True},  # uint8 video
+    {'normalize_on_device': True, 'with_audio': False, 'multi_crop': ((2, 4), (1, 2))},
 ])
 def test_the_example_spec_is_what_a_decoded_batch_holds(six_records, overrides):
   source = _source(six_records, **overrides)
@@ -353,3 +358,84 @@ def test_class_sorted_shards_are_warned_about_once(class_folder_records, caplog)
   assert class_mix.shard_classes(np.array([0, 0, 1, 1, -1]), [(0, 2), (2, 3)]) == pytest.approx(
       (1.0, 5 / 3))
   assert class_mix.expected_classes([2, 2], 2) == pytest.approx(5 / 3)  # 2 · (1 − 1 / C(4, 2)).
+
+
+# uint8 video and flow, normalised on the device (`config.data.normalize_on_device`).
+
+def _host_and_device(directory, **overrides):
+  """The same records read twice with the same seed: normalised on the host, and sent as uint8."""
+  settings = dict(dir=str(directory), eval_split='test', with_flow=True, with_audio=False,
+                  num_frames=4, crop_size=32, **overrides)
+  return [pipeline.RecordSource(pipeline.default_config(**settings, normalize_on_device=on),
+                                batch_size=4, process_index=0, process_count=1, seed=0)
+          for on in (False, True)]
+
+
+def _host_formula(key, x, mean, std):
+  """The host's normalisation in numpy float32, whose division is TensorFlow's (IEEE) division."""
+  x, bound = x.astype(np.float32), np.float32(flow.FLOW_BOUND)
+  if key.startswith('flow'):
+    unit = (x * np.float32(flow.QUANT_STEP) - bound + bound) / (2 * bound)
+  else:
+    unit = x / np.float32(255)
+  return (unit - np.float32(mean)) / np.float32(std)
+
+
+def _compare(host, device, atol):
+  """The first training and evaluation batch of both sources. The device's video and flow entries
+  are uint8, and `on_device.normalize` (jitted) gives the host's float32 batch within 1e-6 (XLA
+  multiplies by the reciprocal where TensorFlow divides); the host's formula on them, within `atol`
+  (0: to the bit). Returns the keys compared."""
+  normalize = jax.jit(lambda batch: on_device.normalize(batch, device.config))
+  mean, std = device.config.mean, device.config.std
+  keys = set()
+  for read in (lambda source: source.train_batches(0), lambda source: source.eval_batches()):
+    expected, sent = next(read(host)), next(read(device))
+    assert expected.keys() == sent.keys()
+    got = jax.device_get(normalize(sent))
+    for key, value in expected.items():
+      assert got[key].dtype == value.dtype and got[key].shape == value.shape, key
+      if not key.startswith(('video', 'flow')):
+        np.testing.assert_array_equal(got[key], value, err_msg=key)
+        continue
+      keys.add(key)
+      assert value.dtype == np.float32 and sent[key].dtype == np.uint8, key
+      np.testing.assert_allclose(_host_formula(key, sent[key], mean, std), value, rtol=0, atol=atol,
+                                 err_msg=key)
+      np.testing.assert_allclose(got[key], value, rtol=0, atol=atol + 1e-6, err_msg=key)
+  return keys
+
+
+def test_uint8_normalised_on_the_device_is_the_hosts_input(avsynth_flow_records):
+  """Crops of the stored frames and flow (the resize keeps the records' short side of 40, no flip):
+  the uint8 pixels and flow levels are the stored ones, bit for bit the host's input under its own
+  formula, and within 1e-6 after `on_device.normalize`, in training and evaluation batches."""
+  host, device = _host_and_device(avsynth_flow_records, min_resize=40, max_resize=40,
+                                  eval_resize=40, flip=False)
+  assert _compare(host, device, atol=0) == {'video', 'flow'}
+
+
+def test_uint8_after_resizing_and_colour_is_within_half_a_level(avsynth_flow_records):
+  """GOCA's `:tiny` inputs (multi-crop clips `video`, `video_1`, `flow`, `flow_1`; antialiased
+  down-scaling, flips, colour jitter, grey and blur): rounding to uint8 after augmenting moves a
+  pixel by at most half a level, a normalised input by 0.5 / 255 / std; flow levels alike."""
+  data = load_config('goca_ucf101', 'tiny').data
+  overrides = {k: data[k] for k in ('multi_crop', 'min_resize', 'max_resize', 'eval_resize',
+                                    'antialias', 'color_jitter', 'grayscale_prob', 'blur_prob')}
+  host, device = _host_and_device(avsynth_flow_records, **overrides)
+  half_level = 0.5 / 255 / data.std
+  assert _compare(host, device, atol=half_level + 1e-6) == {'video', 'video_1', 'flow', 'flow_1'}
+
+
+def test_on_device_normalisation_runs_without_tensorflow():
+  """The device side must import where TensorFlow is absent (an accelerator machine's image)."""
+  code = ('import sys; sys.modules["tensorflow"] = None\n'
+          'import numpy as np\n'
+          'from avssl.data import on_device\n'
+          'batch = {"video": np.full((1, 2), 255, np.uint8), "flow_1": np.zeros((1, 2), np.uint8)}\n'
+          'out = on_device.normalize(batch, {"mean": 0.5, "std": 0.5})\n'
+          'print(out["video"].tolist(), out["flow_1"].tolist())\n')
+  result = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True,
+                          check=False, env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.split() == ['[[1.0,', '1.0]]', '[[-1.0,', '-1.0]]']

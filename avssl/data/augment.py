@@ -54,10 +54,16 @@ def _to_float(video: tf.Tensor) -> tf.Tensor:
   return tf.cast(video, tf.float32)
 
 
+def to_uint8(video: tf.Tensor) -> tf.Tensor:
+  """Float pixels on the 0..255 scale -> uint8: rounded to the nearest level (halves to even, as
+  `tf.round`) and saturated rather than wrapped."""
+  return tf.cast(tf.clip_by_value(tf.round(video), 0.0, _MAX_PIXEL), tf.uint8)
+
+
 def _cast_like(values: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
   """Float results back to the input's dtype; uint8 rounds and saturates rather than wraps."""
   if dtype == tf.uint8:
-    return tf.cast(tf.clip_by_value(tf.round(values), 0.0, _MAX_PIXEL), tf.uint8)
+    return to_uint8(values)
   return tf.cast(values, dtype)
 
 

@@ -8,7 +8,9 @@ pair per pixel is 8x smaller than float32 and, stored losslessly, costs at most 
 back as +0.078 px.
 
 The numpy functions serve `avssl.data_prep` (worker processes that never import TensorFlow);
-`dequantize_tf` (with `normalize_tf`, the network input) is the same map for the tf.data pipeline.
+`dequantize_tf` (with `normalize_tf`, the network input) is the same map for the tf.data pipeline, and
+`quantize_tf` maps augmented flow back onto the levels for a pipeline that normalises on the device
+(`avssl/data/on_device.py`).
 """
 
 from __future__ import annotations
@@ -44,6 +46,20 @@ def dequantize_tf(levels: tf.Tensor) -> tf.Tensor:
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top,redefined-outer-name
   return tf.cast(levels, tf.float32) * QUANT_STEP - FLOW_BOUND
+
+
+def quantize_tf(flow: tf.Tensor) -> tf.Tensor:
+  """`quantize` as TensorFlow ops: float32 flow in pixels -> uint8 levels, rounded to the nearest level
+  (halves to even, as `tf.round` and `np.round`) and saturated at ±`FLOW_BOUND`.
+
+  Flow that was only dequantised, cropped and flipped gets its stored levels back exactly (the levels
+  are symmetric about zero: negating u maps level q to 255 - q); resized flow (interpolated and scaled
+  with the frames) moves by at most half a level, `QUANT_STEP / 2` px, except where up-scaling
+  stretched it beyond ±`FLOW_BOUND`, which saturates as the stored flow did.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top,redefined-outer-name
+  clipped = tf.clip_by_value(flow, -FLOW_BOUND, FLOW_BOUND)
+  return tf.cast(tf.round((clipped + FLOW_BOUND) * (QUANT_MAX / (2 * FLOW_BOUND))), tf.uint8)
 
 
 def normalize_tf(flow: tf.Tensor, mean: float, std: float) -> tf.Tensor:

@@ -15,6 +15,11 @@ Choices that matter for audio-visual learning and for exact runs:
   `video_g`/`flow_g` after it.
 - **Flow is fed as GOCA's release feeds it**: the stored ±20 px quantisation read as an image in [0, 1]
   and normalised with the frames' `mean`/`std` (GOCA's loader), so flow and frames share one scale.
+- **Normalised on the host, or on the device** (`normalize_on_device`): by default every video and
+  flow entry leaves the pipeline as its float32 network input; with the key it leaves as uint8 (frames
+  as pixels, flow as levels of the storage quantisation, both rounded to the nearest level after
+  augmentation) and `avssl/data/on_device.py` normalises it inside the jitted step, so the host sends
+  a quarter of the bytes.
 - **Hosts read disjoint shards**: shard i goes to process i mod process_count.
 - **Every example carries its dataset index** (0..N−1 within the split): the shard's offset in the
   manifest plus the position in the shard, the same on every run and host, so a method can look up
@@ -85,7 +90,10 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   0.1) and 0.8. `multi_crop` is empty (one clip of `num_frames` per example) or `((count, frames),
   ...)` training clips per example (GOCA: ((2, 32), (4, 16))); evaluation views are unaffected.
   `pass_readers` shards are read at once in ordered passes (labels, features, evaluation), without
-  changing what they give (see the module docstring).
+  changing what they give (see the module docstring). `normalize_on_device` sends video and flow as
+  uint8 and leaves their normalisation to the jitted functions that read them
+  (`avssl/data/on_device.py`; the `:accel` configs set it): off, so that a run's inputs stay the
+  float32 ones of every run before it.
   """
   config = ml_collections.ConfigDict(dict(
       name='records', dir='', train_split='train', eval_split='test',
@@ -96,7 +104,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
       audio_seconds=1.0, audio_align='start', volume_jitter=0.1,
       audio=audio.default_config('logfbank'),
       with_flow=False, shuffle_buffer=256, cycle_length=8, pass_readers=PASS_READERS, num_threads=0,
-      with_video=True, with_audio=True))
+      with_video=True, with_audio=True, normalize_on_device=False))
   for key, value in overrides.items():
     config[key] = value  # Replaces, not merges: another audio front end has other fields.
   return config
@@ -135,19 +143,21 @@ def example_spec(config: ml_collections.ConfigDict,
   """One training example's shapes and dtypes (a batch of 1) as `RecordSource.train_batches` makes
   them from the data config `config` and the records' `sample_rate`, without reading or decoding
   anything (and without TensorFlow): clips of frames (and flow), or `multi_crop`'s groups of clips; the
-  spectrogram of `audio_seconds`; the index and label. All a model's init needs."""
+  spectrogram of `audio_seconds`; the index and label. All a model's init needs (after
+  `on_device.normalize`: video and flow are uint8 where `normalize_on_device` sends them so)."""
   crop = (config.crop_size, config.crop_size)
+  pixels = np.uint8 if config.get('normalize_on_device') else np.float32
   shapes: dict[str, tuple[tuple[int, ...], Any]] = {}
   if config.multi_crop:
     for g, (count, frames) in enumerate(config.multi_crop):
       suffix = f'_{g}' if g else ''
-      shapes['video' + suffix] = ((count, frames, *crop, 3), np.float32)
+      shapes['video' + suffix] = ((count, frames, *crop, 3), pixels)
       if config.with_flow:
-        shapes['flow' + suffix] = ((count, frames, *crop, 2), np.float32)
+        shapes['flow' + suffix] = ((count, frames, *crop, 2), pixels)
   elif config.with_video:
-    shapes['video'] = ((config.num_frames, *crop, 3), np.float32)
+    shapes['video'] = ((config.num_frames, *crop, 3), pixels)
     if config.with_flow:
-      shapes['flow'] = ((config.num_frames, *crop, 2), np.float32)
+      shapes['flow'] = ((config.num_frames, *crop, 2), pixels)
   if config.with_audio and not config.multi_crop:
     samples = int(round(config.audio_seconds * sample_rate))
     shapes['audio'] = (audio.spectrogram_shape(samples, sample_rate, config.audio), np.float32)
@@ -278,9 +288,10 @@ class RecordSource(datasets.DataSource):
         return self._clip(features, start, train=True, seed=pair[1], num_frames=num_frames)
 
       size = (num_frames, config.crop_size, config.crop_size)
-      spec = {'video': tf.TensorSpec((*size, 3), tf.float32)}
+      dtype = tf.uint8 if config.get('normalize_on_device') else tf.float32
+      spec = {'video': tf.TensorSpec((*size, 3), dtype)}
       if config.with_flow:
-        spec['flow'] = tf.TensorSpec((*size, 2), tf.float32)
+        spec['flow'] = tf.TensorSpec((*size, 2), dtype)
       # One traced clip per group, mapped over its clips: unrolling them multiplies the graph.
       clips = tf.map_fn(clip, tf.reshape(seeds, [count, 2, -1]), fn_output_signature=spec)
       example.update({k + (f'_{g}' if g else ''): v for k, v in clips.items()})
@@ -367,7 +378,10 @@ class RecordSource(datasets.DataSource):
   def _clip(self, features: dict[str, tf.Tensor], start: tf.Tensor, *, train: bool,
             seed: tf.Tensor | None = None, num_frames: int | None = None) -> dict[str, tf.Tensor]:
     """Frames (and flow) of the window of `num_frames` (default the config's) starting at `start`:
-    decoded, augmented or cropped."""
+    decoded, augmented or cropped, then normalised, or with `normalize_on_device` rounded back to
+    uint8 pixels and flow levels (`augment.to_uint8`, `flow.quantize_tf`: exact where only cropping and
+    flipping moved them, within half a level where resizing or colour changes made fractions; flow
+    that up-scaling stretched beyond the ±20 px of the storage saturates there)."""
     config = self.config
     out: dict[str, tf.Tensor] = {}
     if not config.with_video:
@@ -384,6 +398,11 @@ class RecordSource(datasets.DataSource):
       frames, flow = _augment_train(frames, flow, config, seed)
     else:
       frames, flow = _eval_crops(frames, flow, config)
+    if config.get('normalize_on_device'):
+      out['video'] = augment.to_uint8(frames)
+      if flow is not None:
+        out['flow'] = flow_lib.quantize_tf(flow)
+      return out
     out['video'] = augment.normalize(frames, config.mean, config.std)
     if flow is not None:
       out['flow'] = flow_lib.normalize_tf(flow, config.mean, config.std)
