@@ -25,7 +25,7 @@ with epy.lazy_imports():  # clu's writers import TensorFlow; the step runs witho
   from clu import metric_writers
 
 from avssl import checkpointing, config_lib, files, passes, preemption, progress, sharding
-from avssl.data import datasets
+from avssl.data import datasets, on_device
 from avssl.methods.base import Method
 from avssl.train_state import TrainState
 
@@ -57,6 +57,7 @@ def make_train_step(run: Run) -> Callable[[TrainState, Any], tuple[TrainState, d
   method, tx, lr = run.method, run.tx, run.learning_rate
 
   def step(state: TrainState, batch) -> tuple[TrainState, dict[str, jax.Array]]:
+    batch = on_device.normalize(batch, run.config.data)  # uint8 video and flow: here, on the device.
     (loss, out), grads = jax.value_and_grad(method.loss, has_aux=True)(
         state.params, state, batch, state.step_rng())
     updates, opt_state = tx.update(grads, state.opt_state, state.params)

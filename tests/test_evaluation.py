@@ -148,6 +148,7 @@ def _files_outside_eval(workdir):
 def test_every_evaluation_writes_its_table_and_changes_nothing(avsynth_records, selavi_workdir):
   config = load_config('selavi_vggsound', 'tiny')
   config.data.dir = avsynth_records
+  config.data.normalize_on_device = True  # uint8 video: every evaluation normalises it on the device.
   names = ('method', 'kmeans', 'robustness', 'retrieval', 'probe')
   run = setup_mode.setup(config, selavi_workdir)
   before = _files_outside_eval(selavi_workdir)

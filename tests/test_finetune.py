@@ -214,6 +214,7 @@ def test_driver_selects_on_val_reads_test_once_per_fold_and_averages(folds, monk
   monkeypatch.setattr(finetune_lib.Finetune, 'evaluate', evaluate)
   config = _tiny(folds[0])
   config.finetune.dirs = tuple(folds)
+  config.data.normalize_on_device = True  # Training and every evaluation read uint8 video.
   results = driver.finetune(config, str(tmp_path))
 
   # Per fold: val for every checkpoint (and the loop's own end-of-training evaluation), then test

@@ -92,6 +92,7 @@ def test_labels_csv_matches_the_records_by_video_id(avsynth_records, selavi_work
   tmp_path = pathlib.Path(selavi_workdir)
   config = _tiny(avsynth_records)
   config.label.save_probs = True
+  config.data.normalize_on_device = True  # The labelling pass reads uint8 video (a float32 run's).
   label_mode.label(config, str(tmp_path))
   probs = np.load(tmp_path / 'labels_video_audio_probs.npy')
   assert probs.shape == (58, config.selavi.num_heads, config.selavi.num_clusters)

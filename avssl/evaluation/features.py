@@ -29,7 +29,7 @@ import numpy as np
 
 from avssl import passes
 from avssl.types import Encoder  # pylint: disable=unused-import  (re-exported)
-from avssl.data import datasets
+from avssl.data import datasets, on_device
 from avssl.models import convert, encoders
 from avssl.models.common import Norm
 
@@ -113,15 +113,18 @@ def encoder_variables(source: str, module: nn.Module, modality: str,
 
 
 def extract(encoders: Mapping[str, Encoder], batches: Iterator[datasets.Batch],
-            mesh: jax.sharding.Mesh,
-            transform: Callable[[jax.Array], jax.Array] | None = None) -> dict[str, Features]:
+            mesh: jax.sharding.Mesh, transform: Callable[[jax.Array], jax.Array] | None = None,
+            data: ml_collections.ConfigDict | None = None) -> dict[str, Features]:
   """Each encoder's pooled features of every view of every (unmasked) video, from ONE pass over
   `batches`: decoding dominates evaluation, so all encoders and modalities share it.
 
   Batches hold `[B, V, ...]` (several views) or `[B, ...]` (one) inputs under each modality's key;
-  `transform` is applied to the global `video` input first (the robustness test's degradation).
+  uint8 video and flow (`config.data.normalize_on_device`) are normalised with the `mean` and `std`
+  of the data config `data` inside the jitted forward pass (`on_device`); `transform` is applied to
+  the global `video` input next (the robustness test's degradation).
   """
-  forwards = {name: _forward_fn(e.module, RANK[e.modality],
+  scale = on_device.scale(data) if data is not None else (None, None)
+  forwards = {name: _forward_fn(e.module, e.modality, scale,
                                 transform if e.modality == 'video' else None)
               for name, e in encoders.items()}
   keys = {e.modality for e in encoders.values()} | {'label'}
@@ -140,12 +143,13 @@ def extract(encoders: Mapping[str, Encoder], batches: Iterator[datasets.Batch],
 
 
 @functools.lru_cache(maxsize=None)
-def _forward_fn(module: nn.Module, rank: int, transform):
+def _forward_fn(module: nn.Module, modality: str, scale: on_device.Scale, transform):
   @jax.jit
   def forward(variables, x):
+    x = on_device.normalize_input(modality, x, *scale)
     if transform is not None:
       x = transform(x)
-    single = x.ndim == rank + 1
+    single = x.ndim == RANK[modality] + 1
     views = x[:, None] if single else x
     flat = views.reshape((-1,) + views.shape[2:])
     feature = module.apply(variables, flat, False)

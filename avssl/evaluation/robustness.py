@@ -21,7 +21,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from avssl.data import datasets
+from avssl.data import datasets, on_device
 from avssl.evaluation import tables
 
 FACTORS = (1, 4, 8, 16)
@@ -41,14 +41,19 @@ def degrade(video: jax.Array, factor: int) -> jax.Array:
 
 
 @functools.lru_cache(maxsize=None)
-def degrade_fn(factor: int) -> Callable[[jax.typing.ArrayLike], jax.Array]:
-  """`degrade` at a fixed factor, jitted (also a `features.extract` transform)."""
-  return jax.jit(functools.partial(degrade, factor=factor))
+def degrade_fn(factor: int, scale: on_device.Scale = (None, None)
+               ) -> Callable[[jax.typing.ArrayLike], jax.Array]:
+  """`degrade` at a fixed factor, jitted (also a `features.extract` transform). uint8 frames
+  (`config.data.normalize_on_device`) are normalised with `scale` (the data's mean and std) first:
+  the degradation acts on the network input, whichever side normalised it."""
+  return jax.jit(lambda video: degrade(on_device.normalize_input('video', video, *scale), factor))
 
 
-def degraded(batches: Iterator[datasets.Batch], factor: int) -> Iterator[datasets.Batch]:
-  """The batches with their `video` degraded; everything else untouched."""
-  fn = degrade_fn(factor)
+def degraded(batches: Iterator[datasets.Batch], factor: int,
+             scale: on_device.Scale = (None, None)) -> Iterator[datasets.Batch]:
+  """The batches with their `video` degraded (normalised first where it is uint8, with `scale`);
+  everything else untouched."""
+  fn = degrade_fn(factor, scale)
   for batch in batches:
     yield {**batch, 'video': np.asarray(fn(batch['video']))}
 
@@ -56,15 +61,17 @@ def degraded(batches: Iterator[datasets.Batch], factor: int) -> Iterator[dataset
 def curve(evaluate: Callable[[Iterator[datasets.Batch]], dict[str, float]],
           batches: Callable[[], Iterator[datasets.Batch]], factors: Sequence[int] = FACTORS,
           views: Sequence[str] = ('video', 'video + audio'),
-          baseline: Callable[[int], float] | None = None) -> dict[str, Any]:
+          baseline: Callable[[int], float] | None = None,
+          scale: on_device.Scale = (None, None)) -> dict[str, Any]:
   """NMI (mean over heads) of each view at each factor: `{'factors': [...], view: [...]}`.
 
   `evaluate` is the method's evaluation of a batch iterator, `batches()` a fresh pass over the
-  evaluation data, `baseline(factor)` (optional) the NMI of a baseline clustering at that factor.
+  evaluation data, `baseline(factor)` (optional) the NMI of a baseline clustering at that factor,
+  `scale` the data's mean and std (`on_device.scale`) for batches with uint8 video.
   """
   out: dict[str, Any] = {'factors': list(factors), 'protocol': PROTOCOL}
   for factor in factors:
-    results = evaluate(degraded(batches(), factor))
+    results = evaluate(degraded(batches(), factor, scale))
     for view in views:
       key = tables.clustering_key(view, 'nmi', 'mean')
       if key not in results:

@@ -32,6 +32,7 @@ import ml_collections
 import optax
 
 from avssl import preemption, sharding
+from avssl.data import on_device
 from avssl.evaluation import features as features_lib
 from avssl.methods import base
 from avssl.models import encoders
@@ -165,8 +166,9 @@ class Finetune(base.Method):
 
   def view_logits(self, state: TrainState, batch) -> jax.Array:
     """Eval-mode logits `[B, V, K]` of every view (V = 1 when the batch has one view per example)."""
-    return _view_logits(self.model, self.modality, state.params, state.batch_stats,
-                        batch[self.modality])
+    x = on_device.normalize_input(self.modality, batch[self.modality],
+                                  *on_device.scale(self.config.data))
+    return _view_logits(self.model, self.modality, state.params, state.batch_stats, x)
 
   def encoders(self, state: TrainState) -> dict[str, base.Encoder]:
     """`HasEncoders`: the finetuned encoder."""
@@ -182,8 +184,9 @@ class Finetune(base.Method):
       preemption.check()
       batch = sharding.to_global(batch, self.context.mesh)
       sums = jax.device_get(_batch_sums(self.model, self.modality, self.settings.aggregate,
-                                        state.params, state.batch_stats, batch[self.modality],
-                                        batch['label'], batch['mask']))
+                                        on_device.scale(self.config.data), state.params,
+                                        state.batch_stats, batch[self.modality], batch['label'],
+                                        batch['mask']))
       for key, value in sums.items():
         totals[key] = totals.get(key, 0.0) + float(value)
     count = totals.get('count', 0.0)
@@ -212,9 +215,11 @@ def _view_logits(model: nn.Module, modality: str, params, batch_stats, x: jax.Ar
 
 
 # Module-level with the (hashable, compared by value) model static, so every run and the finetuning
-# driver's restored checkpoints share one compilation per batch shape.
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _batch_sums(model: nn.Module, modality: str, aggregate: str, params, batch_stats,
-                x: jax.Array, labels: jax.Array, mask: jax.Array) -> dict[str, jax.Array]:
+# driver's restored checkpoints share one compilation per batch shape. `scale` (the data's mean and
+# std) normalises uint8 inputs here, on the device (`on_device.normalize_input`).
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _batch_sums(model: nn.Module, modality: str, aggregate: str, scale: on_device.Scale, params,
+                batch_stats, x: jax.Array, labels: jax.Array, mask: jax.Array) -> dict[str, jax.Array]:
+  x = on_device.normalize_input(modality, x, *scale)
   return view_accuracies(_view_logits(model, modality, params, batch_stats, x), labels, mask,
                          aggregate)

@@ -42,6 +42,7 @@ from absl import logging
 from avssl import config_lib, passes, sharding
 from avssl.clustering import prototypes as prototypes_lib
 from avssl.clustering import sinkhorn as sk
+from avssl.data import on_device
 from avssl.evaluation import metrics as metrics_lib
 from avssl.evaluation import tables
 from avssl.methods import base
@@ -360,6 +361,7 @@ class GOCA(base.Method):
 
     @jax.jit
     def evaluate(params, batch_stats, method_state, batch):
+      batch = on_device.normalize(batch, self.config.data)
       rows = {m: batch[m].reshape(-1, *batch[m].shape[-4:]) for m in MODALITIES}
       views = rows['video'].shape[0] // batch['mask'].shape[0]
       mask = jnp.repeat(batch['mask'], views)

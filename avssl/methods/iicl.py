@@ -47,6 +47,7 @@ from jax import lax
 
 from avssl import config_lib, optim, passes, sharding
 from avssl.clustering.kmeans import l2_normalize
+from avssl.data import on_device
 from avssl.evaluation import baselines, retrieval, tables
 from avssl.evaluation import metrics as metrics_lib
 from avssl.methods import base
@@ -309,6 +310,7 @@ class IICL(base.Method):
   def _forward_fn(self):
     @jax.jit
     def forward(params, batch_stats, batch):
+      batch = on_device.normalize(batch, self.config.data)
       views = batch['video'].shape[1] if batch['video'].ndim > _RANK['video'] else 1
       flat = {m: batch[m].reshape((-1,) + batch[m].shape[-(_RANK[m] - 1):]) for m in MODALITIES}
       outputs = self.model.apply({'params': params, 'batch_stats': batch_stats}, flat['video'],

@@ -34,6 +34,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from avssl import passes, preemption, sharding
 from avssl.clustering import alignment
 from avssl.clustering import sinkhorn as sk
+from avssl.data import on_device
 from avssl.evaluation import metrics as metrics_lib
 from avssl.evaluation import tables
 from avssl.methods import base
@@ -241,6 +242,7 @@ class SeLaVi(base.Method):
     first label update (the release's `warmup_batchnorm`, `docs/papers_and_releases.md`)."""
     @jax.jit
     def forward(params, batch_stats, batch, rng):
+      batch = on_device.normalize(batch, self.config.data)
       _, updates = self._apply({'params': params, 'batch_stats': batch_stats}, batch, train=True,
                                rngs={'dropout': rng}, mutable=['batch_stats'])
       return updates['batch_stats']
@@ -278,6 +280,7 @@ class SeLaVi(base.Method):
   def _log_prob_fn(self, heads: tuple[int, ...]):
     @jax.jit
     def forward(params, batch_stats, batch):
+      batch = on_device.normalize(batch, self.config.data)
       outputs = self._apply({'params': params, 'batch_stats': batch_stats}, batch, train=False)
       return {m: jax.nn.log_softmax(logits[jnp.asarray(heads)], axis=-1)
               for m, logits in outputs.items()}

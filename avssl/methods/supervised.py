@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from avssl import preemption, sharding
+from avssl.data import on_device
 from avssl.methods import base
 from avssl.models.small import SmallAVNet
 from avssl.train_state import TrainState
@@ -42,6 +43,7 @@ class Supervised(base.Method):
 
   @functools.partial(jax.jit, static_argnums=0)
   def _correct(self, state: TrainState, batch) -> tuple[jax.Array, jax.Array]:
+    batch = on_device.normalize(batch, self.config.data)
     logits = self.model.apply({'params': state.params, 'batch_stats': state.batch_stats},
                               batch['video'], batch['audio'], train=False)
     hits = (logits.argmax(-1) == batch['label']) * batch['mask']

@@ -62,6 +62,7 @@ from jax.sharding import PartitionSpec as P
 
 from avssl import config_lib, optim, passes, preemption, sharding
 from avssl.clustering import kmeans as kmeans_lib
+from avssl.data import on_device
 from avssl.evaluation import metrics as metrics_lib
 from avssl.methods import base
 from avssl.models import encoders
@@ -400,6 +401,7 @@ class XDC(base.Method):
   def _feature_fn(self):
     @jax.jit
     def forward(params, batch_stats, batch):
+      batch = on_device.normalize(batch, self.config.data)
       inputs, views = {}, {}
       for m in self.inputs:
         x = batch[m]
@@ -432,6 +434,7 @@ class XDC(base.Method):
   def cluster_probs(self, state: TrainState, batch: base.Batch) -> dict[str, jax.Array]:
     """`Clusters`: each head's softmax `[1, B, K]` (views of a clip averaged), named
     `<encoder>_<clustering>` (`video_audio`: the video encoder's head for the audio clusters)."""
+    batch = on_device.normalize(batch, self.config.data)
     inputs, views = {}, {}
     for m in self.inputs:
       x = batch[m]

@@ -31,7 +31,7 @@ import numpy as np
 from absl import logging
 
 from avssl import errors, files, sharding
-from avssl.data import datasets, pipeline
+from avssl.data import datasets, on_device, pipeline
 from avssl.data import splits
 from avssl.evaluation import baselines, features, probe, retrieval, robustness, tables
 from avssl.methods.base import HasEncoders, Method
@@ -107,12 +107,14 @@ def _num_classes(ctx: Context, labels: np.ndarray) -> int:
 def _features(ctx: Context, encoders: dict[str, tuple[str, str]], batches: Callable,
               pool: str | None = None, transform=None) -> dict[str, features.Features]:
   """Features of `{name: (encoder source, modality)}` from one pass of `batches()`; `pool` applies to
-  the video encoders. Random and imported encoders are initialised on the pass's first batch."""
+  the video encoders. Random and imported encoders are initialised on the pass's first batch (as the
+  network input: uint8 video and flow normalised)."""
   first = functools.cache(lambda: next(iter(batches())))
 
   def example(modality: str) -> np.ndarray:
     x = first()[modality]
-    return x[0, 0] if x.ndim == features.RANK[modality] + 2 else x[0]
+    x = x[0, 0] if x.ndim == features.RANK[modality] + 2 else x[0]
+    return np.asarray(on_device.normalize_input(modality, x, *on_device.scale(ctx.config.data)))
 
   trained = ctx.method.encoders(ctx.state) if isinstance(ctx.method, HasEncoders) else {}
   built = {}
@@ -122,7 +124,7 @@ def _features(ctx: Context, encoders: dict[str, tuple[str, str]], batches: Calla
                                            functools.partial(example, modality), trained=trained,
                                            seed=ctx.config.seed + 1)
     built[name] = features.Encoder(module, variables, modality)
-  return features.extract(built, batches(), ctx.mesh, transform)
+  return features.extract(built, batches(), ctx.mesh, transform, ctx.config.data)
 
 
 def kmeans_evaluation(ctx: Context) -> Result:
@@ -177,7 +179,8 @@ def robustness_evaluation(ctx: Context) -> Result:
 
   curve = robustness.curve(lambda b: ctx.method.evaluate(ctx.state, b),
                            ctx.data.eval_batches, settings.factors, settings.views,
-                           baseline if settings.baseline_runs else None)
+                           baseline if settings.baseline_runs else None,
+                           on_device.scale(ctx.config.data))
   meta = ctx.meta(degradation=curve['protocol'], factors=settings.factors,
                   nmi='mean over heads; k-means baseline: mean over '
                       f'{settings.baseline_runs} runs')

@@ -22,7 +22,7 @@ import numpy as np
 from absl import logging
 
 from avssl import files, passes
-from avssl.data import datasets
+from avssl.data import datasets, on_device
 from avssl.evaluation import features
 from avssl.loop import Run
 from avssl.methods import base
@@ -107,6 +107,7 @@ def predict(run: Run, batches: Iterator[datasets.Batch], *, probs: bool = False
 
   @jax.jit
   def forward(state, batch):
+    batch = on_device.normalize(batch, run.config.data)
     out = {}
     for view, p in clusters.cluster_probs(state, batch).items():
       p = jnp.swapaxes(p, 0, 1)  # [B, heads, K]

@@ -16,7 +16,7 @@ from absl import logging
 
 import avssl
 from avssl import checkpointing, config_lib, files, methods, optim, sharding, train_state
-from avssl.data import datasets
+from avssl.data import datasets, on_device
 from avssl.errors import UserError
 from avssl.loop import Run
 from avssl.methods.base import RunContext
@@ -91,8 +91,11 @@ def _assemble(config: ml_collections.ConfigDict, workdir: str, mesh: jax.shardin
   lr = optim.learning_rate(config.schedule, steps_per_epoch, total_steps)
   tx = optim.optimizer(config.optimizer, lr)
 
-  def zeros() -> Batch:  # Traced inside the init: no batch is decoded or allocated on the host.
-    return {k: jnp.zeros(s.shape, s.dtype) for k, s in example.items()}
+  def zeros() -> Batch:
+    """Traced inside the init: no batch is decoded or allocated on the host. The model sees what the
+    step gives it, float32 inputs also where the data sends uint8 (`on_device.normalize`)."""
+    return on_device.normalize({k: jnp.zeros(s.shape, s.dtype) for k, s in example.items()},
+                               config.data)
 
   def create(abstract: bool) -> tuple[TrainState, Any]:
     return train_state.create(
