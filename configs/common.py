@@ -1,8 +1,10 @@
-"""Helpers shared by the files in `configs/`: the keys every run declares and the `:tiny` shrinkers.
+"""Helpers shared by the files in `configs/`: the keys every run declares, the `:tiny` shrinkers and
+the `:accel` settings.
 
 A recipe (`selavi_vggsound.py`, `xdc_kinetics.py`, ...) states its paper's numbers itself; what is
 here holds no paper number, only the loop's and the evaluations' keys (every key a method reads
-exists, so the locked config rejects a misspelt override at start) and the CPU-test sizes.
+exists, so the locked config rejects a misspelt override at start), the CPU-test sizes and the
+precision, memory and input settings of a run on a GPU or TPU.
 """
 
 from __future__ import annotations
@@ -56,6 +58,20 @@ def model_config(*, bn_momentum: float, bn_eps: float, **fields) -> ml_collectio
   return ml_collections.ConfigDict(dict(
       **fields, bn_momentum=bn_momentum, bn_eps=bn_eps, dtype='float32', remat='none',
       remat_policy='nothing_saveable'))
+
+
+def accelerate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`:accel`, for a GPU or TPU (after `:tiny` where both are given): bfloat16 activations
+  (`model.dtype`; parameters, BatchNorm statistics and the losses stay float32, see
+  `avssl/models/common.py`), the encoders' blocks recomputed in the backward pass instead of kept
+  (`model.remat='blocks'`: the memory a paper's per-device batch needs), and video and flow sent to
+  the device as uint8 and normalised in the jitted step (`data.normalize_on_device`: a quarter of
+  the bytes from host to device). Parameters keep their shapes and dtypes, so checkpoints are those
+  of the float32 run."""
+  config.model.dtype = 'bfloat16'
+  config.model.remat = 'blocks'
+  config.data.normalize_on_device = True
+  return config
 
 
 def evaluation_config(**overrides) -> ml_collections.ConfigDict:

@@ -23,13 +23,15 @@ ESC-50's 5 folds and the averaging over them are the dataset's and XDC's (Table 
 import ml_collections
 
 from avssl import config_lib
-from configs import finetune_ucf101
+from configs import common, finetune_ucf101
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = config_lib.parse_arg(arg, tiny=False, frozen=False, records='~/records/esc50_{fold}',
-                             folds=5, init_from='runs/selavi_vggsound')
+  arg = config_lib.parse_arg(arg, tiny=False, accel=False, frozen=False,
+                             records='~/records/esc50_{fold}', folds=5,
+                             init_from='runs/selavi_vggsound')
   config = finetune_ucf101.build(modality='audio', records=arg.records, folds=arg.folds,
                                  init_from=arg.init_from, frozen=arg.frozen)
   config.data.update(dict(audio_seconds=5.0, eval_clips=1, eval_crops=1))  # The whole clip.
-  return finetune_ucf101.shrink(config) if arg.tiny else config
+  config = finetune_ucf101.shrink(config) if arg.tiny else config
+  return common.accelerate(config) if arg.accel else config

@@ -17,12 +17,14 @@ only), `tiny` (CPU-test size).
 import ml_collections
 
 from avssl import config_lib
-from configs import finetune_ucf101
+from configs import common, finetune_ucf101
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = config_lib.parse_arg(arg, tiny=False, frozen=False, records='~/records/hmdb51_{fold}',
-                             folds=3, init_from='runs/selavi_vggsound')
+  arg = config_lib.parse_arg(arg, tiny=False, accel=False, frozen=False,
+                             records='~/records/hmdb51_{fold}', folds=3,
+                             init_from='runs/selavi_vggsound')
   config = finetune_ucf101.build(modality='video', records=arg.records, folds=arg.folds,
                                  init_from=arg.init_from, frozen=arg.frozen)
-  return finetune_ucf101.shrink(config) if arg.tiny else config
+  config = finetune_ucf101.shrink(config) if arg.tiny else config
+  return common.accelerate(config) if arg.accel else config

@@ -88,8 +88,10 @@ def shrink(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = config_lib.parse_arg(arg, tiny=False, frozen=False, records='~/records/ucf101_{fold}',
-                             folds=3, init_from='runs/selavi_vggsound')
+  arg = config_lib.parse_arg(arg, tiny=False, accel=False, frozen=False,
+                             records='~/records/ucf101_{fold}', folds=3,
+                             init_from='runs/selavi_vggsound')
   config = build(modality='video', records=arg.records, folds=arg.folds, init_from=arg.init_from,
                  frozen=arg.frozen)
-  return shrink(config) if arg.tiny else config
+  config = shrink(config) if arg.tiny else config
+  return common.accelerate(config) if arg.accel else config

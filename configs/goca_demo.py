@@ -20,12 +20,13 @@ speed) is shared with one other class, so RGB and flow alone top out near R@1 = 
 import ml_collections
 
 from avssl import config_lib
-from configs import goca_ucf101
+from configs import common, goca_ucf101
 from avssl.models import encoders
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = config_lib.parse_arg(arg, tiny=False, variant='goca', records='runs/demo/records_flow')
+  arg = config_lib.parse_arg(arg, tiny=False, accel=False, variant='goca',
+                             records='runs/demo/records_flow')
   config = goca_ucf101.build(records=arg.records, backbone='r2plus1d', variant=arg.variant)
   config.total_epochs = 6.0
   config.batch_size = 32
@@ -43,4 +44,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.evaluation.kmeans.runs = 10
   config.evaluation.retrieval.update(dict(clips=4, crops=1, pool='avg'))
   config.evaluation.probe.pool = 'avg'
-  return goca_ucf101.shrink(config) if arg.tiny else config
+  config = goca_ucf101.shrink(config) if arg.tiny else config
+  return common.accelerate(config) if arg.accel else config

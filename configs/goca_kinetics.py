@@ -12,15 +12,16 @@ CPU-test size.
 import ml_collections
 
 from avssl import config_lib
-from configs import goca_ucf101
+from configs import common, goca_ucf101
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = config_lib.parse_arg(arg, tiny=False, backbone='r2plus1d', variant='goca')
+  arg = config_lib.parse_arg(arg, tiny=False, accel=False, backbone='r2plus1d', variant='goca')
   config = goca_ucf101.build(records='~/records/kinetics400', backbone=arg.backbone,
                              variant=arg.variant)
   config.evaluation.run = ('method', 'kmeans')
   if arg.tiny:
-    return goca_ucf101.shrink(config)
-  config.data.eval_split = 'val'  # Kinetics has no labelled test split; k-means runs on val.
-  return config
+    config = goca_ucf101.shrink(config)
+  else:
+    config.data.eval_split = 'val'  # Kinetics has no labelled test split; k-means runs on val.
+  return common.accelerate(config) if arg.accel else config

@@ -11,10 +11,11 @@ Pretrained on UCF101 with S3D, as Table 1 (records as for `goca_ucf101.py`):
 import ml_collections
 
 from avssl import config_lib
-from configs import goca_ucf101
+from configs import common, goca_ucf101
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = config_lib.parse_arg(arg, tiny=False, backbone='s3d')
+  arg = config_lib.parse_arg(arg, tiny=False, accel=False, backbone='s3d')
   config = goca_ucf101.build(records='~/records/ucf101_1', backbone=arg.backbone, variant='sep')
-  return goca_ucf101.shrink(config) if arg.tiny else config
+  config = goca_ucf101.shrink(config) if arg.tiny else config
+  return common.accelerate(config) if arg.accel else config

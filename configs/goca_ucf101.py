@@ -92,6 +92,7 @@ def shrink(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = config_lib.parse_arg(arg, tiny=False, backbone='r2plus1d', variant='goca')
+  arg = config_lib.parse_arg(arg, tiny=False, accel=False, backbone='r2plus1d', variant='goca')
   config = build(records='~/records/ucf101_1', backbone=arg.backbone, variant=arg.variant)
-  return shrink(config) if arg.tiny else config
+  config = shrink(config) if arg.tiny else config
+  return common.accelerate(config) if arg.accel else config

@@ -13,12 +13,13 @@ Table I's sweep: `--config.iicl.num_clusters=100` ... 800. `:tiny` is the same r
 import ml_collections
 
 from avssl import config_lib
-from configs import iicl_kinetics
+from configs import common, iicl_kinetics
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = config_lib.parse_arg(arg, tiny=False)
+  arg = config_lib.parse_arg(arg, tiny=False, accel=False)
   config = iicl_kinetics.get_config()
   config.data.dir = '~/records/audioset'
   config.iicl.num_clusters = 400  # §IV-D1, Table I: C = 400 is best.
-  return iicl_kinetics.shrink(config) if arg.tiny else config
+  config = iicl_kinetics.shrink(config) if arg.tiny else config
+  return common.accelerate(config) if arg.accel else config

@@ -30,7 +30,7 @@ VARIANTS = {'ins_clu': ('ins', 'clu'), 'ins': ('ins',), 'clu': ('clu',)}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = config_lib.parse_arg(arg, tiny=False, variant='ins_clu', depth=1,
+  arg = config_lib.parse_arg(arg, tiny=False, accel=False, variant='ins_clu', depth=1,
                              records='runs/demo/records', clusters=10)
   if arg.variant not in VARIANTS:
     raise ValueError(f'variant={arg.variant!r} is not one of {sorted(VARIANTS)}')
@@ -50,4 +50,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.evaluation.run = ('method', 'retrieval')
   config.evaluation.batch_size = 64
   config.evaluation.retrieval.clips = 3
-  return iicl_kinetics.shrink(config) if arg.tiny else config
+  config = iicl_kinetics.shrink(config) if arg.tiny else config
+  return common.accelerate(config) if arg.accel else config

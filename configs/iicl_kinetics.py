@@ -24,7 +24,7 @@ from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = config_lib.parse_arg(arg, tiny=False)
+  arg = config_lib.parse_arg(arg, tiny=False, accel=False)
   config = common.loop_config(
       batch_size=256,  # §IV-B: "the batch size is 256".
       total_epochs=600.0,  # §IV-B: 300 epochs of initialisation + 300 of co-training.
@@ -60,7 +60,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # pooled feature, 10 clips) and probes need UCF101/HMDB51 records: `evaluation.retrieval.dir`.
   config.evaluation.run = ('method', 'kmeans')
   config.evaluation.retrieval.update(dict(pool='avg', ks=(1, 5, 10, 20)))
-  return shrink(config) if arg.tiny else config
+  config = shrink(config) if arg.tiny else config
+  return common.accelerate(config) if arg.accel else config
 
 
 def shrink(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

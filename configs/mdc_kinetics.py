@@ -12,11 +12,12 @@ Records as for `configs/xdc_kinetics.py`. `:tiny` is the same run at CPU-test si
 import ml_collections
 
 from avssl import config_lib
-from configs import xdc_kinetics
+from configs import common, xdc_kinetics
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = config_lib.parse_arg(arg, tiny=False)
+  arg = config_lib.parse_arg(arg, tiny=False, accel=False)
   config = xdc_kinetics.get_config()
   config.xdc.variant = 'mdc'
-  return xdc_kinetics.shrink(config) if arg.tiny else config
+  config = xdc_kinetics.shrink(config) if arg.tiny else config
+  return common.accelerate(config) if arg.accel else config

@@ -10,11 +10,11 @@ encoders through `init_from`; new heads). AVE has about 4k videos, so the global
 import ml_collections
 
 from avssl import config_lib
-from configs import selavi_vggsound
+from configs import common, selavi_vggsound
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = config_lib.parse_arg(arg, tiny=False)
+  arg = config_lib.parse_arg(arg, tiny=False, accel=False)
   config = selavi_vggsound.get_config()
   config.data.dir = '~/records/ave'
   config.selavi.num_clusters = 28  # The release's K: AVE's 28 classes.
@@ -25,4 +25,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg.tiny:
     config = selavi_vggsound.shrink(config)
     config.init_from = ''
-  return config
+  return common.accelerate(config) if arg.accel else config

@@ -16,12 +16,12 @@ GPU use `frames=16,crop=96,batch=32`, or shrink further with `:tiny`.
 import ml_collections
 
 from avssl import config_lib
-from configs import selavi_vggsound
+from configs import common, selavi_vggsound
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = config_lib.parse_arg(arg, tiny=False, records='~/records/mine', clusters=100, heads=10,
-                             epochs=100.0, batch=64, frames=30, crop=112)
+  arg = config_lib.parse_arg(arg, tiny=False, accel=False, records='~/records/mine', clusters=100,
+                             heads=10, epochs=100.0, batch=64, frames=30, crop=112)
   config = selavi_vggsound.get_config()
   config.data.dir = arg.records
   config.selavi.num_clusters = arg.clusters
@@ -35,4 +35,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.min_resize = max(arg.crop, round(arg.crop * 128 / 112))
   config.data.max_resize = max(arg.crop, round(arg.crop * 160 / 112))
   config.data.eval_resize = arg.crop  # The release's export: frames resized to the crop's size.
-  return selavi_vggsound.shrink(config) if arg.tiny else config
+  config = selavi_vggsound.shrink(config) if arg.tiny else config
+  return common.accelerate(config) if arg.accel else config

@@ -16,7 +16,7 @@ from configs import common, selavi_vggsound
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = config_lib.parse_arg(arg, tiny=False, sela=False, records='runs/demo/records')
+  arg = config_lib.parse_arg(arg, tiny=False, accel=False, sela=False, records='runs/demo/records')
   config = selavi_vggsound.get_config()
   config.data.dir = arg.records
   config.selavi.num_clusters = 10
@@ -40,4 +40,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.selavi.modalities = ('video',)
     config.evaluation.kmeans.modalities = ('video',)
     config.evaluation.robustness.views = ('video',)
-  return selavi_vggsound.shrink(config) if arg.tiny else config
+  config = selavi_vggsound.shrink(config) if arg.tiny else config
+  return common.accelerate(config) if arg.accel else config

@@ -8,12 +8,13 @@
 import ml_collections
 
 from avssl import config_lib
-from configs import selavi_vggsound
+from configs import common, selavi_vggsound
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = config_lib.parse_arg(arg, tiny=False)
+  arg = config_lib.parse_arg(arg, tiny=False, accel=False)
   config = selavi_vggsound.get_config()
   config.data.dir = '~/records/kinetics400'
   config.selavi.num_clusters = 400  # §4 "Datasets": Kinetics-400's 400 classes.
-  return selavi_vggsound.shrink(config) if arg.tiny else config
+  config = selavi_vggsound.shrink(config) if arg.tiny else config
+  return common.accelerate(config) if arg.accel else config

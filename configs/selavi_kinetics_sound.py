@@ -13,11 +13,11 @@ epochs is this project's default, a config value.
 import ml_collections
 
 from avssl import config_lib
-from configs import selavi_vggsound
+from configs import common, selavi_vggsound
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = config_lib.parse_arg(arg, tiny=False)
+  arg = config_lib.parse_arg(arg, tiny=False, accel=False)
   config = selavi_vggsound.get_config()
   config.data.dir = '~/records/kinetics_sound'
   config.selavi.num_clusters = 32  # The release's K; §4 "Datasets" counts 34 classes.
@@ -26,4 +26,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg.tiny:
     config = selavi_vggsound.shrink(config)
     config.init_from = ''
-  return config
+  return common.accelerate(config) if arg.accel else config

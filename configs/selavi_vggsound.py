@@ -24,7 +24,7 @@ from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = config_lib.parse_arg(arg, tiny=False)
+  arg = config_lib.parse_arg(arg, tiny=False, accel=False)
   config = common.loop_config(
       batch_size=1024,  # Release: 16 clips per GPU × 64 GPUs.
       total_epochs=200.0,  # §4 "Training details": SGD for 200 epochs.
@@ -69,7 +69,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # probes need UCF101/HMDB51 records (`evaluation.retrieval.dir`, `evaluation.probe.dirs`).
   config.evaluation.run = ('method', 'kmeans', 'robustness')
   config.evaluation.num_frames = 32  # Table 4: retrieval and probes use 32-frame clips.
-  return shrink(config) if arg.tiny else config
+  config = shrink(config) if arg.tiny else config
+  return common.accelerate(config) if arg.accel else config
 
 
 def shrink(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -14,13 +14,14 @@ AudioSet-240K (Table 2's middle rows) is the same config on a 240K-video subset;
 import ml_collections
 
 from avssl import config_lib
-from configs import xdc_kinetics
+from configs import common, xdc_kinetics
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = config_lib.parse_arg(arg, tiny=False)
+  arg = config_lib.parse_arg(arg, tiny=False, accel=False)
   config = xdc_kinetics.get_config()
   config.data.dir = '~/records/audioset'
   # Table 2: after the full AudioSet (2M videos), k = 256 is best for UCF101 (84.9) and HMDB51 (48.8).
   config.xdc.num_clusters = 256
-  return xdc_kinetics.shrink(config) if arg.tiny else config
+  config = xdc_kinetics.shrink(config) if arg.tiny else config
+  return common.accelerate(config) if arg.accel else config

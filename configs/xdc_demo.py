@@ -22,7 +22,7 @@ from configs import common, xdc_kinetics
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = config_lib.parse_arg(arg, tiny=False, variant='xdc', records='runs/demo/records',
+  arg = config_lib.parse_arg(arg, tiny=False, accel=False, variant='xdc', records='runs/demo/records',
                              clusters=10)
   config = xdc_kinetics.get_config()
   config.data.dir = arg.records
@@ -35,4 +35,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Iterations of a fixed length, so that the variants' iterations line up in one table.
   config.xdc.update(dict(stop='epochs', epochs_per_iteration=2.0, holdout_fraction=0.0))
   config.schedule.base_lr = 0.1
-  return xdc_kinetics.shrink(config) if arg.tiny else config
+  config = xdc_kinetics.shrink(config) if arg.tiny else config
+  return common.accelerate(config) if arg.accel else config

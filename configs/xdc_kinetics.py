@@ -22,7 +22,7 @@ from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = config_lib.parse_arg(arg, tiny=False)
+  arg = config_lib.parse_arg(arg, tiny=False, accel=False)
   # The optimiser, batch and epochs are in the paper's supplement, which is not public: DeepCluster's
   # SGD (lr 0.05 at batch 256, momentum 0.9, weight decay 1e-5, constant), and 120 epochs, room for
   # §4.2's "5 to 6 deep clustering iterations" of up to 20 epochs each.
@@ -53,7 +53,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       name='constant', base_lr=0.05)  # DeepCluster's (above).
   config.label = common.label_config()
   config.evaluation.run = ('method', 'kmeans')  # Probes: add 'probe' and `evaluation.probe.dirs`.
-  return shrink(config) if arg.tiny else config
+  config = shrink(config) if arg.tiny else config
+  return common.accelerate(config) if arg.accel else config
 
 
 def shrink(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

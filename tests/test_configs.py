@@ -84,6 +84,29 @@ def _train_then_load_without_records(config, tmp_path):
     np.testing.assert_array_equal(loaded[key], value, err_msg=key)
 
 
+# `:accel` (`configs/common.accelerate`) in every config on records. The supervised config trains on
+# generated float32 clips with a one-convolution network (no uint8 input, no block to recompute) and
+# refuses it by name.
+ACCEL = {('model', 'dtype'): 'bfloat16', ('model', 'remat'): 'blocks',
+         ('data', 'normalize_on_device'): True}
+
+
+def test_accel_sets_bfloat16_remat_and_uint8_inputs_in_every_config_and_nothing_else():
+  for name in CONFIGS:
+    if name == 'supervised_synthetic':
+      with pytest.raises(ValueError, match="config argument 'accel' is not known"):
+        load_config(name, 'accel')
+      continue
+    for arg in ('', 'tiny'):
+      plain = load_config(name, arg)
+      assert plain.data.normalize_on_device is False, name  # The float32 inputs of every run before.
+      accel = load_config(name, ','.join(filter(None, (arg, 'accel'))))
+      for (group, key), value in ACCEL.items():
+        assert accel[group][key] == value, (name, arg, group, key)
+        accel[group][key] = plain[group][key]
+      assert accel.to_dict() == plain.to_dict(), (name, arg)  # With `:tiny` too, nothing else moves.
+
+
 def test_load_run_without_a_checkpoint_is_refused_before_anything_is_built(tmp_path):
   config = load_config('supervised_synthetic', 'tiny')
   (tmp_path / 'run.json').write_text(json.dumps(

@@ -8,11 +8,13 @@ import pathlib
 import shutil
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from avssl import checkpointing, loop, sharding
+from avssl.data import on_device
 from avssl.modes import label as label_mode, setup as setup_mode, train
 from avssl.methods import selavi
 from avssl.reporting import plots
@@ -167,27 +169,44 @@ def test_finetuning_starts_from_another_runs_encoders(avsynth_records, tmp_path)
   run.checkpointer.close()
 
 
-def test_bfloat16_activations_train_with_float32_parameters_and_loss(avsynth_records, tmp_path):
-  """`--config.model.dtype=bfloat16` (`avssl/models/common.py`): convolutions and matmuls run in
-  bfloat16, while parameters, BatchNorm statistics and the logits that the loss and Sinkhorn read
-  stay float32; the :tiny run's training steps give finite losses. (The loop's own steps, without its
-  label updates and evaluation, to stay fast; `train_and_evaluate` adds nothing dtype-specific.)"""
-  config = _tiny(avsynth_records)
-  config.model.dtype = 'bfloat16'
+def test_accel_trains_bfloat16_remat_on_uint8_inputs_with_float32_parameters_and_loss(
+    avsynth_records, tmp_path):
+  """`:tiny,accel` (`configs/common.py`): convolutions and matmuls run in bfloat16
+  (`model.dtype`, `avssl/models/common.py`) inside rematerialised blocks (`model.remat='blocks'`),
+  on video sent as uint8 and normalised in the step (`data.normalize_on_device`), while parameters,
+  BatchNorm statistics and the logits that the loss and Sinkhorn read stay float32; the model is
+  initialised from the float32 inputs, and its training steps give finite losses. (The loop's own
+  steps, without its label updates and evaluation, to stay fast; `train_and_evaluate` adds nothing
+  dtype-specific.)"""
+  config = _tiny(avsynth_records, arg='tiny,accel')
+  assert (config.model.dtype, config.model.remat, config.data.normalize_on_device) \
+      == ('bfloat16', 'blocks', True)
   run = setup_mode.setup(config, str(tmp_path))
-  batch = sharding.to_global(next(run.data.train_batches(0)), run.mesh)
+  assert run.example['video'].dtype == np.uint8 and run.example['audio'].dtype == np.float32
+  sent = sharding.to_global(next(run.data.train_batches(0)), run.mesh)
+  assert sent['video'].dtype == jnp.uint8
+  batch = on_device.normalize(sent, config.data)
   jaxpr = jax.make_jaxpr(lambda v: run.method.model.apply(v, batch['video'], batch['audio'],
                                                           train=False))(
       {'params': run.state.params, 'batch_stats': run.state.batch_stats})
-  convs = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == 'conv_general_dilated']
+  convs = [e for e in _equations(jaxpr.jaxpr) if e.primitive.name == 'conv_general_dilated']
   assert convs and all(e.invars[0].aval.dtype == jnp.bfloat16 for e in convs)
+  assert any(e.primitive.name == 'remat2' for e in _equations(jaxpr.jaxpr))  # jax.checkpoint
   assert {x.dtype for x in jax.tree.leaves(jaxpr.out_avals)} == {jnp.dtype(jnp.float32)}
 
   step, state, losses = loop.make_train_step(run), run.state, []
-  for batch in itertools.islice(run.data.train_batches(0), 3):
+  for batch in itertools.islice(run.data.train_batches(0), 2):
     state, metrics = step(state, sharding.to_global(batch, run.mesh))
     losses.append(float(metrics['loss']))
   run.checkpointer.close()
   assert np.all(np.isfinite(losses)) and losses[-1] != losses[0]
   assert {x.dtype for x in jax.tree.leaves((state.params, state.batch_stats))} \
       == {jnp.dtype(jnp.float32)}
+
+
+def _equations(jaxpr):
+  """Every equation of `jaxpr` and of the jaxprs nested in it (remat, pjit, ...)."""
+  for eqn in jaxpr.eqns:
+    yield eqn
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+      yield from _equations(sub)
