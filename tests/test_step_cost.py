@@ -2,6 +2,7 @@
 
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import REPO
@@ -30,9 +31,18 @@ def test_the_example_has_the_pipelines_shapes():
   example = pipeline.example_spec(config.data, 24000)
   assert example['video'].shape == (1, 30, 112, 112, 3)
   assert example['audio'].shape == (1, 257, 99, 1)  # SeLaVi's 1 s logfbank at 24 kHz.
+  assert example['video'].dtype == example['audio'].dtype == np.float32
   goca = step_cost.config_lib.load(f'{REPO / "configs" / "goca_ucf101"}.py:backbone=s3d')
   shapes = {k: v.shape for k, v in pipeline.example_spec(goca.data, 16000).items()}
   assert shapes['video'] == (1, 2, 32, 128, 128, 3) and shapes['flow_1'] == (1, 4, 16, 128, 128, 2)
+  # `:accel` sends video and flow as uint8 (normalised in the step); the spectrogram stays float32.
+  accel = step_cost.config_lib.load(f'{REPO / "configs" / "goca_ucf101"}.py:backbone=s3d,accel')
+  dtypes = {k: v.dtype for k, v in pipeline.example_spec(accel.data, 16000).items()}
+  assert dtypes == {'video': np.uint8, 'video_1': np.uint8, 'flow': np.uint8, 'flow_1': np.uint8,
+                    'index': np.int32, 'label': np.int32}
+  selavi = step_cost.config_lib.load(f'{REPO / "configs" / "selavi_vggsound"}.py:accel')
+  dtypes = {k: v.dtype for k, v in pipeline.example_spec(selavi.data, 24000).items()}
+  assert dtypes['video'] == np.uint8 and dtypes['audio'] == np.float32
 
 
 def test_the_fewest_devices_split_the_batch_evenly():
