@@ -278,6 +278,15 @@ def test_switch_step_from_epochs_and_ablation_settings():
   config.iicl.losses = ('ins', 'cluster')
   with pytest.raises(ValueError, match="name one or both of \\('ins', 'clu'\\)"):
     iicl.IICL(config)
+  config = _config()
+  assert iicl.IICL(config).pairwise
+  config.iicl.co_attention.reading = 'per_clip'
+  assert not iicl.IICL(config).pairwise
+  config.iicl.co_attention.update(dict(reading='pairwise', depth=0))
+  assert not iicl.IICL(config).pairwise  # No co-attention: the heads read the pooled features.
+  config.iicl.co_attention.reading = 'both'
+  with pytest.raises(ValueError, match="reading='both' is not one of \\('pairwise', 'per_clip'\\)"):
+    iicl.IICL(config)
 
 
 def test_cluster_heads_restart_at_the_switch_with_fresh_moments():

@@ -94,7 +94,8 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
       # Co-attention (§III-B): depth 1 (§IV-B); width and heads are not in the paper. Depth 0: none,
       # the heads read the pooled encoder features (an ablation). `reading`: 'pairwise' (every
       # (video, audio) pair of the batch, the default) or 'per_clip' (each clip's own pair only, an
-      # ablation). `pair_block`: pairs per block of the pairwise score matrix (memory, not results).
+      # ablation). `pair_block`: pairs per block of the pairwise score matrix (memory, not results;
+      # with `config.model.remat` other than 'none' each block is rematerialised, `pair_scores`).
       co_attention=dict(depth=1, width=512, num_heads=8, mlp_ratio=4.0, reading='pairwise',
                         pair_block=8192),
       # Table II's k-means in the instance space: k = number of classes (0), 50 runs (as GOCA §4.3).

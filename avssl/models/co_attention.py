@@ -173,9 +173,10 @@ class PairwiseCoAttention(nn.Module):
   Nv = 4·8·8 = 256 video tokens, the audio ResNet-18 on 40 × 100 log-mel Na = 2·4 = 8), in multiply-
   adds: the visual stream 2·Nv·512 (scores, mixture) + 512² (output projection) + 2·4·512² (FFN)
   = 2.62 M, the audio stream 2·Na·512 + 9·512² = 2.37 M, and the two instance heads IICL puts on every
-  pair (512 → 512 → 1024) 1.57 M: 6.56 M MAC per pair. A batch of N = 256 has N² = 65,536 pairs,
-  0.43 T MAC, 1.6 % of the video encoder's 256 × 105.8 G MAC forward (`benchmarks/step_cost.py`'s
-  hand count). The per-clip part (input, key, value and first query projections) is 0.2 % per clip.
+  pair (512 → 512 → 1024) 1.57 M: 6.56 M MAC per pair (XLA's cost analysis of the lowered forward:
+  6.59 M). A batch of N = 256 has N² = 65,536 pairs, 0.43 T MAC, 1.6 % of the video encoder's
+  256 × 105.8 G MAC forward (`benchmarks/step_cost.py`'s hand count). The per-clip part (input, key,
+  value and first query projections, 208 M MAC a clip) is 0.2 % of it.
   """
   width: int = 512
   num_heads: int = 8
