@@ -7,14 +7,17 @@ another), small encoders and clips sized for a laptop CPU.
     python -m avssl.main --config=configs/iicl_demo.py:variant=clu --workdir=runs/demo/iicl_clu
     python -m avssl.main --config=configs/iicl_demo.py:variant=ins_clu --workdir=runs/demo/iicl_ins_clu \\
         --mode=eval   # and alike for the others; --mode=label writes labels.csv (not for 'ins')
+    python -m avssl.main --config=configs/iicl_demo.py:variant=ins_clu,reading=per_clip \\
+        --workdir=runs/demo/iicl_ins_clu_per_clip   # and alike: each clip's own pair only
     python -m avssl.main --config=configs/iicl_demo.py:variant=ins_clu,depth=0 \\
         --workdir=runs/demo/iicl_ins_clu_depth0   # and alike: the same without co-attention
 
 `ins_clu`: L_ins alone for the first 4 epochs, then L_ins + 0.5·L_clu (Eq. 7); `ins`: L_ins alone,
 its clusters from k-means in the instance space; `clu`: L_clu alone from the start. `depth` is the
-number of co-attention blocks (the paper's 1; 0 for none, the heads on the pooled encoder features):
-with the paper's block these runs learn little about the classes (the README's IICL section has the
-numbers and why).
+number of co-attention blocks (the paper's 1; 0 for none, the heads on the pooled encoder features);
+`reading` which clips meet in it: `pairwise` (every video with every audio of the batch, the default)
+or `per_clip` (each clip's own pair only, whose contrast has a shortcut: the README's IICL section has
+the numbers and why).
 Each run's `eval/method.md` has Table II (NMI and accuracy per view) and, with L_ins, Table III
 (cross-modal mAP).
 The records are those of `configs/selavi_demo.py` (runs/demo/records, made by `scripts/demo.sh`).
@@ -31,6 +34,7 @@ VARIANTS = {'ins_clu': ('ins', 'clu'), 'ins': ('ins',), 'clu': ('clu',)}
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_lib.parse_arg(arg, tiny=False, accel=False, variant='ins_clu', depth=1,
+                             reading='pairwise',
                              records='runs/demo/records', clusters=10)
   if arg.variant not in VARIANTS:
     raise ValueError(f'variant={arg.variant!r} is not one of {sorted(VARIANTS)}')
@@ -43,7 +47,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.checkpoint_every_epochs = 5.0
   config.schedule.base_lr = 1e-3  # Twice the paper's 5e-4: 10 epochs here, not 600.
   common.demo_inputs(config, max_resize=56)  # No scale jitter: the paper names no augmentation.
-  config.iicl.co_attention.update(dict(depth=arg.depth, width=64, num_heads=4))
+  config.iicl.co_attention.update(dict(depth=arg.depth, width=64, num_heads=4, reading=arg.reading))
   config.iicl.losses = VARIANTS[arg.variant]
   if arg.variant == 'clu':
     config.iicl.init_epochs = 0.0

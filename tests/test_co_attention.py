@@ -1,8 +1,11 @@
-"""IICL's co-attention: token counts, order invariance over keys, softmax rows, and a sharded jit call."""
+"""IICL's co-attention: token counts, order invariance over keys, softmax rows, and a sharded jit call;
+the pairwise reading's every pair against one pair at a time, and its partner only steering the
+attention."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from avssl import sharding
 from avssl.models import co_attention
@@ -92,8 +95,9 @@ def test_attention_weights_are_softmax_rows_over_the_other_modality():
     np.testing.assert_allclose(weights.sum(axis=-1), 1.0, rtol=1e-5)
 
 
-def test_bfloat16_activations_give_float32_features():
-  model = co_attention.CoAttention(width=WIDTH, num_heads=HEADS, dtype=jnp.bfloat16)
+@pytest.mark.parametrize('kind', [co_attention.CoAttention, co_attention.PairwiseCoAttention])
+def test_bfloat16_activations_give_float32_features(kind):
+  model = kind(width=WIDTH, num_heads=HEADS, dtype=jnp.bfloat16)
   video, audio = _tokens()
   variables = model.init(jax.random.PRNGKey(0), video, audio)
   assert {x.dtype for x in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
@@ -117,3 +121,47 @@ def test_jit_on_batch_sharded_over_8_devices_matches_one_device():
   expected_v, expected_a = model.apply(variables, video, audio)
   np.testing.assert_allclose(h_v, expected_v, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(h_a, expected_a, rtol=1e-5, atol=1e-5)
+
+
+def _pairwise(depth=1):
+  model = co_attention.PairwiseCoAttention(width=WIDTH, num_heads=HEADS, depth=depth)
+  video, audio = _tokens(batch=3, seed=5)
+  return model, model.init(jax.random.PRNGKey(0), video, audio), video, audio
+
+
+@pytest.mark.parametrize('depth', [1, 2])
+def test_pairwise_every_pair_equals_one_pair_at_a_time(depth):
+  """Rows × columns through `jax.vmap` of `pair` on per-clip streams equal each (video i, audio j)
+  put through the module on its own (float32: 1e-5)."""
+  model, variables, video, audio = _pairwise(depth)
+  streams_v, streams_a = model.apply(variables, video, audio, method=model.clips)
+  pair = lambda v, a: model.apply(variables, v, a, method=model.pair)
+  grid_v, grid_a = jax.jit(jax.vmap(jax.vmap(pair, (None, 0)), (0, None)))(streams_v, streams_a)
+  assert grid_v.shape == grid_a.shape == (3, 3, WIDTH)
+  for i in range(3):
+    for j in range(3):
+      h_v, h_a = model.apply(variables, video[i:i + 1], audio[j:j + 1])
+      np.testing.assert_allclose(grid_v[i, j], h_v[0], atol=1e-5)
+      np.testing.assert_allclose(grid_a[i, j], h_a[0], atol=1e-5)
+
+
+def test_pairwise_partner_only_steers_the_attention():
+  """The visual stream of (video i, audio j) is video i's pooled token plus a mixture of video i's
+  values that audio j only weighs: when all of video i's tokens are alike, audio j changes nothing.
+  The audio stream, over audio tokens that differ, does depend on its video query."""
+  model, variables, video, audio = _pairwise()
+  flat_video = np.repeat(video[:, :1], video.shape[1], axis=1)  # Every position the same token.
+  streams_v, streams_a = model.apply(variables, flat_video, audio, method=model.clips)
+  pair = lambda v, a: model.apply(variables, v, a, method=model.pair)
+  grid_v, grid_a = jax.vmap(jax.vmap(pair, (None, 0)), (0, None))(streams_v, streams_a)
+  for j in range(1, 3):
+    np.testing.assert_allclose(grid_v[:, j], grid_v[:, 0], atol=1e-6)
+    assert not np.allclose(grid_a[1, j], grid_a[0, j], atol=1e-3)
+
+
+def test_pairwise_blocks_per_stream_per_layer():
+  _, variables, _, _ = _pairwise(depth=2)
+  assert sorted(variables['params']) == ['audio_0', 'audio_1', 'project_audio', 'project_video',
+                                         'visual_0', 'visual_1']
+  assert sorted(variables['params']['visual_0']) == ['key', 'mlp_hidden', 'mlp_out', 'norm_attention',
+                                                     'norm_mlp', 'out', 'query', 'value']

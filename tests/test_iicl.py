@@ -1,10 +1,12 @@
-"""IICL: the losses against numpy versions of Eq. 3-6, the global-batch loss on 8 devices equal to one
-device's, the two-stage switch at the configured step and a resume across it, labels.csv and the
-Table II / III evaluation."""
+"""IICL: the losses against numpy versions of Eq. 3-6 (pairwise: over explicit pairs), the global-batch
+loss on 8 devices equal to one device's, a pair's score blind to the other pairs (no shortcut), the
+two-stage switch at the configured step and a resume across it, labels.csv and the Table II / III
+evaluation."""
 
 import functools
 import shutil
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,6 +17,7 @@ from avssl import checkpointing, optim, passes, sharding
 from avssl.modes import train
 from avssl.data import datasets, synthetic
 from avssl.methods import base, iicl
+from avssl.models import co_attention
 from avssl.train_state import TrainState
 from conftest import load_config, random_like, state_leaves
 
@@ -85,13 +88,14 @@ def _config():
 
 
 @functools.lru_cache(maxsize=None)
-def _toy():
-  """The tiny method, its synthetic data and a random initial state (cached: tests share compiles)."""
+def _toy(devices=8):
+  """The tiny method on the first `devices` devices, its synthetic data and a random initial state
+  (cached: tests share compiles)."""
   config = _config()
   data = datasets.build(config.data, batch_size=config.batch_size, process_index=0,
                         process_count=1, seed=0)
-  method = iicl.IICL(config, base.RunContext(sharding.make_mesh(), data, data.steps_per_epoch,
-                                             config.total_steps))
+  mesh = sharding.make_mesh(jax.devices()[:devices])
+  method = iicl.IICL(config, base.RunContext(mesh, data, data.steps_per_epoch, config.total_steps))
   variables = random_like(jax.eval_shape(method.init_variables, jax.random.PRNGKey(0),
                                           next(data.train_batches(0))))
   tx = optim.optimizer(config.optimizer, optax.constant_schedule(5e-4))
@@ -103,8 +107,8 @@ def _toy():
 
 @functools.lru_cache(maxsize=None)
 def _jitted_loss(devices):
-  method, _, _ = _toy()
-  mesh = sharding.make_mesh(jax.devices()[:devices])
+  method, _, _ = _toy(devices)
+  mesh = method.context.mesh
   replicated = sharding.replicated(mesh)
   loss = jax.jit(method.loss, in_shardings=(replicated, replicated, sharding.batch_sharded(mesh),
                                             replicated))
@@ -112,7 +116,7 @@ def _jitted_loss(devices):
 
 
 def _loss_at(step, devices=8):
-  method, data, state = _toy()
+  method, data, state = _toy(devices)
   mesh, loss = _jitted_loss(devices)
   state = jax.device_put(state.replace(step=jnp.asarray(step, jnp.int32)),
                          sharding.replicated(mesh))
@@ -129,6 +133,124 @@ def test_global_batch_loss_on_eight_devices_equals_one_device():
     np.testing.assert_allclose(eight_metrics[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
   for a, b in zip(jax.tree.leaves(one_stats), jax.tree.leaves(eight_stats)):  # Synchronised BN.
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+def _numpy_pairwise_nce(scores, tau):
+  """Eq. 3 over explicit pair scores in float64: video i's positive s_ii against its row, audio j's
+  s_jj against its column."""
+  s = np.asarray(scores, np.float64) / tau
+  video = np.mean([-np.log(np.exp(s[i, i]) / np.exp(s[i]).sum()) for i in range(len(s))])
+  audio = np.mean([-np.log(np.exp(s[j, j]) / np.exp(s[:, j]).sum()) for j in range(len(s))])
+  return video, audio
+
+
+def test_pairwise_loss_equals_numpy_eq_3_over_explicit_pairs():
+  """The 8-device L_ins against Eq. 3 in float64 over the N² pair scores, each pair put through the
+  co-attention and the instance heads on its own; the blocked, rematerialised score matrix against
+  the same pairs (float32 on both sides: 1e-5)."""
+  method, data, state = _toy()
+  assert method.pairwise
+  _, metrics, _, _ = _loss_at(1)
+  batch = next(data.train_batches(0))
+  model, n = method.model, batch['video'].shape[0]
+
+  @jax.jit
+  def streams(params, batch_stats, video, audio):  # The loss's train-mode encoder pass.
+    (tokens_v, tokens_a), _ = model.apply({'params': params, 'batch_stats': batch_stats}, video, audio,
+                                          train=True, method=iicl.IICLModel.tokens,
+                                          mutable=['batch_stats'])
+    return model.apply({'params': params}, tokens_v, tokens_a, method=iicl.IICLModel.clips)
+
+  video, audio = streams(state.params, state.batch_stats, batch['video'], batch['audio'])
+  one_pair = jax.jit(lambda params, v, a: model.apply({'params': params}, v, a,
+                                                       method=iicl.IICLModel.pair))
+  take = lambda stream, k: jax.tree.map(lambda x: x[k], stream)
+  explicit = np.zeros((n, n))
+  for i in range(n):
+    for j in range(n):
+      z = one_pair(state.params, take(video, i), take(audio, j))
+      explicit[i, j] = float(jnp.sum(z['z_video'] * z['z_audio']))
+  ins_v, ins_a = _numpy_pairwise_nce(explicit, TAU)
+  np.testing.assert_allclose(metrics['loss_ins_video'], ins_v, rtol=1e-5)
+  np.testing.assert_allclose(metrics['loss_ins_audio'], ins_a, rtol=1e-5)
+
+  mesh = method.context.mesh  # 2 rows a device, one row a block (16 pairs), each block remat'd.
+  one_view = lambda stream: jax.tree.map(lambda x: x[:, None], stream)
+  grid = jax.jit(lambda params, v, a: iicl.pair_scores(model, params, one_view(v), one_view(a),
+                                                       mesh=mesh, pair_block=n, remat=True))
+  scores, positives = grid(state.params, *sharding.to_global((video, audio), mesh))
+  np.testing.assert_allclose(scores, explicit, atol=1e-5)
+  np.testing.assert_allclose(positives, np.diag(explicit), atol=1e-5)
+
+
+class _Tokens(nn.Module):
+  """A stand-in encoder: `[B, T, C]` tokens in, their mean and themselves out."""
+
+  @nn.compact
+  def __call__(self, x, train, return_map=False):
+    del train, return_map
+    return x.mean(axis=1), x
+
+
+@pytest.mark.parametrize('reading', iicl.READINGS)
+def test_a_pairs_score_sees_its_own_video_and_audio_only(reading):
+  """The shortcut is gone: pairwise, s_ij depends on video i and audio j alone, so giving the videos
+  other audio (shuffled: no correspondence) moves the columns of the score matrix and changes no
+  score. A positive (i, i) then carries nothing a negative (i, j) lacks: with no correspondence the
+  pairs are exchangeable, E[softmax of the positive] = 1/N, and E[L_ins] ≥ 2 log N (Jensen). Per clip,
+  the embedding of video i carries audio i, so the same shuffle changes the scores themselves."""
+  n, width = 16, 8
+  rng = np.random.default_rng(0)
+  video = rng.standard_normal((n, 5, 6)).astype(np.float32)
+  audio = rng.standard_normal((n, 3, 4)).astype(np.float32)
+  kind = co_attention.PairwiseCoAttention if reading == 'pairwise' else co_attention.CoAttention
+  model = iicl.IICLModel(_Tokens(), _Tokens(), kind(width=width, num_heads=2, mlp_ratio=1.0),
+                         ('ins',), num_clusters=2, instance_dim=width)
+  params = random_like(jax.eval_shape(functools.partial(model.init, train=False),
+                                      jax.random.PRNGKey(0), video, audio))['params']
+  mesh = sharding.make_mesh()
+  one_view = lambda stream: jax.tree.map(lambda x: x[:, None], stream)
+
+  @jax.jit
+  def scores(params, video, audio):
+    if reading == 'per_clip':
+      z = model.apply({'params': params}, video, audio, train=False)
+      return z['z_video'] @ z['z_audio'].T
+    v, a = model.apply({'params': params}, video, audio, method=iicl.IICLModel.clips)
+    return iicl.pair_scores(model, params, one_view(v), one_view(a), mesh=mesh, pair_block=n,
+                            remat=False)[0]
+
+  order = rng.permutation(n)
+  before = np.asarray(scores(params, *sharding.to_global((video, audio), mesh)))
+  after = np.asarray(scores(params, *sharding.to_global((video, audio[order]), mesh)))
+  if reading == 'pairwise':
+    np.testing.assert_allclose(after, before[:, order], atol=1e-6)
+  else:
+    assert np.abs(after - before[:, order]).max() > 1e-2
+
+
+def test_table_iii_scores_each_pair_through_the_co_attention():
+  """Table III's score of (video i, audio j) is that pair's own eval-mode forward pass, views matched
+  and averaged as in `outputs`; its diagonal is `outputs`' own-pair cosine."""
+  method, data, state = _toy()
+  state = jax.device_put(state, sharding.replicated(method.context.mesh))
+  out = method.outputs(state, data.eval_batches())
+  n = len(out['index'])
+  host_mesh = sharding.make_mesh(jax.local_devices())
+  scores = np.asarray(method._pair_scores_of(state, out['tokens_video'], out['tokens_audio'],
+                                             host_mesh))
+  assert scores.shape == (n, n)
+  np.testing.assert_allclose(np.diag(scores), np.sum(out['z_video'] * out['z_audio'], axis=1),
+                             atol=1e-5)
+  batch = next(data.eval_batches())
+  order = np.roll(np.arange(len(batch['index'])), 1)  # Video i with the audio of clip i - 1.
+  repaired = method._forward_fn()(state.params, state.batch_stats,
+                                  sharding.to_global({**batch, 'audio': batch['audio'][order]},
+                                                     method.context.mesh))
+  cosine = np.sum(np.asarray(repaired['z_video']) * np.asarray(repaired['z_audio']), axis=1)
+  rows, columns = batch['index'], batch['index'][order]
+  real = batch['mask'] > 0
+  np.testing.assert_allclose(cosine[real], scores[rows[real], columns[real]], atol=1e-5)
 
 
 def test_loss_switches_to_co_training_at_the_configured_step():
@@ -155,6 +277,15 @@ def test_switch_step_from_epochs_and_ablation_settings():
     iicl.IICL(config)
   config.iicl.losses = ('ins', 'cluster')
   with pytest.raises(ValueError, match="name one or both of \\('ins', 'clu'\\)"):
+    iicl.IICL(config)
+  config = _config()
+  assert iicl.IICL(config).pairwise
+  config.iicl.co_attention.reading = 'per_clip'
+  assert not iicl.IICL(config).pairwise
+  config.iicl.co_attention.update(dict(reading='pairwise', depth=0))
+  assert not iicl.IICL(config).pairwise  # No co-attention: the heads read the pooled features.
+  config.iicl.co_attention.reading = 'both'
+  with pytest.raises(ValueError, match="reading='both' is not one of \\('pairwise', 'per_clip'\\)"):
     iicl.IICL(config)
 
 

@@ -149,6 +149,26 @@ def test_cross_modal_map_matches_sklearn_and_eight_devices(mesh):
   assert eight == pytest.approx(one, abs=1e-7)
 
 
+def test_cross_modal_map_of_scores_ranks_rows_and_columns_as_sklearn(mesh):
+  """Pair scores that are not a product of embeddings (IICL's pairwise co-attention): video i ranks
+  the audio by row i, audio j the videos by column j, on one device and on eight (block 2)."""
+  rng = np.random.default_rng(5)
+  labels = rng.integers(0, 4, 30)
+  scores = rng.standard_normal((30, 30)).astype(np.float32) + 2 * (labels[:, None] == labels)
+  one = retrieval_lib.cross_modal_map_of_scores(scores, labels)
+  eight = retrieval_lib.cross_modal_map_of_scores(scores, labels, mesh=mesh, block_size=2)
+  for name, matrix in (('video→audio', scores), ('audio→video', scores.T)):
+    expected = np.mean([average_precision_score(labels == labels[i], matrix[i]) for i in range(30)])
+    assert one[name] == pytest.approx(expected, abs=1e-6)
+  assert eight == pytest.approx(one, abs=1e-7)
+  video = rng.standard_normal((30, 5)).astype(np.float32)
+  audio = rng.standard_normal((30, 5)).astype(np.float32)
+  assert retrieval_lib.cross_modal_map_of_scores(unit(video) @ unit(audio).T, labels) == pytest.approx(
+      retrieval_lib.cross_modal_map(video, audio, labels), abs=1e-6)
+  with pytest.raises(ValueError, match='square'):
+    retrieval_lib.cross_modal_map_of_scores(scores[:, :20], labels)
+
+
 def test_cross_modal_map_ties_as_sklearn():
   rng = np.random.default_rng(4)
   labels = rng.integers(0, 3, 24)

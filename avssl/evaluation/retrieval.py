@@ -32,7 +32,9 @@ Why the computations are built this way:
   to the lower gallery index, on any number of devices.
 - **mAP needs the full ranking, so queries are sharded instead.** Each device ranks every item of the
   other modality for a block of its own queries (one sort per query), so memory is O(block x N) per
-  device and the N x N similarity matrix never exists.
+  device and the N x N similarity matrix never exists, except where features depend on the partner
+  (IICL's pairwise co-attention): then the caller scores every pair and `cross_modal_map_of_scores`
+  ranks the rows (and the columns) of that matrix the same way.
 """
 
 from __future__ import annotations
@@ -261,17 +263,19 @@ def retrieval(train_views: Any, train_labels: Any, test_views: Any, test_labels:
 
 
 @functools.partial(jax.jit, static_argnames=('blocks', 'mesh'))
-def _average_precisions(queries: jax.Array, items: jax.Array, labels: jax.Array,
+def _average_precisions(queries: jax.Array, items: jax.Array | None, labels: jax.Array,
                         include_own_pair: jax.Array, *, blocks: int,
                         mesh: Mesh) -> tuple[jax.Array, jax.Array]:
-  """Each query's average precision over all `items`, and its number of relevant items.
+  """Each query's average precision over all N items, and its number of relevant items.
 
   `queries` are row-sharded and padded, each device holding `blocks` blocks of rows; `items` (all N) and
-  `labels` are replicated. Padded queries get garbage and are dropped by the caller.
+  `labels` are replicated. With `items` None, each row of `queries` already holds that query's N
+  similarities. Padded queries get garbage and are dropped by the caller.
   """
-  size = items.shape[0]
+  size = labels.shape[0]
+  scored = items is None
 
-  def local(queries, items, labels, include_own_pair):
+  def local(queries, labels, include_own_pair, *items):
     rows, dim = queries.shape
     block = rows // blocks
     positions = jnp.arange(size, dtype=jnp.int32)
@@ -279,7 +283,7 @@ def _average_precisions(queries: jax.Array, items: jax.Array, labels: jax.Array,
 
     def one_block(args):
       block_queries, query_index = args
-      sims = jnp.dot(block_queries, items.T, precision=_HIGHEST)
+      sims = block_queries if scored else jnp.dot(block_queries, items[0].T, precision=_HIGHEST)
       relevant = labels[jnp.minimum(query_index, size - 1)][:, None] == labels
       dropped = (query_index[:, None] == positions) & ~include_own_pair
       sims = jnp.where(dropped, -jnp.inf, sims)
@@ -300,9 +304,28 @@ def _average_precisions(queries: jax.Array, items: jax.Array, labels: jax.Array,
                                     first.reshape(blocks, block)))
     return ap.reshape(-1), count.reshape(-1)
 
-  return jax.shard_map(local, mesh=mesh, in_specs=(P(DATA_AXIS), P(), P(), P()),
-                       out_specs=(P(DATA_AXIS), P(DATA_AXIS)))(queries, items, labels,
-                                                                include_own_pair)
+  items_args = () if scored else (items,)
+  return jax.shard_map(local, mesh=mesh, in_specs=(P(DATA_AXIS), P(), P()) + (P(),) * len(items_args),
+                       out_specs=(P(DATA_AXIS), P(DATA_AXIS)))(queries, labels, include_own_pair,
+                                                                *items_args)
+
+
+def _mean_ap(queries: Any, items: jax.Array | None, labels: jax.Array, include_own_pair: bool,
+             mesh: Mesh, block_size: int) -> float:
+  """mAP of `queries` (`[N, D]` features against `items`, or `[N, N]` similarities with `items`
+  None) over the queries with a relevant item."""
+  size = labels.shape[0]
+  devices = mesh.devices.size
+  blocks, block = row_blocks(size, devices, block_size)
+  padded = pad_rows(queries, devices * blocks * block, mesh)
+  if items is not None:
+    items = jax.device_put(items, sharding.replicated(mesh))
+  ap, count = _average_precisions(padded, items, labels, jnp.asarray(include_own_pair),
+                                  blocks=blocks, mesh=mesh)
+  ap, count = np.asarray(ap)[:size], np.asarray(count)[:size]
+  if not count.any():
+    raise ValueError('no query has a relevant item: every class has a single clip')
+  return float(ap[count > 0].mean())
 
 
 def cross_modal_map(video: Any, audio: Any, labels: Any, *, include_own_pair: bool = True,
@@ -335,22 +358,38 @@ def cross_modal_map(video: Any, audio: Any, labels: Any, *, include_own_pair: bo
   size, dim = _check_matrix(video, 'video')
   if np.shape(audio) != (size, dim):
     raise ValueError(f'audio must have the shape of video {(size, dim)}, got {np.shape(audio)}')
-  labels = jnp.asarray(_check_labels(labels, 'labels', size), jnp.int32)
   mesh = mesh or sharding.make_mesh(jax.devices()[:1])
-  devices = mesh.devices.size
-  blocks, block = row_blocks(size, devices, block_size)
-  replicated = sharding.replicated(mesh)
-  labels = jax.device_put(labels, replicated)
+  labels = jax.device_put(jnp.asarray(_check_labels(labels, 'labels', size), jnp.int32),
+                          sharding.replicated(mesh))
   video = l2_normalize(jnp.asarray(video, jnp.float32))
   audio = l2_normalize(jnp.asarray(audio, jnp.float32))
+  return {'video→audio': _mean_ap(video, audio, labels, include_own_pair, mesh, block_size),
+          'audio→video': _mean_ap(audio, video, labels, include_own_pair, mesh, block_size)}
 
-  def mean_ap(queries, items):
-    padded = pad_rows(queries, devices * blocks * block, mesh)
-    ap, count = _average_precisions(padded, jax.device_put(items, replicated), labels,
-                                    jnp.asarray(include_own_pair), blocks=blocks, mesh=mesh)
-    ap, count = np.asarray(ap)[:size], np.asarray(count)[:size]
-    if not count.any():
-      raise ValueError('no query has a relevant item: every class has a single clip')
-    return float(ap[count > 0].mean())
 
-  return {'video→audio': mean_ap(video, audio), 'audio→video': mean_ap(audio, video)}
+def cross_modal_map_of_scores(scores: Any, labels: Any, *, include_own_pair: bool = True,
+                              mesh: Mesh | None = None, block_size: int = 256) -> dict[str, float]:
+  """`cross_modal_map` from a pair score matrix instead of features: video i ranks the audio by row i
+  of `scores`, audio j ranks the videos by column j.
+
+  For features that depend on the partner (IICL's pairwise co-attention), where no single embedding
+  per clip exists: the score of every (video, audio) pair is computed as a pair, and ranked here as
+  `cross_modal_map` ranks cosine similarities.
+
+  Args:
+    scores: `[N, N]`, row i from video i, column j from audio j (a `jax.Array` may stay sharded).
+    labels: `[N]` class of each clip.
+    include_own_pair, mesh, block_size: as in `cross_modal_map`.
+
+  Returns:
+    {'video→audio': mAP, 'audio→video': mAP}.
+  """
+  size, columns = _check_matrix(scores, 'scores')
+  if columns != size:
+    raise ValueError(f'scores must be square [N, N], got {np.shape(scores)}')
+  mesh = mesh or sharding.make_mesh(jax.devices()[:1])
+  labels = jax.device_put(jnp.asarray(_check_labels(labels, 'labels', size), jnp.int32),
+                          sharding.replicated(mesh))
+  scores = jnp.asarray(scores, jnp.float32)
+  return {'video→audio': _mean_ap(scores, None, labels, include_own_pair, mesh, block_size),
+          'audio→video': _mean_ap(scores.T, None, labels, include_own_pair, mesh, block_size)}
