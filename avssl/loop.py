@@ -111,7 +111,10 @@ def train(run: Run, writer: metric_writers.MetricWriter,
   pending: list[tuple[int, dict[str, jax.Array]]] = []
 
   def flush() -> None:
-    history.extend(_check_finite(pending, run.checkpointer))
+    """Fetches and checks the pending steps' metrics: where the host waits for the devices, so
+    its time is the steps' ('step')."""
+    with progress_.timed('step'):
+      history.extend(_check_finite(pending, run.checkpointer))
     pending.clear()
 
   def save(state: TrainState, step: int) -> None:
@@ -156,8 +159,7 @@ def train(run: Run, writer: metric_writers.MetricWriter,
       done = step + 1
       profiler.after(done, metrics)
       if done % log_every == 0 or done == run.total_steps:
-        with progress_.timed('step'):  # Waits for the steps dispatched since the last check.
-          flush()
+        flush()
         writer.write_scalars(done, {**_mean(history), **clock.scalars(),
                                     **progress_.report(done)})
         history = []
