@@ -70,12 +70,13 @@ class Sizes:
   sinkhorn: tuple[int, int, int]  # (heads, N, K)
   kmeans: tuple[int, int, int]  # (N, D, K)
   config_arg: str
+  encoder_dtypes: tuple[str, ...] = ('float32', 'bfloat16')
 
 
 PAPER = Sizes(batch=32, steps=10, matmul=8192, copy_bytes=2 << 30, sinkhorn=(10, 170_752, 309),
               kmeans=(1_000_000, 512, 1_000), config_arg='')
 TINY = Sizes(batch=2, steps=2, matmul=256, copy_bytes=1 << 20, sinkhorn=(2, 512, 8),
-             kmeans=(2048, 16, 8), config_arg='tiny')
+             kmeans=(2048, 16, 8), config_arg='tiny', encoder_dtypes=('bfloat16',))
 
 
 class Results:
@@ -357,7 +358,7 @@ def jax_part(results: Results, sizes: Sizes, budget_s: float, only: str = '') ->
       ('sinkhorn', lambda: sinkhorn(results, sizes)),
       ('k-means', lambda: kmeans(results, sizes)),
       *[(f'train step {v}', lambda v=v: train_step(results, sizes, v)) for v in VARIANTS],
-      *[(f'encoder {d}', lambda d=d: encoder(results, sizes, d)) for d in ('float32', 'bfloat16')],
+      *[(f'encoder {d}', lambda d=d: encoder(results, sizes, d)) for d in sizes.encoder_dtypes],
   ]
   for name, part in parts:
     if only and not any(name.startswith(prefix) for prefix in only.split(',')):
@@ -365,12 +366,14 @@ def jax_part(results: Results, sizes: Sizes, budget_s: float, only: str = '') ->
     if time.monotonic() - start > budget_s:
       results.note(f'{name}: skipped, the time budget of {budget_s:.0f} s is spent')
       continue
+    began = time.monotonic()
     try:
       part()
     except Exception as e:  # pylint: disable=broad-except  # One failed part must not lose the rest.
       traceback.print_exc()
       results.note(f'{name}: failed: {type(e).__name__}: {str(e)[:300]}')
     jax.clear_caches()
+    print(f'({name}: {time.monotonic() - began:.0f} s)', flush=True)
 
 
 # The torch part.
