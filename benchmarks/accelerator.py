@@ -71,12 +71,14 @@ class Sizes:
   kmeans: tuple[int, int, int]  # (N, D, K)
   config_arg: str
   encoder_dtypes: tuple[str, ...] = ('float32', 'bfloat16')
+  step_variants: tuple[str, ...] = tuple(VARIANTS)
 
 
 PAPER = Sizes(batch=32, steps=10, matmul=8192, copy_bytes=2 << 30, sinkhorn=(10, 170_752, 309),
               kmeans=(1_000_000, 512, 1_000), config_arg='')
 TINY = Sizes(batch=2, steps=2, matmul=256, copy_bytes=1 << 20, sinkhorn=(2, 512, 8),
-             kmeans=(2048, 16, 8), config_arg='tiny', encoder_dtypes=('bfloat16',))
+             kmeans=(2048, 16, 8), config_arg='tiny', encoder_dtypes=('bfloat16',),
+             step_variants=('float32', 'bfloat16 + remat'))
 
 
 class Results:
@@ -357,7 +359,7 @@ def jax_part(results: Results, sizes: Sizes, budget_s: float, only: str = '') ->
       ('peaks', lambda: peaks(results, sizes)),
       ('sinkhorn', lambda: sinkhorn(results, sizes)),
       ('k-means', lambda: kmeans(results, sizes)),
-      *[(f'train step {v}', lambda v=v: train_step(results, sizes, v)) for v in VARIANTS],
+      *[(f'train step {v}', lambda v=v: train_step(results, sizes, v)) for v in sizes.step_variants],
       *[(f'encoder {d}', lambda d=d: encoder(results, sizes, d)) for d in sizes.encoder_dtypes],
   ]
   for name, part in parts:
