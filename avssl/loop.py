@@ -97,16 +97,15 @@ def train(run: Run, writer: metric_writers.MetricWriter,
   config, state = run.config, run.state
   start = int(state.step)
   clock = _Clock(run, start)
+  pass_steps = frozenset(run.method.data_pass_steps())
   progress_ = progress.Progress(start_step=start, total_steps=run.total_steps,
-                                global_batch=config.batch_size,
-                                pass_steps=run.method.data_pass_steps())
+                                global_batch=config.batch_size, pass_steps=sorted(pass_steps))
   profiler = progress.Profiler(run.workdir, config.get('profile_start_step', -1),
                                config.get('profile_num_steps', 5))
   train_step = make_train_step(run)
   log_every = config_lib.steps(config, 'log_every', run.steps_per_epoch, default=1)
   eval_every = config_lib.steps(config, 'eval_every', run.steps_per_epoch)
   after_update = config.get('checkpoint_after_update', False)
-  pass_steps = frozenset(run.method.data_pass_steps())
   history: list[dict[str, float]] = []
   pending: list[tuple[int, dict[str, jax.Array]]] = []
 

@@ -190,6 +190,21 @@ def _random_batch(run, key):
   return jax.jit(draw, out_shardings=out_sharding)(key)
 
 
+def _seconds_per_step(step: Callable[[Any, Any], tuple[Any, Any]], state: Any, batch: Any,
+                      steps: int) -> tuple[float, Any]:
+  """Seconds per call of a (donating) `step(state, batch) -> (state, out)` over `steps` calls after
+  two warm-up calls, waiting for the device at both ends; and the last call's `out`."""
+  import jax  # pylint: disable=g-import-not-at-top
+  for _ in range(2):
+    state, out = step(state, batch)
+  jax.block_until_ready(out)
+  start = time.perf_counter()
+  for _ in range(steps):
+    state, out = step(state, batch)
+  jax.block_until_ready(out)
+  return (time.perf_counter() - start) / steps, out
+
+
 def train_step(results: Results, sizes: Sizes, variant: str) -> None:
   """Clips/s/device, step time, peak memory and MFU of SeLaVi's training step in `variant`."""
   import jax  # pylint: disable=g-import-not-at-top
@@ -202,15 +217,8 @@ def train_step(results: Results, sizes: Sizes, variant: str) -> None:
     compiled = loop.make_train_step(run).lower(run.state, batch).compile()
     setup_seconds = time.perf_counter() - start
     memory = compiled.memory_analysis()
-    state = run.state
-    for _ in range(2):
-      state, metrics = compiled(state, batch)
-    jax.block_until_ready(metrics)
-    start = time.perf_counter()
-    for _ in range(sizes.steps):
-      state, metrics = compiled(state, batch)
+    seconds, metrics = _seconds_per_step(compiled, run.state, batch, sizes.steps)
     loss = float(metrics['loss'])
-    seconds = (time.perf_counter() - start) / sizes.steps
   devices = jax.device_count()
   per_device = run.config.batch_size / seconds / devices
   label = f'SeLaVi VGG-Sound {variant}'
@@ -263,14 +271,7 @@ def encoder(results: Results, sizes: Sizes, dtype: str) -> None:
     updates, opt = tx.update(grads, opt, params)
     return (optax.apply_updates(params, updates), stats, opt), value
 
-  for _ in range(2):
-    state, value = step(state, video)
-  jax.block_until_ready(value)
-  start = time.perf_counter()
-  for _ in range(sizes.steps):
-    state, value = step(state, video)
-  jax.block_until_ready(value)
-  seconds = (time.perf_counter() - start) / sizes.steps
+  seconds, _ = _seconds_per_step(step, state, video, sizes.steps)
   results.row('encoder', f'avssl R(2+1)D-{depth} {dtype} (jax)', sizes.batch / seconds, 'clips/s',
               f'{sizes.batch} clips of {frames}x{size}², {seconds * 1e3:.1f} ms/step')
 
