@@ -57,7 +57,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   the same units: 5.6e-5 on the demo's 1,800 clips, 5.9e-7 on VGG-Sound's 170,752, against 1e-3 here.
   `sinkhorn_warm_start` starts each label update from the previous one's cluster potentials
   (`_log_marginals`); the release starts every solve from uniform scalings. On the SeLa demo it saves
-  3 % of the iterations and does not keep late updates under the cap (`docs/papers_and_releases.md`,
+  0.3 % of the iterations and does not keep late updates under the cap (`docs/papers_and_releases.md`,
   "Sinkhorn iterations"): the network and the sorted prior move too much between updates.
   """
   config = ml_collections.ConfigDict(dict(
@@ -427,8 +427,8 @@ def _log_marginals(marginals: jax.Array | None, num_heads: int, num_clusters: in
   than last time, but the potential belongs to the cluster, not to the prior slot: log α_k − log r_k =
   −log Σ_n β_n P_nk^λ is made of column k of the network's output, so it stays with k, and adding
   log r'_k is exactly the cluster update that the previous row scalings β make under the new
-  marginal. On the SeLa demo's solves, permuting the potentials with the prior instead took 106,256
-  iterations in all, against 102,741 this way and 106,215 from a cold start.
+  marginal. On the SeLa demo's solves, permuting the potentials with the prior instead took 108,510
+  iterations in all, against 108,205 this way and 108,568 from a cold start.
   """
   if marginals is None:
     return jnp.full((num_heads, num_clusters), -np.log(num_clusters), jnp.float32)
