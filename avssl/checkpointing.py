@@ -13,6 +13,10 @@ step is tried. Once an older step has been read, each damaged newer one is renam
 `<step>.damaged` (nothing is deleted): orbax finds steps by folder name, so it would otherwise stay the
 newest, every start would fall back again, and the retrained step could never be saved under its number.
 Nothing is renamed when no step can be read: then the cause is more likely the config than the files.
+
+A method that keeps a new array in its state (SeLaVi's Sinkhorn potentials, say) still resumes the runs
+written before it: given the state a new run starts with, a restore takes each `method_state` entry
+the checkpoint lacks from it, and says so.
 """
 
 from __future__ import annotations
@@ -99,7 +103,10 @@ class Checkpointer:
     self.every_steps = max(int(every_steps), 1)
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                            enable_async_checkpointing=True)
-    self._manager = _Manager(checkpoint_dir(workdir, directory), options=options)
+    # Handlers named up front, so that a step's metadata (which keys it holds) can be read before it.
+    handlers = {'state': ocp.StandardCheckpointHandler(), 'checksums': ocp.JsonCheckpointHandler()}
+    self._manager = _Manager(checkpoint_dir(workdir, directory), options=options,
+                             item_handlers=handlers)
 
   @property
   def directory(self) -> str:
@@ -121,14 +128,15 @@ class Checkpointer:
     return self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), checksums=ocp.args.JsonSave(checksums(state))), force=True)
 
-  def restore(self, target: TrainState, state_sharding: Any, step: int | None = None) -> TrainState:
+  def restore(self, target: TrainState, state_sharding: Any, step: int | None = None, *,
+              initial: Callable[[], TrainState] | None = None) -> TrainState:
     """Restores `step` directly into `state_sharding`, without a host copy; by default the newest
-    step that can be read (see the module docstring)."""
+    step that can be read (see the module docstring). With `initial`, the state a new run starts
+    with, each `method_state` entry that the checkpoint lacks is taken from `initial()`."""
     abstract = jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), target, state_sharding)
-    if step is not None:
-      return self._read(step, abstract)
-    return self._newest_readable(lambda s: self._read(s, abstract))
+    read = lambda s: self._read_into(s, abstract, initial)
+    return read(step) if step is not None else self._newest_readable(read)
 
   def restore_raw(self, step: int | None = None) -> Any:
     """The checkpoint of `step` (default: the newest that can be read) as saved, as host arrays, with
@@ -139,6 +147,27 @@ class Checkpointer:
     if step is not None:
       return self._read(step, None)
     return self._newest_readable(lambda s: self._read(s, None))
+
+  def _read_into(self, step: int, abstract: TrainState,
+                 initial: Callable[[], TrainState] | None) -> TrainState:
+    """`_read` into `abstract`, the method-state entries that step lacks taken from `initial()`."""
+    missing = self._missing_method_state(step, abstract) if initial is not None else []
+    if not missing or initial is None:
+      return self._read(step, abstract)
+    kept = {k: v for k, v in abstract.method_state.items() if k not in missing}
+    state = self._read(step, abstract.replace(method_state=kept))
+    logging.warning('Checkpoint %d has no %s in its method state (it was written before the method '
+                    'kept it): starting from the initial value', step, ', '.join(missing))
+    fresh = initial().method_state
+    return state.replace(method_state={**state.method_state, **{k: fresh[k] for k in missing}})
+
+  def _missing_method_state(self, step: int, abstract: TrainState) -> list[str]:
+    """The keys of `abstract`'s method state (a dict) that step `step` does not hold."""
+    if not isinstance(abstract.method_state, dict) or not abstract.method_state:
+      return []
+    saved = self._manager.item_metadata(step)['state']
+    held = saved['method_state'] if 'method_state' in saved.keys() else None
+    return sorted(set(abstract.method_state) - set(held or ()))
 
   def _read(self, step: int, abstract: Any) -> Any:
     """The state saved as `step`, its checksums verified; raises when it cannot be read or differs."""

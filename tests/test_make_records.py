@@ -81,6 +81,9 @@ def test_records_hold_the_decoded_video(tmp_path):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   (serialized,) = list(tf.data.TFRecordDataset(str(tmp_path / 'out' / 'train-00000-of-00001.tfrecord'))
                        .as_numpy_iterator())
+  # Features in key order: the same record is the same bytes in every process.
+  assert serialized == tf.train.SequenceExample.FromString(serialized).SerializeToString(
+      deterministic=True)
   record = records.read(serialized)
   assert (record.video_id, record.split, record.label_index, record.label_name) == ('a/x', 'train',
                                                                                     0, 'a')

@@ -27,13 +27,23 @@ def _tiny(records, name='selavi_vggsound', arg='tiny'):
   return config
 
 
-def test_label_updates_follow_the_prior_and_resume_identically(avsynth_records, tmp_path):
+def test_label_updates_follow_the_prior_and_resume_identically(avsynth_records, tmp_path,
+                                                               monkeypatch):
   config = _tiny(avsynth_records)  # 4 steps; label updates at steps 0 and 1.
   config.checkpoint_every_steps, config.keep_checkpoints = 1, 5
   config.profile_start_step, config.profile_num_steps = 2, 1
   method = selavi.SeLaVi(config)
   assert method.label_update_steps(4, 3) == [0, 1]
+  solves = []  # Each group's (log r, warm start) of each label update.
+  solve = selavi.sk.sinkhorn_heads
+
+  def recording(log_p, lam, **kwargs):
+    solves.append((np.log(kwargs['col_marginals']), kwargs['init_log_alphas']))
+    return solve(log_p, lam, **kwargs)
+
+  monkeypatch.setattr(selavi.sk, 'sinkhorn_heads', recording)
   uninterrupted = train.train_and_evaluate(config, str(tmp_path / 'a'))
+  monkeypatch.undo()
   # Each label update's time and throughput are logged, and the ETA and the time shares with them;
   # step 2 was traced into the workdir.
   scalars = plots.read_scalars(str(tmp_path / 'a'))
@@ -48,18 +58,34 @@ def test_label_updates_follow_the_prior_and_resume_identically(avsynth_records, 
   assert labels.shape == (58, config.selavi.num_heads) and labels.min() >= 0
   assert labels.max() < config.selavi.num_clusters
 
-  # A checkpoint holds the update of its own step (saved right after it), and says so.
+  # A checkpoint holds the update of its own step (saved right after it), and says so, with each
+  # head's cluster potentials for the next update's warm start.
   checkpointer = checkpointing.Checkpointer(str(tmp_path / 'a'), every_steps=1, keep=5)
+  potentials = []
   for step, updates in ((0, 1), (1, 2), (2, 2)):
     saved = checkpointer.restore_raw(step)
-    assert set(saved['method_state']) == {'self_labels', 'prior', 'updates', 'marginal_error'}
+    assert set(saved['method_state']) == {'self_labels', 'prior', 'updates', 'marginal_error',
+                                          'sinkhorn_potential'}
     assert int(saved['method_state']['updates']) == updates
     assert int(saved['updated_at']) == min(step, 1)
     assert float(np.max(saved['method_state']['marginal_error'])) <= config.selavi.sinkhorn_tol
+    potentials.append(saved['method_state']['sinkhorn_potential'])
   checkpointer.close()
+  assert potentials[0].shape == (config.selavi.num_heads, config.selavi.num_clusters)
+  assert np.isfinite(potentials[0]).all() and np.ptp(potentials[0], axis=1).min() > 0
+  assert not np.array_equal(potentials[0], potentials[1])
+  # The first update starts cold; the second from the first's potentials plus its own log r, each
+  # group (one head each here) from its own head's.
+  assert len(solves) == 4 and solves[0][1] is None and solves[1][1] is None
+  warm = [np.asarray(init) - log_r for log_r, init in solves[2:]]
+  matched = [int(np.abs(potentials[0] - w).max(axis=1).argmin()) for w in warm]
+  assert sorted(matched) == [0, 1]
+  for head, w in zip(matched, warm):
+    np.testing.assert_allclose(w[0], potentials[0][head], atol=1e-5)
 
-  # A run interrupted after step 2 (its checkpoint is all that is left) resumes to the same end.
-  shutil.copytree(tmp_path / 'a' / 'checkpoints' / '2', tmp_path / 'b' / 'checkpoints' / '2')
+  # A run interrupted after step 0 (its checkpoint is all that is left) resumes to the same end: its
+  # label update at step 1 starts from the potentials in that checkpoint.
+  shutil.copytree(tmp_path / 'a' / 'checkpoints' / '0', tmp_path / 'b' / 'checkpoints' / '0')
   resumed = train.train_and_evaluate(config, str(tmp_path / 'b'))
   a, b = state_leaves(uninterrupted), state_leaves(resumed)
   for key in a:

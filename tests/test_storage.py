@@ -179,8 +179,8 @@ def test_orbax_receives_the_url_unchanged(monkeypatch):
 
   class Recorder:
 
-    def __init__(self, directory, options=None):
-      del options
+    def __init__(self, directory, options=None, item_handlers=None):
+      del options, item_handlers
       seen.append(directory)
 
   # Orbax's CheckpointManager, as the Checkpointer subclasses it (without its preemption polling).

@@ -1,12 +1,14 @@
 """The shared loop: training on the sharded batch, exact resume, and the non-finite-loss guard."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from avssl import checkpointing, loop, sharding
 from avssl.modes import setup as setup_mode, train
 from avssl.data import datasets, synthetic
+from avssl.methods import supervised
 from avssl.errors import UserError
 from conftest import state_leaves
 
@@ -44,6 +46,26 @@ def test_resume_is_exact(tiny_config, tmp_path):
   assert a.keys() == b.keys()
   for key in a:
     np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_a_checkpoint_from_before_a_method_state_entry_resumes_with_its_initial_value(
+    tiny_config, tmp_path, monkeypatch):
+  """A method that starts keeping another array (as SeLaVi did its Sinkhorn potentials) resumes
+  the runs saved before: the saved entries as saved, the new one from its initial value."""
+  def method_state(*entries):
+    return lambda self, num_examples: {k: jnp.full((2,), float(i + 1))
+                                       for i, k in enumerate(entries)}
+
+  monkeypatch.setattr(supervised.Supervised, 'init_method_state', method_state('kept'))
+  stopped = tiny_config.copy_and_resolve_references()
+  stopped.total_steps = 3
+  train.train_and_evaluate(stopped, str(tmp_path))
+  monkeypatch.setattr(supervised.Supervised, 'init_method_state', method_state('kept', 'added'))
+  resumed = train.train_and_evaluate(tiny_config, str(tmp_path))
+  assert int(resumed.step) == 6
+  np.testing.assert_array_equal(resumed.method_state['kept'], [1.0, 1.0])
+  np.testing.assert_array_equal(resumed.method_state['added'], [2.0, 2.0])
+  assert not list((tmp_path / 'checkpoints').glob('*' + checkpointing.DAMAGED + '*'))
 
 
 _NAN_FROM_STEP = 4

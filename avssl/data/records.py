@@ -80,7 +80,8 @@ def encode_flow(flow: np.ndarray) -> list[bytes]:
 
 
 def serialize(record: VideoRecord, *, jpeg_quality: int = 90) -> bytes:
-  """The record as a serialized `SequenceExample`."""
+  """The record as a serialized `SequenceExample`, its features in key order (protobuf's default
+  map order differs from process to process, and so would the bytes of the same record)."""
   frames = np.asarray(record.frames, np.uint8)
   height, width = frames.shape[1:3] if frames.size else (0, 0)
   start, end = record.segment or (-1.0, -1.0)
@@ -107,7 +108,7 @@ def serialize(record: VideoRecord, *, jpeg_quality: int = 90) -> bytes:
     lists[FLOW_KEY] = tf.train.FeatureList(feature=[_bytes([b]) for b in encode_flow(record.flow)])
   example = tf.train.SequenceExample(context=tf.train.Features(feature=context),
                                      feature_lists=tf.train.FeatureLists(feature_list=lists))
-  return example.SerializeToString()
+  return example.SerializeToString(deterministic=True)
 
 
 def _context_features() -> dict[str, Any]:

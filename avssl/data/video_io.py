@@ -245,7 +245,11 @@ def write_video(path: str, frames: np.ndarray, fps: float, waveform: np.ndarray 
     stream.height, stream.width = frames.shape[1:3]
     stream.pix_fmt = 'yuv420p'
     if codec == 'libx264':
-      stream.options = {'crf': str(crf), 'preset': 'veryfast'}
+      # Without macroblock-tree rate control: with it, x264 (core 165) gave small frames such as
+      # avsynth's 64² different bytes and pixels (up to 38 levels) from one write of the same frames
+      # to the next, depending on what the process had allocated before, so two runs of
+      # make_synthetic wrote different data sets. Without it, a clip's bytes depend on its frames.
+      stream.options = {'crf': str(crf), 'preset': 'veryfast', 'x264-params': 'mbtree=0'}
     audio = None
     if waveform is not None and sample_rate is not None:
       audio = container.add_stream('aac', rate=sample_rate, layout=audio_layout)

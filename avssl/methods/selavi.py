@@ -48,7 +48,18 @@ MODALITIES = ('video', 'audio')
 
 def default_config(**overrides) -> ml_collections.ConfigDict:
   """SeLaVi's constants (paper §4 "Implementation details"; the release's,
-  `docs/papers_and_releases.md`)."""
+  `docs/papers_and_releases.md`).
+
+  The transport stops when the L1 violation of the cluster marginal, Σ_k |Σ_n Q_nk − r_k|, is at
+  most `sinkhorn_tol` (a share of the plan's unit mass, whatever N), or after `sinkhorn_max_iters`.
+  The release stops at Σ_n |β_n / β'_n − 1| ≤ 0.1, checked every 10 iterations: that sum is N times
+  the L1 violation of the *sample* marginal after the cluster update, so its tolerance is 0.1 / N in
+  the same units: 5.6e-5 on the demo's 1,800 clips, 5.9e-7 on VGG-Sound's 170,752, against 1e-3 here.
+  `sinkhorn_warm_start` starts each label update from the previous one's cluster potentials
+  (`_log_marginals`); the release starts every solve from uniform scalings. On the SeLa demo it saves
+  0.3 % of the iterations and does not keep late updates under the cap (`docs/papers_and_releases.md`,
+  "Sinkhorn iterations"): the network and the sorted prior move too much between updates.
+  """
   config = ml_collections.ConfigDict(dict(
       num_clusters=309, num_heads=10, num_groups=2, lam=20.0,
       prior='gaussian', prior_sd=0.1, prior_order='paper',
@@ -56,6 +67,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
       num_label_updates=100, schedule_power=1.5, bn_warmup_batches=20,
       modalities=MODALITIES, fusion='none',
       sinkhorn_mode='scaling', sinkhorn_tol=1e-3, sinkhorn_max_iters=2000,
+      sinkhorn_warm_start=True,
       head_hidden=512, head_dropout=0.3))
   config.update(overrides)
   return config
@@ -130,8 +142,10 @@ class SeLaVi(base.Method):
 
   def init_method_state(self, num_examples: int) -> dict[str, jax.Array]:
     """The self-label table (N × heads), the prior draws (one per head, kept for the whole run, as the
-    release does), the number of label updates done (the schedule position) and each head's final
-    cluster-marginal error in the last transport solve (how closely the sizes follow the prior)."""
+    release does), the number of label updates done (the schedule position), each head's final
+    cluster-marginal error in the last transport solve (how closely the sizes follow the prior), and
+    each head's cluster potentials from that solve (`[heads, K]`, the next solve's warm start; see
+    `_log_marginals`). All are checkpointed, so a resumed run solves exactly as an uninterrupted one."""
     s = self.settings
     key = jax.random.fold_in(jax.random.PRNGKey(self.config.seed), 0x5E1A)
     if s.prior == 'gaussian':
@@ -142,7 +156,8 @@ class SeLaVi(base.Method):
       raise ValueError(f"config.selavi.prior={s.prior!r}; use 'gaussian' or 'uniform'")
     return {'self_labels': jnp.zeros((num_examples, s.num_heads), jnp.int32), 'prior': prior,
             'updates': jnp.zeros((), jnp.int32),
-            'marginal_error': jnp.zeros((s.num_heads,), jnp.float32)}
+            'marginal_error': jnp.zeros((s.num_heads,), jnp.float32),
+            'sinkhorn_potential': jnp.zeros((s.num_heads, s.num_clusters), jnp.float32)}
 
   def loss(self, params, state: TrainState, batch, rng):
     """Eq. 1 with SeLaVi's shared label: ½ Σ_modality mean_heads CE(logits, self-label)."""
@@ -189,6 +204,8 @@ class SeLaVi(base.Method):
     order = np.random.default_rng([self.config.seed, update]).permutation(s.num_heads)
     table = state.method_state['self_labels']
     errors = state.method_state['marginal_error']
+    potentials = state.method_state['sinkhorn_potential']
+    warm = s.sinkhorn_warm_start and update > 0
     for g in range(s.num_groups):
       heads = tuple(int(h) for h in np.sort(order[g::s.num_groups]))
       batches = data.dataset_batches(augment=True, pass_seed=update * s.num_groups + g)
@@ -201,21 +218,26 @@ class SeLaVi(base.Method):
         masses = _masked_mass(log_p, mask)
         marginals = jnp.stack([sk.sorted_marginal(state.method_state['prior'][h], masses[i],
                                                   s.prior_order) for i, h in enumerate(heads)])
+      log_r = _log_marginals(marginals, len(heads), s.num_clusters)
+      rows = jnp.asarray(heads)
       result = sk.sinkhorn_heads(log_p, s.lam, col_marginals=marginals, mesh=mesh, row_mask=mask,
                                  mode=s.sinkhorn_mode, tol=s.sinkhorn_tol,
-                                 num_iters=s.sinkhorn_max_iters)
-      table = _scatter_labels(table, index, mask, jnp.asarray(heads), result.labels)
-      errors = errors.at[jnp.asarray(heads)].set(result.error)
+                                 num_iters=s.sinkhorn_max_iters,
+                                 init_log_alphas=log_r + potentials[rows] if warm else None)
+      table = _scatter_labels(table, index, mask, rows, result.labels)
+      errors = errors.at[rows].set(result.error)
+      potentials = potentials.at[rows].set(result.log_alpha - log_r)
       error = np.asarray(result.error)
-      logging.info('Label update %d, heads %s: Sinkhorn iterations %s, marginal error %s', update,
-                   heads, np.asarray(result.iterations).tolist(), np.round(error, 5).tolist())
+      logging.info('Label update %d, heads %s: Sinkhorn iterations %s (%s start), marginal error %s',
+                   update, heads, np.asarray(result.iterations).tolist(),
+                   'warm' if warm else 'cold', np.round(error, 5).tolist())
       if error.max() > s.sinkhorn_tol:
         logging.warning('Label update %d: Sinkhorn stopped at %d iterations with marginal error %.4f > '
                         'tol %g; the labels are used, but cluster sizes follow the prior only that '
                         'closely (raise config.selavi.sinkhorn_max_iters for more).', update,
                         s.sinkhorn_max_iters, float(error.max()), s.sinkhorn_tol)
     method_state = {**state.method_state, 'self_labels': table, 'marginal_error': errors,
-                    'updates': jnp.asarray(update + 1, jnp.int32)}
+                    'sinkhorn_potential': potentials, 'updates': jnp.asarray(update + 1, jnp.int32)}
     return state.replace(method_state=sharding.placed_like(method_state, state.method_state))
 
   def label_update_summary(self, state: TrainState, data) -> dict[str, float]:
@@ -395,6 +417,22 @@ def _average(log_probs: list[jax.Array]) -> jax.Array:
   for log_p in log_probs[1:]:
     total = total + log_p
   return total / len(log_probs)
+
+
+def _log_marginals(marginals: jax.Array | None, num_heads: int, num_clusters: int) -> jax.Array:
+  """log r `[heads, K]` of a group's solves: the sorted prior's, or uniform's where it is None.
+
+  The cluster potential log α of a solve is stored as log α − log r, and the next update starts from
+  log r' plus it (`sinkhorn_potential`). The sort trick may hand cluster k another prior mass r'_k
+  than last time, but the potential belongs to the cluster, not to the prior slot: log α_k − log r_k =
+  −log Σ_n β_n P_nk^λ is made of column k of the network's output, so it stays with k, and adding
+  log r'_k is exactly the cluster update that the previous row scalings β make under the new
+  marginal. On the SeLa demo's solves, permuting the potentials with the prior instead took 108,510
+  iterations in all, against 108,205 this way and 108,568 from a cold start.
+  """
+  if marginals is None:
+    return jnp.full((num_heads, num_clusters), -np.log(num_clusters), jnp.float32)
+  return jnp.log(marginals)
 
 
 @jax.jit

@@ -109,8 +109,8 @@ def _assemble(config: ml_collections.ConfigDict, workdir: str, mesh: jax.shardin
   resuming = not abstract and checkpointer.latest_step() is not None
   # A restore needs only the state's shapes and shardings: resuming compiles no init.
   state, state_sharding = create(abstract or resuming)
-  if resuming:
-    state = checkpointer.restore(state, state_sharding)
+  if resuming:  # A checkpoint from before the method kept an array: that one from the init.
+    state = checkpointer.restore(state, state_sharding, initial=lambda: create(False)[0])
     logging.info('Resuming from the checkpoint of step %d in %s', int(state.step),
                  checkpointer.directory)
   elif not abstract and config.get('init_from'):
