@@ -81,6 +81,21 @@ def test_multihead_equals_loop_of_single_heads():
                                  head_updates['batch_stats']['bn']['var'], rtol=1e-5)
 
 
+def test_hidden_zero_is_selas_linear_head_per_head_in_float64():
+  """`hidden=0` (SeLa's `top_layer`): each head is x @ W_h + b_h, nothing else (no BN, no dropout even
+  in training), against a float64 reference."""
+  x = jax.random.normal(jax.random.PRNGKey(1), (8, 32))
+  multi = heads.MultiHead(num_heads=3, num_clusters=5, hidden=0, dropout=0.3)
+  variables = multi.init({'params': jax.random.PRNGKey(0)}, x, train=False)
+  assert set(variables) == {'params'} and set(variables['params']['heads']) == {'out'}
+  out = variables['params']['heads']['out']
+  kernel, bias = np.float64(out['kernel']), np.float64(out['bias'])
+  assert kernel.shape == (3, 32, 5) and bias.shape == (3, 5)
+  expected = np.einsum('bd,hdk->hbk', np.float64(x), kernel) + bias[:, None]
+  logits = multi.apply(variables, x, train=True, rngs={'dropout': jax.random.PRNGKey(2)})
+  np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_multihead_dropout_differs_between_heads():
   x = jnp.ones((4, 8))
   multi = heads.MultiHead(num_heads=2, num_clusters=3, hidden=64, dropout=0.5)

@@ -11,8 +11,9 @@ audio head's clusters are permuted to match the video head's (modality alignment
 exactly as a linear assignment.
 
 The same module runs the paper's baselines as configurations: SeLa (frames only: `modalities=
-('video',)`, Table 3 a) and Concat (one head set on the concatenated features: `fusion='concat'`,
-Table 3 b); and the ablations of Table 3 as switches (`alignment`, `prior`, `num_groups`, `num_heads`).
+('video',)`, with SeLa's λ, uniform marginals, one group and linear heads, `head_hidden=0`; Table 3 a)
+and Concat (one head on the concatenated features: `fusion='concat'`, Table 3 b); and the ablations of
+Table 3 as switches (`alignment`, `prior`, `num_groups`).
 """
 
 from __future__ import annotations

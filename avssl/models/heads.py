@@ -31,7 +31,11 @@ def _dense(features: int, fan_in: int, norm: Norm, use_bias: bool = True,
 
 
 class MLPHead(nn.Module):
-  """SeLaVi's head: dropout -> dense(hidden, no bias) -> BN -> ReLU -> dropout -> dense(K)."""
+  """SeLaVi's head: dropout -> dense(hidden, no bias) -> BN -> ReLU -> dropout -> dense(K).
+
+  `hidden=0` is SeLa's head instead (its release's `top_layer`): one dense(K) on the pooled feature,
+  no dropout, so the SeLa baseline (SeLaVi Table 3 a) clusters with SeLa's own heads.
+  """
   num_clusters: int
   hidden: int = 512
   dropout: float = 0.3
@@ -39,6 +43,8 @@ class MLPHead(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    if not self.hidden:
+      return _dense(self.num_clusters, x.shape[-1], self.norm, name='out')(x).astype(jnp.float32)
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
     x = _dense(self.hidden, x.shape[-1], self.norm, use_bias=False, name='hidden')(x)
     x = nn.relu(self.norm(train, name='bn')(x))
