@@ -178,7 +178,7 @@ def _ordinals(distinct: Sequence[str]) -> list[float] | None:
 
 def record_ids(directory: str) -> set[str]:
   """The video ids of every split of a records folder (its `{split}.csv`)."""
-  ids = set()
+  ids: set[str] = set()
   for split in pipeline.read_manifest(directory)['splits']:
     with files.open(files.join(directory, f'{split}.csv'), newline='') as f:
       ids.update(row['video_id'] for row in csv.DictReader(f))

@@ -320,8 +320,9 @@ def factors_evaluation(ctx: Context) -> Result:
 
 def _clusterings(ctx: Context) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
   """The dataset index `[N]` and classes `[N]` of the evaluation split's videos, and their clusters
-  (`[N]`, or `[N, runs]` for k-means) by name: `<view>/head<h>` as in labels.csv, the self-labels
-  when the evaluation split is the training split, and this run's k-means rows."""
+  (`[N]`, or `[N, runs]` for k-means) by name: `<view>/head<h>` as in labels.csv (views in the
+  order of `tables.VIEWS`), the self-labels when the evaluation split is the training split, and
+  this run's k-means rows."""
   config, method = ctx.config, ctx.method
   index: np.ndarray | None = None
   truth: np.ndarray | None = None
@@ -333,8 +334,10 @@ def _clusterings(ctx: Context) -> tuple[np.ndarray, np.ndarray, dict[str, np.nda
     heads = {name[:-len('/label')]: pred[name] for name in pred if name.endswith('/label')}
     if isinstance(method, base.SelfLabels) and config.data.eval_split == config.data.train_split:
       heads.update({name: labels[index] for name, labels in method.self_labels(ctx.state).items()})
-    out = {f'{view}/head{h}': labels[:, h] for view, labels in heads.items()
-           for h in range(labels.shape[1])}
+    order = sorted(heads, key=lambda v: (tables.VIEWS.index(v) if v in tables.VIEWS
+                                         else len(tables.VIEWS), v))
+    out = {f'{view}/head{h}': heads[view][:, h] for view in order
+           for h in range(heads[view].shape[1])}
   for row, (rows, assignments) in ctx.kmeans.items():
     if index is not None and not np.array_equal(rows, index):
       raise ValueError(f'{row}: its k-means clustered other videos than the method labelled')

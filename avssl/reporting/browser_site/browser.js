@@ -125,7 +125,8 @@ function cell(row, key) {
   if (key === 'factor') {
     if (!row.best) return '–';
     const [f, v, share, kappa] = row.best;
-    return el('span', {title: `κ ${fixed(kappa)}`, text: `${factorValue(f, v)} (${percent(share)})`});
+    return el('span', {class: 'factor', title: `κ ${fixed(kappa)}`,
+                       text: `${factorValue(f, v)} (${percent(share)})`});
   }
   return percent(row[key]);
 }
@@ -316,6 +317,7 @@ async function start() {
     document.title = `${view.site.title}: clusters`;
   }
   fillSelector();
+  if (factors().length) document.querySelector('main').classList.add('factors');
   byId('previous').addEventListener('click', () => turnPage(-1));
   byId('next').addEventListener('click', () => turnPage(1));
   window.addEventListener('hashchange', () => route().catch((e) => status(e.message)));
