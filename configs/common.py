@@ -82,7 +82,11 @@ def evaluation_config(**overrides) -> ml_collections.ConfigDict:
   probes 10 clips × 3 crops of the 512-d average; k-means k = number of classes (0), 50 runs (GOCA);
   a joint "a + b" feature concatenates the normalised features (`joint='concat'`) or averages them
   (`'average'`, GOCA's "+" rows). Retrieval's "a + b" rows average the streams' normalised views.
-  `batch_size` 0 means 8 videos per device; `num_frames` 0 keeps the training clip length."""
+  `batch_size` 0 means 8 videos per device; `num_frames` 0 keeps the training clip length.
+  `factors.file`, a CSV of per-video factors (camera, date, ...), adds the nuisance report (the NMI of
+  every clustering against each factor, `avssl/evaluation/factors.py`) to `--mode=eval` and the best
+  factor of each cluster to `--mode=label`'s browser; numeric or date columns with more than
+  `max_categories` distinct values are cut into `bins` quantile bins."""
   config = ml_collections.ConfigDict(dict(
       run=('method',), batch_size=0, num_frames=0,
       kmeans=dict(encoders=('trained', 'random'), modalities=('video', 'audio', 'video + audio'),
@@ -93,7 +97,8 @@ def evaluation_config(**overrides) -> ml_collections.ConfigDict:
       probe=dict(dirs=(), modality='video', encoder='trained', clips=10, crops=3,
                  train_split='train', test_split='test', pool='avg', val_fraction=0.1,
                  group_pattern=''),
-      robustness=dict(factors=(1, 4, 8, 16), views=('video', 'video + audio'), baseline_runs=5)))
+      robustness=dict(factors=(1, 4, 8, 16), views=('video', 'video + audio'), baseline_runs=5),
+      factors=dict(file='', bins=10, max_categories=20)))
   for key, value in overrides.items():
     config[key] = value
   return config

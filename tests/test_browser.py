@@ -19,6 +19,7 @@ from playwright.sync_api import sync_playwright
 
 import avssl
 from avssl import methods
+from avssl.evaluation import factors
 from avssl.modes import label as label_mode, train
 from avssl.reporting import browser, plots
 from conftest import load_config
@@ -180,6 +181,40 @@ def test_a_label_with_a_script_tag_shows_as_text(labelled, avsynth_records, chro
   assert page.page.evaluate('document.querySelectorAll("script").length') == 1  # browser.js only.
   assert page.page.evaluate('document.querySelectorAll("img[src=x]").length') == 0
   page.close()  # No dialog opened and no console error.
+
+
+def test_each_cluster_shows_the_factor_that_best_explains_it(labelled, chromium, tmp_path):
+  """A `camera` factor that is the self-labels' own clusters explains each of them (κ 1); `noise`
+  does not. The table of clusters names the camera, the opened cluster ranks the factors and its
+  class by κ with the camera's row marked, and the summary has the NMI against each factor."""
+  labels = browser.read_labels(str(labelled / 'labels.csv'))
+  clusters = labels.clusterings['self-labels/head0']
+  noise = np.random.default_rng(0).integers(0, 2, len(clusters))
+  table = factors.Table('factors.csv', tuple(labels.video_ids), (
+      factors.discretise('camera', [f'cam{c}' for c in clusters]),
+      factors.discretise('noise', [f'n{v}' for v in noise])))
+  aligned = factors.align(table, labels.video_ids, set(labels.video_ids))
+  site = tmp_path / 'site'
+  browser.write(labels, None, str(site), factors=aligned)
+  key = _key(site, 'self-labels/head0')
+  index = _data(site, f'{key}/index')
+  cluster = index['cluster'][0]
+  page = Page(chromium, site)
+  page.open(f'#{key}/cluster-{cluster}')
+  page.open_cluster(cluster)
+  shown = page.column(1)
+  assert page.column(len(page.page.locator('#columns th').all())) == [
+      f'camera = cam{c} (100.0%)' for c in shown]
+  marked = page.page.locator('table.explained tr.best td').all_text_contents()
+  assert marked[0] == f'camera = cam{cluster}' and marked[1] == '100.0%' and marked[3] == '1.00'
+  rows = [page.page.locator('table.explained tbody tr').nth(i).locator('td').all_text_contents()
+          for i in range(3)]
+  assert sorted(r[0].split(' = ')[0] for r in rows) == ['camera', 'class', 'noise']
+  kappas = [float(r[3]) for r in rows]
+  assert kappas == sorted(kappas, reverse=True)
+  summary = page.page.locator('#summary').text_content()
+  assert 'NMI against camera 1.00, noise ' in summary
+  page.close()
 
 
 def test_400_clusters_of_200000_videos_stay_light(chromium, tmp_path):

@@ -43,19 +43,33 @@ def kmeans_quality(x: np.ndarray, labels: np.ndarray, k: int, *, runs: int = 50,
                    seed: int = 0, mesh: jax.sharding.Mesh | None = None) -> dict[str, Any]:
   """`metrics.METRICS` of `runs` k-means clusterings of `x [N, D]` (k-means++ from seeds
   seed, seed+1, ...), each as {'mean', 'std', 'runs'} over the runs; plus the count of videos."""
+  if not (labels >= 0).any():
+    raise ValueError('no video has a ground-truth label; k-means quality needs labels')
+  return {**quality(kmeans_runs(x, k, runs=runs, iters=iters, seed=seed, mesh=mesh), labels), 'k': k}
+
+
+def kmeans_runs(x: np.ndarray, k: int, *, runs: int = 50, iters: int = 50, seed: int = 0,
+                mesh: jax.sharding.Mesh | None = None) -> np.ndarray:
+  """The `[N, runs]` cluster of each video in each of `runs` k-means clusterings of `x [N, D]`
+  (k-means++ from seeds seed, seed+1, ...): scored by `quality`, and kept for the nuisance report
+  (`factors`)."""
   if runs < 1:
     raise ValueError(f'runs={runs}: at least one k-means run is needed')
+  return np.stack([np.asarray(jax.device_get(
+      kmeans_lib.kmeans(x, k, iters=iters, seed=seed + r, mesh=mesh).labels)) for r in range(runs)],
+      axis=1)
+
+
+def quality(assignments: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+  """`metrics.METRICS` of each run's clustering (`[N, runs]`) against `labels` (-1 unknown), as
+  {'mean', 'std', 'runs'} over the runs; plus the count of videos and the number of runs."""
   known = labels >= 0
   if not known.any():
     raise ValueError('no video has a ground-truth label; k-means quality needs labels')
-  scores = []
-  for r in range(runs):
-    result = kmeans_lib.kmeans(x, k, iters=iters, seed=seed + r, mesh=mesh)
-    assigned = np.asarray(jax.device_get(result.labels))
-    scores.append(metrics.cluster_metrics(labels, assigned))
+  scores = [metrics.cluster_metrics(labels, assignments[:, r]) for r in range(assignments.shape[1])]
   out: dict[str, Any] = {}
   for name in metrics.METRICS:
     values = np.array([s[name] for s in scores])
     out[name] = {'mean': float(values.mean()), 'std': float(values.std()), 'runs': values.tolist()}
-  out.update(num_videos=int(known.sum()), k=k, num_runs=runs)
+  out.update(num_videos=int(known.sum()), num_runs=len(scores))
   return out

@@ -7,10 +7,14 @@
 - `retrieval`: nearest-neighbour video retrieval, test queries against the train split (SeLaVi Table 4,
   GOCA Table 1), optionally cross-modal mAP (IICL Table III);
 - `probe`: a linear probe on frozen features, averaged over the folds given;
-- `robustness`: clustering NMI as the video is degraded (SeLaVi Fig. 2).
+- `robustness`: clustering NMI as the video is degraded (SeLaVi Fig. 2);
+- `factors`: the nuisance report, the NMI of every clustering of the evaluation split (each head of
+  each view, the self-labels, the k-means baselines of a `kmeans` evaluation run before it) against
+  the classes and against each per-video factor of `config.evaluation.factors.file`
+  (`evaluation/factors.py`); added last to the list whenever that file is given.
 
-Every evaluation scores against the videos' classes; those the records cannot score (a split without
-labels, or absent) are skipped with a logged reason before the checkpoint is read (`plan`).
+Every other evaluation scores against the videos' classes; those the records cannot score (a split
+without labels, or absent) are skipped with a logged reason before the checkpoint is read (`plan`).
 
 Each writes `eval/<name>.json` and `eval/<name>.md` (a table laid out like the paper's, under a header
 with the config, checkpoint step and protocol switches) in the workdir, and all tables are collected in
@@ -33,8 +37,10 @@ from absl import logging
 from avssl import errors, files, sharding
 from avssl.data import datasets, on_device, pipeline
 from avssl.data import splits
-from avssl.evaluation import baselines, features, probe, retrieval, robustness, tables
+from avssl.evaluation import baselines, factors, features, probe, retrieval, robustness, tables
+from avssl.methods import base
 from avssl.methods.base import HasEncoders, Method
+from avssl.modes import label
 from avssl.modes.setup import setup
 from avssl.train_state import TrainState
 
@@ -54,6 +60,9 @@ class Context:
   # Features of records passes, by what determines them (`_record_features`): retrieval and the
   # probe read the same views of the same splits with the same encoder when their settings agree.
   feature_cache: dict[tuple, features.Features] = dataclasses.field(default_factory=dict)
+  # The k-means evaluation's clusterings, by table row: (dataset index [N], clusters [N, runs]), for
+  # the nuisance report.
+  kmeans: dict[str, tuple[np.ndarray, np.ndarray]] = dataclasses.field(default_factory=dict)
 
   @property
   def host_mesh(self) -> jax.sharding.Mesh:
@@ -141,9 +150,11 @@ def kmeans_evaluation(ctx: Context) -> Result:
       labels = parts[0].labels
       k = settings.k or _num_classes(ctx, labels)
       x = baselines.video_features([p.views for p in parts], settings.normalize, settings.joint)
-      result = baselines.kmeans_quality(x, labels, k, runs=settings.runs, iters=settings.iters,
-                                        seed=settings.seed, mesh=ctx.host_mesh)
+      assignments = baselines.kmeans_runs(x, k, runs=settings.runs, iters=settings.iters,
+                                          seed=settings.seed, mesh=ctx.host_mesh)
+      result = {**baselines.quality(assignments, labels), 'k': k}
       row = f'k-means, {encoder} encoder: {name}'
+      ctx.kmeans[row] = (parts[0].index, assignments)
       rows[row] = result
       values[row] = result
       logging.info('%s: NMI %.3f ± %.3f over %d runs', row, result['nmi']['mean'],
@@ -280,9 +291,76 @@ def probe_evaluation(ctx: Context) -> Result:
                 tables.header('Linear probe', meta) + '\n' + tables.probe({name: summary}))
 
 
+def factors_evaluation(ctx: Context) -> Result:
+  """The nuisance report (`evaluation/factors.py`): one row per clustering of the evaluation split,
+  its NMI against the classes and against each factor of `config.evaluation.factors.file`, the
+  best-explaining column in bold; the table's ids that match no scored video, and the scored videos
+  without a row, counted and named."""
+  s = ctx.config.evaluation.factors
+  split = ctx.config.data.eval_split
+  table = factors.read(s.file, bins=s.bins, max_categories=s.max_categories)
+  index, truth, clusterings = _clusterings(ctx)
+  videos = ctx.data.video_table(split)
+  if videos is None:
+    raise errors.UserError('config.evaluation.factors.file: the nuisance report matches videos by '
+                           f'id, which config.data.name={ctx.config.data.name!r} has none of')
+  aligned = factors.align(table, [videos[i]['video_id'] for i in index],
+                          factors.record_ids(ctx.config.data.dir))
+  rows = factors.nmi_rows(clusterings, truth, aligned)
+  meta = ctx.meta(data=ctx.config.data.dir, split=split, videos=len(index),
+                  nmi='arithmetic normalisation, over the videos known for each column; k-means '
+                      'rows: mean ± std over runs; bold: the best column of the row',
+                  **aligned.notes())
+  values = {'rows': rows, **aligned.notes(), 'videos without a row': list(aligned.missing),
+            'rows in no split of the records': list(aligned.unknown)}
+  return Result(values, tables.header('Nuisance factors: NMI against the classes and each factor',
+                                      meta)
+                + '\n' + factors.markdown(rows, [f.name for f in aligned.factors]))
+
+
+def _clusterings(ctx: Context) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+  """The dataset index `[N]` and classes `[N]` of the evaluation split's videos, and their clusters
+  (`[N]`, or `[N, runs]` for k-means) by name: `<view>/head<h>` as in labels.csv (views in the
+  order of `tables.VIEWS`), the self-labels when the evaluation split is the training split, and
+  this run's k-means rows."""
+  config, method = ctx.config, ctx.method
+  index: np.ndarray | None = None
+  truth: np.ndarray | None = None
+  out: dict[str, np.ndarray] = {}
+  if isinstance(method, base.Clusters):
+    pred = label.cluster_predictions(method, ctx.state, config.data, ctx.mesh,
+                                     ctx.data.eval_batches())
+    index, truth = pred['index'], pred['label']
+    heads = {name[:-len('/label')]: pred[name] for name in pred if name.endswith('/label')}
+    if isinstance(method, base.SelfLabels) and config.data.eval_split == config.data.train_split:
+      heads.update({name: labels[index] for name, labels in method.self_labels(ctx.state).items()})
+    order = sorted(heads, key=lambda v: (tables.VIEWS.index(v) if v in tables.VIEWS
+                                         else len(tables.VIEWS), v))
+    out = {f'{view}/head{h}': heads[view][:, h] for view in order
+           for h in range(heads[view].shape[1])}
+  for row, (rows, assignments) in ctx.kmeans.items():
+    if index is not None and not np.array_equal(rows, index):
+      raise ValueError(f'{row}: its k-means clustered other videos than the method labelled')
+    index = rows if index is None else index
+    out[row] = assignments
+  if index is None:
+    raise errors.UserError(f'config.evaluation.factors: method {config.method!r} has no clusters; '
+                           "list 'kmeans' before 'factors' in config.evaluation.run to score its "
+                           "encoders' k-means clusters against the factors")
+  if truth is None:
+    truth = _record_labels(ctx, index)
+  return index, truth, out
+
+
+def _record_labels(ctx: Context, index: np.ndarray) -> np.ndarray:
+  """The class index of the evaluation split's videos `index` (-1 where unknown)."""
+  videos = ctx.data.video_table(ctx.config.data.eval_split) or []
+  return np.array([int(videos[i]['label_index'] or -1) for i in index], np.int64)
+
+
 EVALUATIONS: dict[str, Callable[[Context], Result]] = {
     'method': method_evaluation, 'kmeans': kmeans_evaluation, 'retrieval': retrieval_evaluation,
-    'probe': probe_evaluation, 'robustness': robustness_evaluation}
+    'probe': probe_evaluation, 'robustness': robustness_evaluation, 'factors': factors_evaluation}
 
 
 def check(names: tuple[str, ...]) -> None:
@@ -292,14 +370,21 @@ def check(names: tuple[str, ...]) -> None:
 
 
 def plan(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """The evaluations of `config.evaluation.run` that the records allow, logging why each other one is
-  skipped; none at all is an error naming the reasons."""
-  check(tuple(config.evaluation.run))
-  reasons = {name: _unscorable(config, name) for name in config.evaluation.run}
+  """The evaluations of `config.evaluation.run` (and `factors`, last, when a factors file is given)
+  that the records allow, logging why each other one is skipped; none at all is an error naming the
+  reasons."""
+  names = tuple(config.evaluation.run)
+  check(names)
+  if config.evaluation.factors.file and 'factors' not in names:
+    names += ('factors',)
+  reasons = {name: _unscorable(config, name) for name in names}
   for name, reason in reasons.items():
     if reason:
       logging.warning('Skipping evaluation %r: %s', name, reason)
   runnable = tuple(name for name, reason in reasons.items() if not reason)
+  if 'factors' in runnable:  # A table to fix is reported before the checkpoint is read.
+    factors.read(config.evaluation.factors.file, bins=config.evaluation.factors.bins,
+                 max_categories=config.evaluation.factors.max_categories)
   if not runnable:
     raise errors.UserError('--mode=eval: none of config.evaluation.run can be scored: '
                      + '; '.join(f'{n}: {r}' for n, r in reasons.items()))
@@ -310,6 +395,11 @@ def _unscorable(config: ml_collections.ConfigDict, name: str) -> str | None:
   """Why evaluation `name` cannot score the records it reads (None if it can): each split it reads
   must hold labelled videos. Other data sources (synthetic) are always labelled."""
   data, settings = config.data, config.evaluation
+  if name == 'factors':
+    if not settings.factors.file:
+      return 'config.evaluation.factors.file names no factors table'
+    # Matched by video id; the classes are one column among the factors, and may be unknown.
+    return None if data.name == 'records' else 'only records have the video ids factors are matched by'
   if data.name != 'records':
     return None
   reads = [(data.dir, data.eval_split)]

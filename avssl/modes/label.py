@@ -23,11 +23,12 @@ from absl import logging
 
 from avssl import files, passes
 from avssl.data import datasets, on_device
-from avssl.evaluation import features
+from avssl.evaluation import factors, features
 from avssl.loop import Run
 from avssl.methods import base
 from avssl.modes.setup import setup
 from avssl.reporting import browser, plots, ranking
+from avssl.train_state import TrainState
 
 
 def label(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -90,26 +91,49 @@ def write_labels(run: Run) -> str:
     ranking.write_cluster_ranking(
         {name: ranking.rank_clusters(labels.truth, clusters, class_names)
          for name, clusters in labels.clusterings.items()}, run.workdir)
-  browser.write(labels, config.label.get('dir') or config.data.dir,
-                files.join(run.workdir, 'browser'),
-                title=os.path.basename(run.workdir.rstrip('/')))
+  records_dir = config.label.get('dir') or config.data.dir
+  browser.write(labels, records_dir, files.join(run.workdir, 'browser'),
+                title=os.path.basename(run.workdir.rstrip('/')),
+                factors=read_factors(config, labels.video_ids, records_dir))
   prior = method.cluster_prior(run.state) if isinstance(method, base.ClusterPrior) else None
   plots.write(run.workdir, labels, prior, int(run.state.step))
   return path
+
+
+def read_factors(config: ml_collections.ConfigDict, video_ids: list[str],
+                 records_dir: str) -> factors.Aligned | None:
+  """The factors table `config.evaluation.factors.file` for `video_ids` (None without one), for the
+  browser to name the factor that best explains each cluster (`avssl/evaluation/factors.py`)."""
+  settings = config.evaluation.get('factors')  # A run of an earlier version has no such key.
+  if not settings or not settings.file:
+    return None
+  table = factors.read(settings.file, bins=settings.bins, max_categories=settings.max_categories)
+  return factors.align(table, video_ids, factors.record_ids(records_dir))
 
 
 def predict(run: Run, batches: Iterator[datasets.Batch], *, probs: bool = False
             ) -> dict[str, np.ndarray]:
   """Each view's cluster `{view}/label` and its probability `{view}/confidence` (`[N, heads]`, and
   with `probs` the distributions `{view}/probs`, `[N, heads, K]`) of every clip of `batches`, with
-  their `index`, on the host in dataset-index order. `batches` may be any records' (new videos)."""
-  clusters = _require_clusters(run)
+  their `index` and class `label`, on the host in dataset-index order. `batches` may be any
+  records' (new videos)."""
+  _require_clusters(run)
+  return cluster_predictions(run.method, run.state, run.config.data, run.mesh, batches, probs=probs)
+
+
+def cluster_predictions(method: base.Method, state: TrainState, data: ml_collections.ConfigDict,
+                        mesh: jax.sharding.Mesh, batches: Iterator[datasets.Batch], *,
+                        probs: bool = False) -> dict[str, np.ndarray]:
+  """`predict` for a `method` that implements `base.Clusters` (`data`: the run's data config, for
+  the on-device normalisation), outside a `Run` (`--mode=eval`'s nuisance report)."""
+  if not isinstance(method, base.Clusters):
+    raise TypeError(f'{type(method).__name__} implements no methods.base.Clusters')
 
   @jax.jit
   def forward(state, batch):
-    batch = on_device.normalize(batch, run.config.data)
-    out = {}
-    for view, p in clusters.cluster_probs(state, batch).items():
+    out = {'label': batch['label']}
+    batch = on_device.normalize(batch, data)
+    for view, p in method.cluster_probs(state, batch).items():
       p = jnp.swapaxes(p, 0, 1)  # [B, heads, K]
       out[f'{view}/label'] = jnp.argmax(p, axis=-1)
       out[f'{view}/confidence'] = jnp.max(p, axis=-1)
@@ -117,8 +141,8 @@ def predict(run: Run, batches: Iterator[datasets.Batch], *, probs: bool = False
         out[f'{view}/probs'] = p
     return out
 
-  return passes.ordered_pass(lambda batch: forward(run.state, batch), batches, run.mesh,
-                             keys=(*run.method.inputs, 'label'), name='labels')
+  return passes.ordered_pass(lambda batch: forward(state, batch), batches, mesh,
+                             keys=(*method.inputs, 'label'), name='labels')
 
 
 def _require_clusters(run: Run) -> base.Clusters:

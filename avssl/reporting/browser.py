@@ -17,6 +17,11 @@ server or network:
 - `media/`: for each sampled video, a strip of frames (JPEG) and an audio snippet (WAV), written once
   however many clusterings show the video.
 
+Given a factors table (`avssl/evaluation/factors.py`: camera, date, uploader... per video), each
+clustering's NMI against every factor joins its NMI against the classes, the table of clusters gets
+the factor that best explains each one (its majority value and share), and an opened cluster lists
+every factor and its class by chance-corrected purity κ, so that a cluster of one camera shows as such.
+
 The site is built in a local folder and then put in place, so a reader never sees half of one: a
 local site is renamed over the old one; a site at a URL (`gs://`) replaces the old one file by file
 with `index.html` last, so the page appears only when everything it loads is there.
@@ -46,6 +51,7 @@ from absl import logging
 
 from avssl import files
 from avssl.data import pipeline, records
+from avssl.evaluation import factors as factors_lib
 from avssl.evaluation import metrics as metrics_lib
 
 #: The view listed first in the head selector: SeLaVi's labels from both modalities (Eq. 6).
@@ -123,7 +129,7 @@ def read_labels(path: str) -> Labels:
 
 
 def write(labels: Labels, records_dir: str | None, output_dir: str, *, title: str = '',
-          members_per_cluster: int = 8) -> str:
+          members_per_cluster: int = 8, factors: factors_lib.Aligned | None = None) -> str:
   """Writes the site for `labels` to `output_dir` (replacing any earlier one); returns its index.html.
 
   Args:
@@ -134,13 +140,14 @@ def write(labels: Labels, records_dir: str | None, output_dir: str, *, title: st
     title: shown in the page's heading (e.g. the run's name).
     members_per_cluster: how many members each cluster shows: half the most confident, half the least
       (a seeded random sample for clusterings without confidences, such as the self-labels).
+    factors: per-video factors aligned with `labels`' rows (`factors.align`), or None.
   """
   with tempfile.TemporaryDirectory(prefix='avssl-browser-') as scratch:
     # Beside a local output_dir, so that the finished site is renamed (not copied) into place.
     tmp = os.path.join(scratch, 'site') if files.is_url(output_dir) else f'{output_dir}.tmp'
     files.rmtree(tmp)
     try:
-      num_media = _build(labels, records_dir, tmp, title, members_per_cluster)
+      num_media = _build(labels, records_dir, tmp, title, members_per_cluster, factors)
       (_upload if files.is_url(output_dir) else _swap)(tmp, output_dir)
     finally:
       files.rmtree(tmp)
@@ -150,7 +157,7 @@ def write(labels: Labels, records_dir: str | None, output_dir: str, *, title: st
 
 
 def _build(labels: Labels, records_dir: str | None, site: str, title: str,
-           members_per_cluster: int) -> int:
+           members_per_cluster: int, factors: factors_lib.Aligned | None) -> int:
   """Writes the whole site into the new folder `site`; returns how many videos got media."""
   files.makedirs(os.path.join(site, 'data'))
   for name in SITE_FILES:
@@ -159,9 +166,10 @@ def _build(labels: Labels, records_dir: str | None, site: str, title: str,
                            members_per_cluster) for name in labels.clusterings}
   rows = sorted({r for sample in samples.values() for members in sample.values() for r, _ in members})
   media = _write_media([labels.video_ids[r] for r in rows], records_dir, site) if records_dir else {}
-  _write_data(site, 'site', _site(labels, title, members_per_cluster, len(media)))
+  factor_list = factors.factors if factors else ()
+  _write_data(site, 'site', _site(labels, title, members_per_cluster, len(media), factors))
   for i, name in enumerate(labels.clusterings):
-    _write_clustering(site, f'h{i}', labels, name, samples[name], media)
+    _write_clustering(site, f'h{i}', labels, name, samples[name], media, factor_list)
   return len(media)
 
 
@@ -198,8 +206,10 @@ def _write_data(site: str, key: str, value: Any) -> None:
 # What the site shows.
 
 
-def _site(labels: Labels, title: str, members_per_cluster: int, num_media: int) -> dict[str, Any]:
-  """The site's header data: the clusterings (with their agreement with the ground truth) and classes."""
+def _site(labels: Labels, title: str, members_per_cluster: int, num_media: int,
+          factors: factors_lib.Aligned | None) -> dict[str, Any]:
+  """The site's header data: the clusterings (with their agreement with the ground truth and the
+  factors), the classes and the factors."""
   has_truth = bool((labels.truth >= 0).any())
   clusterings = []
   for i, (name, clusters) in enumerate(labels.clusterings.items()):
@@ -212,24 +222,33 @@ def _site(labels: Labels, title: str, members_per_cluster: int, num_media: int) 
       entry.update(nmi=_round(metrics_lib.nmi(labels.truth, clusters)),
                    ari=_round(metrics_lib.ari(labels.truth, clusters)),
                    purity=_round(metrics_lib.purity(labels.truth, clusters)))
+    if factors:
+      entry['factor_nmi'] = [None if (v := factors_lib.nmi(f.codes, clusters)) is None else _round(v)
+                             for f in factors.factors]
     clusterings.append(entry)
   return {'title': title, 'videos': len(labels.video_ids), 'truth': has_truth,
           'labelled': int((labels.truth >= 0).sum()), 'classes': labels.classes,
           'clusterings': clusterings, 'members_per_cluster': members_per_cluster,
-          'media': num_media}
+          'media': num_media,
+          'factors': [{'name': f.name, 'values': list(f.values)} for f in factors.factors]
+                     if factors else [],
+          'factor_notes': {k: str(v) for k, v in factors.notes().items()} if factors else {}}
 
 
 def _write_clustering(site: str, key: str, labels: Labels, name: str,
-                      sample: dict[int, list[tuple[int, str]]], media: dict[str, dict[str, str]]
-                      ) -> None:
+                      sample: dict[int, list[tuple[int, str]]], media: dict[str, dict[str, str]],
+                      factors: tuple[factors_lib.Factor, ...]) -> None:
   """`data/<key>/index.js` (a table of the clusters, column by column) and one file per cluster."""
   clusters = labels.clusterings[name]
   confidence = labels.confidences.get(name)
   stats = _cluster_stats(clusters, labels.truth, len(labels.classes), confidence)
-  _write_data(site, f'{key}/index', {
-      'cluster': stats['cluster'].tolist(), 'size': stats['size'].tolist(),
-      'entropy': _rounded(stats['entropy']), 'purity': _rounded(stats['purity']),
-      'confidence': _rounded(stats['confidence']), 'top': stats['top'].tolist()})
+  explained = _explained(clusters, labels.truth, len(labels.classes), factors)
+  index = {'cluster': stats['cluster'].tolist(), 'size': stats['size'].tolist(),
+           'entropy': _rounded(stats['entropy']), 'purity': _rounded(stats['purity']),
+           'confidence': _rounded(stats['confidence']), 'top': stats['top'].tolist()}
+  if factors:
+    index['best'] = [_best_factor(rows) for rows in explained]
+  _write_data(site, f'{key}/index', index)
   for row, cluster in enumerate(stats['cluster']):
     members = [_member(labels, r, kind, confidence, media) for r, kind in sample[int(cluster)]]
     _write_data(site, f'{key}/cluster-{cluster}', {
@@ -237,7 +256,35 @@ def _write_clustering(site: str, key: str, labels: Labels, name: str,
         'entropy': _round(stats['entropy'][row]), 'purity': _round(stats['purity'][row]),
         'confidence': _round(stats['confidence'][row]),
         'labelled': int(stats['counts'][row].sum()),
-        'classes': _distribution(stats['counts'][row]), 'members': members})
+        'classes': _distribution(stats['counts'][row]), 'members': members,
+        'explained': explained[row]})
+
+
+def _explained(clusters: np.ndarray, truth: np.ndarray, num_classes: int,
+               factors: tuple[factors_lib.Factor, ...]) -> list[list[dict[str, Any]]]:
+  """Per cluster (in `np.unique` order), the majority value of the classes (`factor` -1) and of
+  each factor (its position) with its share of the cluster, its share of all videos and κ
+  (`factors.majority`), best κ first; empty without factors."""
+  if not factors:
+    return [[] for _ in np.unique(clusters)]
+  columns = [(-1, truth, num_classes)] if num_classes else []
+  columns += [(i, f.codes, len(f.values)) for i, f in enumerate(factors)]
+  found = [(i, factors_lib.majority(clusters, codes, size)) for i, codes, size in columns if size]
+  out = []
+  for row in range(len(np.unique(clusters))):
+    entries = [{'factor': i, 'value': int(m.value[row]), 'share': _round(m.share[row]),
+                'base': _round(m.base[row]), 'kappa': _round(m.kappa[row]),
+                'known': int(m.known[row])} for i, m in found if m.known[row]]
+    out.append(sorted(entries, key=lambda e: math.inf if e['kappa'] is None else -e['kappa']))
+  return out
+
+
+def _best_factor(entries: list[dict[str, Any]]) -> list[Any] | None:
+  """[factor, value, share, κ] of the factor (not the classes) with the highest κ, if above 0."""
+  for e in entries:
+    if e['factor'] >= 0 and e['kappa'] is not None and e['kappa'] > 0:
+      return [e['factor'], e['value'], e['share'], e['kappa']]
+  return None
 
 
 def _cluster_stats(clusters: np.ndarray, truth: np.ndarray, num_classes: int,

@@ -44,7 +44,8 @@ const PAGE_SIZE = 50;
 const SVG = 'http://www.w3.org/2000/svg';
 const KINDS = {most: 'most confident', least: 'least confident', sample: 'random member'};
 // Sort directions a column starts with: small entropy and large everything else first.
-const FIRST_DESCENDING = {cluster: false, size: true, entropy: false, purity: true, confidence: true};
+const FIRST_DESCENDING = {cluster: false, size: true, entropy: false, purity: true, confidence: true,
+                          factor: true};
 
 const view = {site: null, key: null, rows: [], sort: null, page: 0, cluster: null};
 
@@ -53,6 +54,10 @@ const percent = (x) => (x === null ? '–' : `${(100 * x).toFixed(1)}%`);
 const fixed = (x) => (x === null ? '–' : x.toFixed(2));
 const number = (n) => n.toLocaleString('en');
 const className = (i) => (i >= 0 ? view.site.classes[i] : 'other classes');
+const factors = () => view.site.factors || [];
+/** `name = value` of factor `f` (its position; -1: the classes). */
+const factorValue = (f, v) => (f < 0 ? `class = ${view.site.classes[v]}`
+                                     : `${factors()[f].name} = ${factors()[f].values[v]}`);
 
 /** An element with attributes (text: its textContent) and children (strings become text nodes). */
 function el(tag, attributes = {}, ...children) {
@@ -108,6 +113,7 @@ function columns() {
   }
   if (clustering().confidence) list.push({key: 'confidence', title: 'Confidence'});
   if (view.site.truth) list.push({key: 'top', title: 'Top class'});
+  if (factors().length) list.push({key: 'factor', title: 'Best factor'});
   return list;
 }
 
@@ -116,6 +122,12 @@ function cell(row, key) {
   if (key === 'size') return number(row.size);
   if (key === 'entropy') return fixed(row.entropy);
   if (key === 'top') return row.top >= 0 ? view.site.classes[row.top] : '–';
+  if (key === 'factor') {
+    if (!row.best) return '–';
+    const [f, v, share, kappa] = row.best;
+    return el('span', {class: 'factor', title: `κ ${fixed(kappa)}`,
+                       text: `${factorValue(f, v)} (${percent(share)})`});
+  }
   return percent(row[key]);
 }
 
@@ -176,6 +188,9 @@ function renderSummary() {
     text += ` · against ${number(view.site.classes.length)} labelled classes: NMI ${fixed(c.nmi)},` +
         ` ARI ${fixed(c.ari)}, purity ${percent(c.purity)}`;
   }
+  if (factors().length) {
+    text += ' · NMI against ' + factors().map((f, i) => `${f.name} ${fixed(c.factor_nmi[i])}`).join(', ');
+  }
   byId('summary').textContent = text;
 }
 
@@ -184,7 +199,8 @@ async function showClustering(key) {
   view.key = key;
   view.rows = index.cluster.map((cluster, i) => ({
     cluster, size: index.size[i], entropy: index.entropy[i], purity: index.purity[i],
-    confidence: index.confidence[i], top: index.top[i]}));
+    confidence: index.confidence[i], top: index.top[i], best: index.best ? index.best[i] : null,
+    factor: index.best && index.best[i] ? index.best[i][3] : null}));
   view.rows.sort(compare);
   view.page = 0;
   view.cluster = null;
@@ -219,6 +235,21 @@ function chart(data) {
   return chart;
 }
 
+/** The class and every factor of a cluster, best explaining (highest κ) first; the best factor marked. */
+function explained(data) {
+  const best = data.explained.find((e) => e.factor >= 0 && e.kappa !== null && e.kappa > 0);
+  const head = el('tr', {}, ...['Majority value', 'Share of the cluster', 'Share of all videos', 'κ']
+      .map((title) => el('th', {scope: 'col', text: title})));
+  const rows = data.explained.map((e) => {
+    const tr = el('tr', {'data-factor': String(e.factor)},
+                  el('td', {text: factorValue(e.factor, e.value)}), el('td', {text: percent(e.share)}),
+                  el('td', {text: percent(e.base)}), el('td', {text: fixed(e.kappa)}));
+    if (e === best) tr.classList.add('best');
+    return tr;
+  });
+  return el('table', {class: 'explained'}, el('thead', {}, head), el('tbody', {}, ...rows));
+}
+
 function member(m) {
   const frames = m.strip ? el('img', {src: m.strip, alt: `frames of ${m.video}`, loading: 'lazy'})
                          : el('p', {class: 'missing', text: 'no frames'});
@@ -243,6 +274,9 @@ function renderCluster(data) {
       el('h2', {text: `Cluster ${data.cluster}`}),
       el('p', {class: 'stats', text: `${clustering().name} · ${stats.join(' · ')}`}),
       data.classes.length ? chart(data) : null,
+      data.explained.length ? el('h3', {text: 'What its members share (κ: 0 as a random subset, 1 pure)'})
+                            : null,
+      data.explained.length ? explained(data) : null,
       el('h3', {text: `${data.members.length} of its ${number(data.size)} members`}),
       el('div', {class: 'members'}, ...data.members.map(member)));
   section.dataset.cluster = String(data.cluster);
@@ -283,6 +317,7 @@ async function start() {
     document.title = `${view.site.title}: clusters`;
   }
   fillSelector();
+  if (factors().length) document.querySelector('main').classList.add('factors');
   byId('previous').addEventListener('click', () => turnPage(-1));
   byId('next').addEventListener('click', () => turnPage(1));
   window.addEventListener('hashchange', () => route().catch((e) => status(e.message)));
