@@ -243,7 +243,10 @@ class RecordSource(datasets.DataSource):
     A record's copies enter the buffer `cycle_length` records apart and leave it spread over about
     `shuffle_buffer` positions, each with its own clip window and augmentation (a copy's seeds come
     from its position); copies of one clip can therefore share a batch, where DeepCluster's sampler
-    spreads them over the epoch (`benchmarks/balanced_sampling.py` measures how often)."""
+    spreads them over the epoch. `benchmarks/balanced_sampling.py` measures it: 20,000 clips, k = 256
+    with log-normal cluster sizes (σ = 1, 4-1,098 clips), batch 256: 49 % of an epoch's draws meet
+    another copy of their clip in their batch (5.5 % with the epoch shuffled as a whole), 20 % with
+    `shuffle_buffer=2048`; for σ = 0.5, 22 % (1 %) and 5 %."""
     split = self.config.train_split
     class_mix.warn_if_class_sorted(self.directory, split, tuple(
         (s['offset'], s['count']) for s in self._split(split)['shards']))
