@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
 import jax
@@ -85,6 +85,11 @@ def train(run: Run, writer: metric_writers.MetricWriter,
   an update that read the dataset. A checkpoint therefore always holds the update of its own step
   (`TrainState.updated_at`), and a resume never redoes it.
 
+  The training stream is resampled by the method's `sampling_weights` (XDC's balanced sampling) and
+  built again from step s + 1 after an update that read the dataset, where they may change: the
+  stream from any step is a function of the state there, so a resumed run reads what an uninterrupted
+  one reads.
+
   The steps' metrics stay on the devices until a log step, a checkpoint, an evaluation or a dataset
   pass, where they are fetched at once and checked for NaN/Inf: the host never waits on a step in
   between, and no non-finite state is ever saved or used (`NonFiniteLossError` names the first bad
@@ -139,11 +144,16 @@ def train(run: Run, writer: metric_writers.MetricWriter,
     except preemption.Preempted:
       stop(state, step)
 
+  def stream(state: TrainState, step: int) -> tuple[np.ndarray | None, Iterator[Any]]:
+    """The training batches from `step` on, resampled by the method's weights of `state`."""
+    weights = run.method.sampling_weights(state)
+    batches = run.data.train_batches(step, weights)
+    return weights, sharding.prefetch_to_mesh(batches, run.mesh, config.get('prefetch_batches', 2))
+
   state, passed = update(state, start, done=int(state.updated_at) == start)
   if passed and after_update:
     save(state, start)
-  batches = sharding.prefetch_to_mesh(run.data.train_batches(start), run.mesh,
-                                      config.get('prefetch_batches', 2))
+  weights, batches = stream(state, start)
   try:
     for step in range(start, run.total_steps):
       if preemption.at_step(step):
@@ -172,6 +182,8 @@ def train(run: Run, writer: metric_writers.MetricWriter,
       passed = False
       if done != run.total_steps:
         state, passed = update(state, done)
+        if passed and (weights is not None or run.method.sampling_weights(state) is not None):
+          weights, batches = stream(state, done)  # New pseudo-labels, new draws from here on.
       if done % run.checkpointer.every_steps == 0 or (passed and after_update):
         save(state, done)
   finally:

@@ -46,7 +46,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       bn_momentum=0.9, bn_eps=1e-3)  # The released encoder's BN.
   config.xdc = xdc_lib.default_config(
       variant='xdc',  # §3.2; Table 1's baselines: `sdc`, `mdc`, `cdc` (their own configs).
-      num_clusters=256)  # Table 2: k = 256 is best for UCF101 after Kinetics (74.2), 128 for HMDB51.
+      num_clusters=256,  # Table 2: k = 256 is best for UCF101 after Kinetics (74.2), 128 for HMDB51.
+      balance='sample')  # DeepCluster's uniform sampling over pseudo-labels (§3.1 adapts it).
   config.optimizer = optim.default_optimizer_config(
       name='sgd', momentum=0.9, weight_decay=1e-5)  # DeepCluster's (above).
   config.schedule = optim.default_schedule_config(

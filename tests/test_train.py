@@ -77,8 +77,8 @@ def _nan_source(config, **kwargs):
   source = synthetic.build(config, **kwargs)
   clean = source.train_batches
 
-  def train_batches(start_step):
-    for step, batch in enumerate(clean(start_step), start=start_step):
+  def train_batches(start_step, weights=None):
+    for step, batch in enumerate(clean(start_step, weights), start=start_step):
       if step >= _NAN_FROM_STEP:
         batch['video'] = np.full_like(batch['video'], np.nan)
       yield batch

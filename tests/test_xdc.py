@@ -14,7 +14,7 @@ import pytest
 
 from avssl import checkpointing, optim, sharding
 from avssl.modes import train
-from avssl.data import datasets, synthetic
+from avssl.data import datasets, sampling, synthetic
 from avssl.evaluation import metrics
 from avssl.methods import base, xdc
 from avssl.reporting import ranking
@@ -244,11 +244,52 @@ def test_compact_rows_keeps_exactly_the_real_rows():
   np.testing.assert_array_equal(np.asarray(rows['x']), np.stack([index, -index], 1))
 
 
-def test_tiny_run_does_two_iterations_and_resumes_between_them_identically(tmp_path):
+def test_balance_modes_and_the_flag_they_replace():
+  """'sample' resamples the stream by weights that balance both clusterings and leaves the loss
+  unweighted; 'reweight' weighs the loss by N / (K' n_c) and leaves the stream alone; configs from
+  before `balance` (a run's run.json) keep what their `balanced` flag did."""
+  method, data, mesh, _, state = _toy('xdc')
+  assert method.balance == 'sample' and method.sampling_weights(state) is None  # No clusters yet.
+  state = method.label_update(state, data, mesh)
+  assert all(np.all(np.asarray(w) == 1) for w in state.method_state['weights'].values())
+  y, z = np.arange(_TOY_TRAIN) % 3 // 2, np.arange(_TOY_TRAIN) % 4 // 3  # Sizes 12:24 and 27:9.
+  labels = {'video': jnp.asarray(y, jnp.int32), 'audio': jnp.asarray(z, jnp.int32)}
+  state = state.replace(method_state={**state.method_state, 'labels': labels})
+  np.testing.assert_array_equal(method.sampling_weights(state), sampling.balanced_weights([y, z]))
+
+  settings = lambda **values: ml_collections.ConfigDict(values)
+  assert xdc.balance_mode(settings(balance='reweight')) == 'reweight'
+  assert xdc.balance_mode(settings(balanced=True)) == 'reweight'
+  assert xdc.balance_mode(settings(balanced=False)) == 'none'
+  with pytest.raises(ValueError, match='replaced by config.xdc.balance'):
+    xdc.balance_mode(settings(balanced=True, balance='sample'))
+  with pytest.raises(ValueError, match="config.xdc.balance='uniform' is not one of"):
+    xdc.balance_mode(settings(balance='uniform'))
+  config = load_config('xdc_kinetics', 'tiny')
+  config.xdc.balance = 'reweight'
+  assert xdc.XDC(config).sampling_weights(state) is None
+  np.testing.assert_allclose(np.asarray(xdc._balance_weights(labels['audio'], 4)),  # pylint: disable=protected-access
+                             [36 / (2 * 27), 36 / (2 * 9), 0, 0], rtol=1e-6)
+
+
+def test_tiny_run_does_two_iterations_and_resumes_between_them_identically(tmp_path, monkeypatch):
+  """With balanced sampling, the loop resamples the stream after each clustering, and a run resumed
+  between them draws from the same weights."""
   config = load_config('xdc_kinetics', 'tiny')  # 6 steps, iterations of at most one epoch.
   config.data = synthetic.default_config(num_train=48, num_eval=16)  # 3 steps per epoch.
-  assert config.checkpoint_every_steps == 3
+  assert config.checkpoint_every_steps == 3 and config.xdc.balance == 'sample'
+  streams = []  # (start step, weights) of every training stream built.
+  read = datasets.IndexedSource.train_batches
+
+  def recorded(source, start_step, weights=None):
+    streams.append((start_step, weights))
+    return read(source, start_step, weights)
+
+  monkeypatch.setattr(datasets.IndexedSource, 'train_batches', recorded)
   uninterrupted = train.train_and_evaluate(config, str(tmp_path / 'a'))
+  built = [(step, w) for step, w in streams if w is not None]
+  assert [step for step, _ in built] == [0, 3]  # After the clusterings of steps 0 and 3.
+  assert not np.array_equal(built[0][1], built[1][1]) and np.ptp(built[1][1]) > 0
   final = uninterrupted.method_state
   assert int(final['iteration']) == 2  # Steps 0 and 3 (the epoch cap, at epoch_end).
   for name in ('video', 'audio'):
@@ -264,7 +305,10 @@ def test_tiny_run_does_two_iterations_and_resumes_between_them_identically(tmp_p
   assert np.isfinite(float(between['method_state']['holdout']['last']))  # Iteration 0's held-out loss.
 
   shutil.copytree(tmp_path / 'a' / 'checkpoints' / '3', tmp_path / 'b' / 'checkpoints' / '3')
+  streams.clear()
   resumed = train.train_and_evaluate(config, str(tmp_path / 'b'))
+  assert [(step, w is not None) for step, w in streams][-1] == (3, True)
+  np.testing.assert_array_equal(streams[-1][1], built[1][1])
   a, b = state_leaves(uninterrupted), state_leaves(resumed)
   assert a.keys() == b.keys()
   for key in a:

@@ -8,6 +8,10 @@ Random-access datasets (synthetic data, in-memory arrays) get those three iterat
 `IndexedSource`: the training order is a fixed permutation per epoch derived from the seed, so the batch
 at step `s` is a pure function of `(seed, s)`. That makes a resumed run see exactly the data an
 uninterrupted run sees, and one process with 8 devices see the same global batches as two with 4.
+
+A training stream may be resampled (`weights`: each example's expected draws per epoch, XDC's
+cluster-balanced sampling): an epoch then holds each example as many times as `sampling.draws` says,
+a pure function of (weights, seed, epoch), and keeps its length, so a step is still found by its number.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any, NoReturn
 import ml_collections
 import numpy as np
 
+from avssl.data import sampling
 from avssl.errors import UserError
 from avssl.types import Batch
 
@@ -89,8 +94,13 @@ class DataSource(abc.ABC):
     return None
 
   @abc.abstractmethod
-  def train_batches(self, start_step: int) -> Iterator[Batch]:
-    """Training batches from global step `start_step` on, endlessly."""
+  def train_batches(self, start_step: int, weights: np.ndarray | None = None) -> Iterator[Batch]:
+    """Training batches from global step `start_step` on, endlessly.
+
+    `weights` (`[num_train]`, mean 1; None: every example once per epoch) resamples every epoch from
+    `start_step` on: example i comes ⌊w_i⌋ or ⌈w_i⌉ times, w_i on average (`sampling.draws`), and an
+    epoch keeps its length, so the stream from step s is the same whether built at step s or earlier.
+    """
 
   @abc.abstractmethod
   def eval_batches(self) -> PassBatches:
@@ -120,7 +130,7 @@ class Described(DataSource):
                     'load_run(workdir, records=DIR) to read them; new videos are labelled from their '
                     'own records folder')
 
-  def train_batches(self, start_step: int) -> Iterator[Batch]:
+  def train_batches(self, start_step: int, weights: np.ndarray | None = None) -> Iterator[Batch]:
     self._refuse()
 
   def eval_batches(self) -> PassBatches:
@@ -150,16 +160,26 @@ class IndexedSource(DataSource):
     start = self.process_index * self.local_batch
     return global_indices[start:start + self.local_batch]
 
-  def train_batches(self, start_step: int) -> Iterator[Batch]:
-    step = start_step
+  def train_batches(self, start_step: int, weights: np.ndarray | None = None) -> Iterator[Batch]:
+    epoch, first = divmod(start_step, self.steps_per_epoch)
     while True:
-      epoch, offset = divmod(step, self.steps_per_epoch)
-      order = np.random.default_rng([self.seed, epoch]).permutation(self.num_train)
-      indices = self._local(order[offset * self.batch_size:(offset + 1) * self.batch_size])
-      batch = self._fetch('train', indices)
-      batch['index'] = indices.astype(np.int32)
-      yield batch
-      step += 1
+      order = self._epoch_order(epoch, weights)
+      for offset in range(first, self.steps_per_epoch):
+        indices = self._local(order[offset * self.batch_size:(offset + 1) * self.batch_size])
+        batch = self._fetch('train', indices)
+        batch['index'] = indices.astype(np.int32)
+        yield batch
+      epoch, first = epoch + 1, 0
+
+  def _epoch_order(self, epoch: int, weights: np.ndarray | None) -> np.ndarray:
+    """The examples of `epoch` in training order: a seeded permutation of the examples, or of their
+    `weights`' draws (copies of an example spread over the whole epoch, as DeepCluster's sampler)."""
+    rng = np.random.default_rng([self.seed, epoch])
+    if weights is None:
+      return rng.permutation(self.num_train)
+    rows = np.arange(self.num_train)
+    check_weights(weights, self.num_train)
+    return rng.permutation(np.repeat(rows, sampling.draws(weights, rows, self.seed, epoch)))
 
   def _ordered(self, split: str, n: int) -> PassBatches:
     return PassBatches(self._ordered_batches(split, n), n)
@@ -185,3 +205,10 @@ class IndexedSource(DataSource):
 def stack(examples: list[dict[str, Any]]) -> Batch:
   """List of per-example dicts -> dict of stacked arrays."""
   return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+def check_weights(weights: np.ndarray, num_train: int) -> None:
+  """Refuses sampling weights that are not one per training example."""
+  if np.shape(weights) != (num_train,):
+    raise ValueError(f'sampling weights of shape {np.shape(weights)} for a training split of '
+                     f'{num_train} examples: the method must give one weight per example')

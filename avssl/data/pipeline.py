@@ -48,6 +48,9 @@ Choices that matter for audio-visual learning and for exact runs:
   seeded by (seed, epoch); each example's augmentation is a stateless function of (seed, its position
   in this host's stream). Resuming at step s starts at epoch ⌊s·b / n⌋ and skips the rest of that epoch
   before anything is decoded, so the batches are those an uninterrupted run would see.
+- **Resampled epochs keep their length** (XDC's cluster-balanced sampling, `sampling.py`): each
+  record is repeated or dropped as it is read, by draws that are a function of (weights, seed, epoch)
+  and add up to this host's n, so the arithmetic of resuming is unchanged.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ import json
 import math
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -68,7 +71,7 @@ with epy.lazy_imports():  # The configs import this module; TensorFlow loads whe
   import tensorflow as tf
 
 from avssl import errors, files
-from avssl.data import audio, augment, class_mix, datasets, flow as flow_lib, records
+from avssl.data import audio, augment, class_mix, datasets, flow as flow_lib, records, sampling
 
 MANIFEST = 'manifest.json'
 
@@ -227,12 +230,23 @@ class RecordSource(datasets.DataSource):
 
   # Training stream.
 
-  def train_batches(self, start_step: int) -> Iterator[datasets.Batch]:
+  def train_batches(self, start_step: int,
+                    weights: np.ndarray | None = None) -> Iterator[datasets.Batch]:
     """Each epoch reads this host's shards in a seeded order, `cycle_length` at a time record by
     record, through a `shuffle_buffer`: a batch holds the classes of the shards it comes from. Shards
     that `make_records` cut are random samples of the split, so with the defaults (8 shards, 256
     records) a batch holds as many classes as a random draw of the split (`benchmarks/class_mix.py`);
-    shards written in class order by an earlier make_records are warned about (`class_mix`)."""
+    shards written in class order by an earlier make_records are warned about (`class_mix`).
+
+    With `weights`, each record is repeated (or dropped) as the epoch's `sampling.draws` say as its
+    shard is read, before the interleave and the shuffle buffer, and only the kept ones are decoded.
+    A record's copies enter the buffer `cycle_length` records apart and leave it spread over about
+    `shuffle_buffer` positions, each with its own clip window and augmentation (a copy's seeds come
+    from its position); copies of one clip can therefore share a batch, where DeepCluster's sampler
+    spreads them over the epoch. `benchmarks/balanced_sampling.py` measures it: 20,000 clips, k = 256
+    with log-normal cluster sizes (σ = 1, 4-1,098 clips), batch 256: 49 % of an epoch's draws meet
+    another copy of their clip in their batch (5.5 % with the epoch shuffled as a whole), 20 % with
+    `shuffle_buffer=2048`; for σ = 0.5, 22 % (1 %) and 5 %."""
     split = self.config.train_split
     class_mix.warn_if_class_sorted(self.directory, split, tuple(
         (s['offset'], s['count']) for s in self._split(split)['shards']))
@@ -242,12 +256,21 @@ class RecordSource(datasets.DataSource):
     first_epoch, skip = divmod(skip, local_count)
     files, offsets = self._files(shards)
     seed = self.seed
+    table: Callable[[np.ndarray], np.ndarray] | None = None
+    if weights is not None:
+      datasets.check_weights(weights, self.num_train)
+      rows = np.concatenate([np.arange(s['offset'], s['offset'] + s['count']) for s in shards])
+      weights = np.asarray(weights, np.float64)
+      table = lambda e: sampling.draw_table(weights, rows, seed, int(e))
 
     def epoch(e):
       order = tf.random.experimental.stateless_shuffle(
           tf.range(len(files)), seed=tf.stack([tf.cast(seed, tf.int64), e]))
+      draws = None
+      if table is not None:  # Exactly `local_count` records in all: the epoch keeps its length.
+        draws = tf.ensure_shape(tf.numpy_function(table, [e], tf.int64), [self.num_train])
       ds = _read(tf.gather(files, order), tf.gather(offsets, order), self.config.cycle_length,
-                 tf.data.AUTOTUNE)
+                 tf.data.AUTOTUNE, draws)
       ds = ds.shuffle(self.config.shuffle_buffer, seed=_mix(seed, e))
       return ds.enumerate(start=e * local_count)
 
@@ -433,13 +456,18 @@ def _mix(seed: int | tf.Tensor, value) -> tf.Tensor:
   return tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(value, tf.int64)
 
 
-def _read(files: tf.Tensor, offsets: tf.Tensor, cycle_length: int,
-          readers: int) -> tf.data.Dataset:
+def _read(files: tf.Tensor, offsets: tf.Tensor, cycle_length: int, readers: int,
+          draws: tf.Tensor | None = None) -> tf.data.Dataset:
   """(dataset index, serialized record) of every record in `files`, interleaved record by record
   across `cycle_length` files at a time, `readers` of them read at once. The order depends on
-  `cycle_length` alone (`deterministic`), never on `readers`."""
+  `cycle_length` alone (`deterministic`), never on `readers`. With `draws` (a count per dataset
+  index), each record comes that many times in a row from its file (0: skipped)."""
   def one(file, offset):
-    return tf.data.TFRecordDataset(file).enumerate(start=offset)
+    ds = tf.data.TFRecordDataset(file).enumerate(start=offset)
+    if draws is None:
+      return ds
+    return ds.flat_map(lambda index, record: tf.data.Dataset.from_tensors((index, record)).repeat(
+        draws[index]))
 
   pairs = tf.data.Dataset.from_tensor_slices((files, tf.cast(offsets, tf.int64)))
   if cycle_length == 1:

@@ -4,7 +4,7 @@ A method owns its model, its loss, its own state (self-labels, priors, queues) a
 updates; the loop owns everything else (mesh, data feeding, optimiser, jit, checkpoints, logging,
 guards). Nothing method-specific lives in the loop, and nothing generic is copied into a method.
 
-The core interface is `Method`, fourteen members (`docs/extending.md` walks through a new method):
+The core interface is `Method`, fifteen members (`docs/extending.md` walks through a new method):
 
 - built from the run: `__init__(config, context)`, `context` (the run's `RunContext`: mesh, data,
   steps per epoch, total steps);
@@ -12,6 +12,8 @@ The core interface is `Method`, fourteen members (`docs/extending.md` walks thro
 - the state and the step: `init_method_state(num_examples)`, `loss(params, state, batch, rng)`;
 - the schedule: `scheduled_update(state, step)`, the one hook for label updates and the like, and
   `data_pass_steps()`, the steps whose update reads the dataset where known (the run's ETA);
+- the training stream: `sampling_weights(state)`, each example's expected draws per epoch (XDC's
+  cluster-balanced sampling), or None for every example once;
 - its own evaluation: `evaluate(state, batches)`, `report(results)`, `report_title`/`report_notes`.
 
 What only some methods can do is a `typing.Protocol` below, checked with `isinstance` by the run
@@ -140,6 +142,17 @@ class Method:
     advance (SeLaVi's label-update schedule); the loop budgets them into the run's ETA. Default: none
     known."""
     return ()
+
+  def sampling_weights(self, state: TrainState) -> np.ndarray | None:
+    """Each training example's expected number of draws per epoch (`[num_examples]`, mean 1), by
+    which the loop resamples the training stream from `state` on (`DataSource.train_batches`); None,
+    the default: every example once per epoch.
+
+    A function of `state` alone (a resumed run must draw as an uninterrupted one), and changed only by
+    an update that reads the dataset (`Update.data_pass`): the loop asks again only after those.
+    """
+    del state
+    return None
 
   def evaluate(self, state: TrainState, batches: Iterator[Batch]) -> dict[str, float]:
     """Metrics on the evaluation `batches` (padded, `mask == 0` on padding); none by default."""

@@ -28,10 +28,24 @@ pseudo-label loss of a held-out `holdout_fraction` of the training clips has not
 loss saturates" (`docs/papers_and_releases.md`). Held-out clips stay in the data stream and in
 the k-means but not in the loss: the training step only adds up their cross-entropy (no gradient), and
 `epoch_end` (called by `scheduled_update` at the top of each epoch's first step) decides from that sum, which lives in the checkpointed
-method state, so a resumed run decides as an uninterrupted one. Cluster-balanced sampling (DeepCluster
-samples uniformly over pseudo-classes) is done as loss re-weighting, so the data pipeline stays shared:
-a clip of cluster c weighs N / (K · n_c), which over a uniform stream has the expectation of
-class-uniform sampling.
+method state, so a resumed run decides as an uninterrupted one.
+
+DeepCluster trains on images "sampled based on a uniform distribution over the classes, or
+pseudo-labels" (Caron et al. 2018, §3.3), which XDC adapts (§3.1); the XDC paper says no more. `balance`
+chooses how:
+  - 'sample' (the default): the training stream itself is resampled. After each clustering,
+    `sampling_weights` gives every clip its expected draws per epoch, w_i = N / (K' · n_c) for one
+    clustering (K' non-empty clusters, n_c the size of the clip's cluster c); for two (XDC, MDC, SDC:
+    each encoder's targets are one of them) the product weights under which both clusterings' clusters
+    get N / K' draws (`avssl/data/sampling.py`). The loop rebuilds the stream from the next step with
+    those weights, and each epoch draws clip i ⌊w_i⌋ or ⌈w_i⌉ times (w_i on average), by a function of
+    (weights, seed, epoch): epochs keep their length N, and the draws, which depend on the
+    checkpointed pseudo-labels and the config only, are the same in a resumed run. The loss is the
+    plain mean cross-entropy.
+  - 'reweight': the stream stays uniform and each head's cross-entropy weighs a clip of its targets'
+    cluster c by N / (K' · n_c) (`_balance_weights`): the same expectation as 'sample', but the weight
+    is unbounded (a cluster of one clip weighs N / K'), so the loss has a larger variance.
+  - 'none': uniform stream, unweighted loss.
 
 Evaluation: at each label update, the NMI, accuracy and purity of every k-means clustering against the
 ground truth (when the data has labels) go into the method state, so `evaluate` reports them per
@@ -62,7 +76,7 @@ from jax.sharding import PartitionSpec as P
 
 from avssl import config_lib, optim, passes, preemption, sharding
 from avssl.clustering import kmeans as kmeans_lib
-from avssl.data import on_device
+from avssl.data import on_device, sampling
 from avssl.evaluation import metrics as metrics_lib
 from avssl.methods import base
 from avssl.models import encoders
@@ -72,6 +86,7 @@ from avssl.train_state import TrainState
 
 VARIANTS = ('sdc', 'mdc', 'cdc', 'xdc', 'xdc_same_video', 'xdc_same_audio')
 STOPS = ('epochs', 'plateau')
+BALANCES = ('sample', 'reweight', 'none')
 QUALITY = ('nmi', 'accuracy', 'purity')
 _TITLES = {'nmi': 'NMI', 'accuracy': 'Acc.', 'purity': 'Purity'}
 _ORDER = {'video': 0, 'audio': 1, 'concat': 2}  # Row order of clusterings in tables.
@@ -95,7 +110,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
       epochs_per_iteration=20.0,  # The iteration length ('epochs'), or its cap ('plateau').
       patience=2,  # Epochs without a lower held-out loss that end an iteration ('plateau').
       holdout_fraction=0.05,  # Training clips kept out of the loss to measure it; 0 for none.
-      balanced=True,  # DeepCluster's uniform sampling over pseudo-classes, as loss weights.
+      balance='sample',  # DeepCluster's uniform sampling over pseudo-classes (module docstring).
       monitor_encoders=True))  # CDC: also cluster each encoder's features alone, for evaluation.
   config.update(overrides)
   return config
@@ -196,6 +211,7 @@ class XDC(base.Method):
                        'config.xdc.holdout_fraction > 0, or use stop=epochs')
     if s.epochs_per_iteration <= 0:
       raise ValueError(f'config.xdc.epochs_per_iteration={s.epochs_per_iteration} must be > 0')
+    self.balance = balance_mode(s)
     self.norm = Norm.from_config(config.model)
     self.inputs = tuple(m for m in ('video', 'audio') if m in self.wiring.encoders.values())
 
@@ -219,9 +235,10 @@ class XDC(base.Method):
     return {**self.wiring.clusterings, **monitored}
 
   def init_method_state(self, num_examples: int) -> dict[str, Any]:
-    """The pseudo-labels of every clustering (`labels`, `[N]`), their cluster weights (`weights`,
-    `[K]`), the label updates done (`iteration`), each clustering's quality per iteration (`quality`,
-    `[iterations, len(QUALITY)]`, NaN where not measured) and the held-out loss bookkeeping."""
+    """The pseudo-labels of every clustering (`labels`, `[N]`), their clusters' loss weights
+    (`weights`, `[K]`: 1 but with `balance='reweight'`), the label updates done (`iteration`), each
+    clustering's quality per iteration (`quality`, `[iterations, len(QUALITY)]`, NaN where not
+    measured) and the held-out loss bookkeeping."""
     s = self.settings
     capacity = self._max_iterations(num_examples)
     zero, zero_i = jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32)
@@ -370,7 +387,7 @@ class XDC(base.Method):
                         iteration, quality[name].shape[0])
       if name in self.wiring.clusterings:
         labels[name] = table
-        weights[name] = (_balance_weights(table, s.num_clusters) if s.balanced
+        weights[name] = (_balance_weights(table, s.num_clusters) if self.balance == 'reweight'
                          else jnp.ones((s.num_clusters,), jnp.float32))
     state = self.reset_heads(state, iteration)
     method_state = {**state.method_state, 'labels': labels, 'weights': weights, 'quality': quality,
@@ -378,6 +395,15 @@ class XDC(base.Method):
     state = state.replace(method_state=sharding.placed_like(method_state, state.method_state))
     return self._with_holdout(state, best=np.inf, stale=0, epochs=0,
                               last=float(state.method_state['holdout']['last']))
+
+  def sampling_weights(self, state: TrainState) -> np.ndarray | None:
+    """With `balance='sample'`, each clip's expected draws per epoch under which every trained
+    clustering's non-empty clusters get N / K' draws (DeepCluster's uniform sampling over
+    pseudo-labels); None before the first clustering and with the other modes."""
+    if self.balance != 'sample' or int(state.method_state['iteration']) == 0:
+      return None
+    labels = state.method_state['labels']
+    return sampling.balanced_weights([sharding.host_copy(labels[c]) for c in self.wiring.clusterings])
 
   def dataset_features(self, state: TrainState, batches: Iterator[dict[str, np.ndarray]],
                        mesh: jax.sharding.Mesh, n: int) -> dict[str, Any]:
@@ -494,6 +520,19 @@ class XDC(base.Method):
   def report(self, results: dict[str, float]) -> str | None:
     """The quality of each iteration's clusterings as a Markdown table (values in %)."""
     return quality_table(results, tuple(self._evaluated().keys() - self.wiring.clusterings.keys()))
+
+
+def balance_mode(settings: ml_collections.ConfigDict) -> str:
+  """`settings.balance`, checked; the `balanced` flag of configs written before it (run.json of
+  older runs) read as what it did: True re-weighted the loss, False did nothing."""
+  if 'balanced' in settings:
+    if 'balance' in settings:
+      raise ValueError('config.xdc.balanced is replaced by config.xdc.balance; set only balance '
+                       f'(one of {BALANCES})')
+    return 'reweight' if settings.balanced else 'none'
+  if settings.balance not in BALANCES:
+    raise ValueError(f'config.xdc.balance={settings.balance!r} is not one of {BALANCES}')
+  return settings.balance
 
 
 def cluster_quality(truth: np.ndarray, clusters: np.ndarray) -> np.ndarray:
@@ -615,7 +654,8 @@ def _table_fn(mesh: jax.sharding.Mesh, size: int, fill: int):
 @functools.partial(jax.jit, static_argnums=1)
 def _balance_weights(labels: jax.Array, k: int) -> jax.Array:
   """N / (K' · n_c) for each of the K' non-empty clusters (0 for empty ones): weighting every clip
-  by its cluster's value gives the loss of uniform sampling over pseudo-classes."""
+  by its cluster's value gives the loss of uniform sampling over pseudo-classes in expectation
+  (`balance='reweight'`)."""
   counts = jnp.bincount(labels, length=k)
   used = jnp.sum(counts > 0)
   return jnp.where(counts > 0, labels.shape[0] / (used * jnp.maximum(counts, 1)), 0.0).astype(
