@@ -15,15 +15,16 @@ test) on crops centred on the object and on the sound event, against chance:
 - event, raw: the log-mel frames the event spans (100-frame log-mel of the clip, 20 frames);
 - event, band-normalised: the same after subtracting each band's median over the clip.
 
-With `--labels`, every `*/label` column of a `labels.csv` (`--mode=label`) is scored by NMI against
-the class and every factor of `--factors` (mean over heads, and the best head), matched by video_id.
+With `--labels`, every view of a `labels.csv` (`--mode=label`: its `{view}/head{h}` columns) is scored
+by NMI against the class and every factor of `--factors`, the mean over heads, matched by video_id.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import collections
+import csv
+import re
 import time
 
 import numpy as np
@@ -158,8 +159,9 @@ def score_labels(labels_path: str, factors_path: str) -> None:
   factors = factor_codes([table[i] for i in ids])
   columns = collections.defaultdict(list)
   for name in labels[0]:
-    if name.endswith('/label') or '/label/' in name or name.startswith('head'):
-      columns[name.rsplit('/', 1)[0] if name.endswith('/label') else name].append(name)
+    head = re.fullmatch(r'(.*)/head\d+', name)
+    if head:
+      columns[head.group(1)].append(name)
   rows = {}
   for view, names in columns.items():
     per_head = [nmi_row(np.array([int(r[n]) for r in labels]), factors) for n in names]

@@ -372,11 +372,11 @@ def render_video(spec: AvsynthSpec, pattern: int, rng: np.random.Generator
   coverage = _draw(frames, spec, rng, shape=look.shape, radius=0.16 * size, colour=look.colour,
                    path=look.path, speed=look.speed, t=t)
   mean = background.reshape(-1, 3).mean(0)
-  factors = {'background_level': _bin(float(mean @ np.asarray(_LUMA)), 0.1, 0.55, 3),
-             'background_tint': 'rgb'[int(np.argmax(mean))],
-             'distractor_shape': shape, 'distractor_path': path,
-             'distractor_hue': _bin(hue, 0.0, 1.0, 6),
-             'distractor_speed': _bin(speed, min(SPEEDS), max(SPEEDS), 3)}
+  factors: dict[str, int | str] = {
+      'background_level': _bin(float(mean @ np.asarray(_LUMA)), 0.1, 0.55, 3),
+      'background_tint': 'rgb'[int(np.argmax(mean))], 'distractor_shape': shape,
+      'distractor_path': path, 'distractor_hue': _bin(hue, 0.0, 1.0, 6),
+      'distractor_speed': _bin(speed, min(SPEEDS), max(SPEEDS), 3)}
   return (frames * 255.0 + 0.5).astype(np.uint8), coverage, factors
 
 
@@ -501,8 +501,9 @@ def render_audio(spec: AvsynthSpec, pattern: int,
   noise = rng.standard_normal(len(t)) * math.sqrt(np.mean(tone ** 2) / 10 ** (snr / 10))
   mix = tone + noise
   peak = rng.uniform(0.3, 0.9)
-  factors = {'snr': _bin(snr, *spec.snr_db, 4) if spec.snr_db[1] > spec.snr_db[0] else 0,
-             'loudness': _bin(peak, 0.3, 0.9, 3)}
+  factors: dict[str, int | str] = {
+      'snr': _bin(snr, *spec.snr_db, 4) if spec.snr_db[1] > spec.snr_db[0] else 0,
+      'loudness': _bin(peak, 0.3, 0.9, 3)}
   return (mix * (peak / np.max(np.abs(mix)))).astype(np.float32), factors
 
 
@@ -576,9 +577,16 @@ class NuisanceSpec:
     if problems:
       raise ValueError('NuisanceSpec: ' + '; '.join(problems))
 
-  num_frames = AvsynthSpec.num_frames
-  num_samples = AvsynthSpec.num_samples
   flow_friendly = False  # For `_draw`: plain objects.
+
+  @property
+  def num_frames(self) -> int:
+    return max(1, round(self.fps * self.duration))
+
+  @property
+  def num_samples(self) -> int:
+    """Samples of sound: exactly the video's length, as `video_io.decode` returns it."""
+    return round(self.num_frames / self.fps * self.sample_rate)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -637,8 +645,9 @@ def render_nuisance_video(spec: NuisanceSpec, label: int, rng: np.random.Generat
   look = nuisance_attributes(label, spec.num_classes)
   coverage = _draw(frames, spec, rng, shape=look.shape, radius=_NUISANCE_RADIUS * size,
                    colour=colour, path=look.path, speed=_NUISANCE_SPEED, t=t)
-  factors = {'background_hue': _bin(hue, 0.0, 1.0, 6), 'background_level': _bin(level, 0.2, 0.8, 3),
-             'texture': texture, 'object_hue': _bin(object_hue, 0.0, 1.0, 6)}
+  factors: dict[str, int | str] = {
+      'background_hue': _bin(hue, 0.0, 1.0, 6), 'background_level': _bin(level, 0.2, 0.8, 3),
+      'texture': texture, 'object_hue': _bin(object_hue, 0.0, 1.0, 6)}
   return (frames * 255.0 + 0.5).astype(np.uint8), coverage, factors
 
 
@@ -686,9 +695,9 @@ def render_nuisance_audio(spec: NuisanceSpec, label: int, rng: np.random.Generat
   mix[onset:onset + length] += event
   loudness = rng.uniform(*spec.loudness_db)
   waveform = (mix * (10 ** (loudness / 20) / np.max(np.abs(mix)))).astype(np.float32)
-  factors = {'noise_colour': colour, 'snr': _bin(snr, *spec.snr_db, 3),
-             'loudness': _bin(loudness, *spec.loudness_db, 3),
-             'onset': _bin(onset, 0, n - length + 1, 4)}
+  factors: dict[str, int | str] = {
+      'noise_colour': colour, 'snr': _bin(snr, *spec.snr_db, 3),
+      'loudness': _bin(loudness, *spec.loudness_db, 3), 'onset': _bin(onset, 0, n - length + 1, 4)}
   return waveform, (onset, onset + length), factors
 
 
