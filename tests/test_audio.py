@@ -165,3 +165,41 @@ def test_unknown_mode_names_the_key():
     audio.spectrogram(np.zeros(16000, np.float32), 16000, config)
   with pytest.raises(ValueError, match='mfcc'):
     audio.default_config('mfcc')
+
+
+def _event_in_noise(noise_gain: np.ndarray, gain: float, rate: int = 16000) -> np.ndarray:
+  """1 s of stationary noise, coloured by `noise_gain` (one gain per rfft bin), with a 1 kHz burst
+  from 0.4 to 0.6 s, all scaled by `gain`."""
+  rng = np.random.default_rng(0)
+  noise = np.fft.irfft(np.fft.rfft(rng.standard_normal(rate)) * noise_gain, rate)
+  t = np.arange(rate) / rate
+  burst = np.where((t > 0.4) & (t < 0.6), np.sin(2 * np.pi * 1000 * t), 0.0)
+  return (gain * 0.05 * (noise + 4 * burst)).astype(np.float32)
+
+
+@pytest.mark.parametrize('mode', ['mean', 'mean_std'])
+def test_band_normalisation_removes_loudness_and_stationary_colour(mode):
+  """A clip 20 dB quieter, or its noise (and everything else) through a filter that is flat within
+  each mel band, normalises to the same spectrogram: the log of a gain per band is a constant per
+  band. The burst stays: its bands are far above their mean while it sounds."""
+  config = audio.default_config('logmel')
+  config.num_mel_bins, config.num_frames = 16, 50
+  freqs = np.fft.rfftfreq(16000, 1 / 16000)
+  mel = 2595.0 * np.log10(1 + freqs / 700.0)
+  slope = 10 ** (-(mel / mel.max()) * 1.5)  # about 30 dB down from the lowest to the highest band
+  plain = _event_in_noise(np.ones_like(freqs), 1.0)
+  normalise = lambda w: audio.normalize_bands(audio.spectrogram(w, 16000, config), mode).numpy()
+  reference = normalise(plain)
+  np.testing.assert_allclose(normalise(_event_in_noise(np.ones_like(freqs), 0.1)), reference,
+                             atol=1e-3)
+  coloured = normalise(_event_in_noise(slope, 1.0))
+  raw = audio.spectrogram(plain, 16000, config).numpy()
+  raw_coloured = audio.spectrogram(_event_in_noise(slope, 1.0), 16000, config).numpy()
+  assert np.abs(raw_coloured - raw).mean() > 1.0  # The colour moves the raw spectrogram ...
+  assert np.abs(coloured - reference).mean() < 0.1 * np.abs(raw_coloured - raw).mean()  # ... not this.
+  band = int(reference[:, 25, 0].argmax())  # The band of the 1 kHz burst.
+  assert reference[band, 21:29].mean() - reference[band, :15].mean() > 1.5
+  np.testing.assert_allclose(reference.mean(axis=-2), 0.0, atol=1e-4)
+  np.testing.assert_array_equal(audio.normalize_bands(tf.constant(raw), '').numpy(), raw)
+  with pytest.raises(ValueError, match='audio_band_norm'):
+    audio.normalize_bands(tf.constant(raw), 'median')

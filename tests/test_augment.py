@@ -212,3 +212,31 @@ def test_volume_jitter_is_one_gain_in_range_and_deterministic():
     np.testing.assert_array_equal(augment.volume_jitter(waveform, seed(s)).numpy(), out)
     gains.append(ratio[0])
   assert 0.9 <= min(gains) < max(gains) <= 1.1 and max(gains) - min(gains) > 0.1
+
+
+@pytest.mark.parametrize('mode', ['mean', 'median'])
+def test_subtracting_the_background_leaves_only_what_moves(mode):
+  """Two clips of the same moving square over different static backgrounds (a flat colour, a
+  texture) are equal after subtraction wherever the square never passes, and there uniform grey
+  (127.5); where it is, both show the square's difference from their own background."""
+  rng = np.random.default_rng(0)
+  backgrounds = [np.full((16, 16, 3), (200.0, 30.0, 90.0)), rng.uniform(0, 255, (16, 16, 3))]
+  clips = []
+  for background in backgrounds:
+    video = np.broadcast_to(background, (5, 16, 16, 3)).copy()
+    for t in range(5):
+      video[t, 2:5, 3 * t:3 * t + 3] = 255.0  # A square moving right, 3 px per frame.
+    clips.append(augment.subtract_background(tf.constant(video, tf.float32), mode).numpy())
+  never = np.ones((16, 16), bool)
+  never[2:5, :15] = False
+  for clip in clips:
+    np.testing.assert_allclose(clip[:, never], 127.5, atol=1e-4)
+  if mode == 'median':  # The square covers each pixel in one frame of five: not the background.
+    for clip, background in zip(clips, backgrounds):
+      np.testing.assert_allclose(clip[0, 2:5, 0:3], (255.0 - background[2:5, 0:3]) / 2 + 127.5,
+                                 atol=1e-4)
+  views = augment.subtract_background(tf.constant(np.stack(clips)), mode)  # [views, T, H, W, C]
+  assert views.shape == (2, 5, 16, 16, 3)
+  assert augment.subtract_background(tf.constant(clips[0]), '') is not None
+  with pytest.raises(ValueError, match='subtract_background'):
+    augment.subtract_background(tf.constant(clips[0]), 'mode')

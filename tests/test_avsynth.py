@@ -48,7 +48,7 @@ def test_the_first_40_patterns_differ_in_at_least_two_attributes():
 
 
 def test_clips_are_deterministic_and_nuisances_differ_between_clips():
-  frames, waveform, label = synthetic.render_clip(SMALL, 5)
+  frames, waveform, label, _ = synthetic.render_clip(SMALL, 5)
   assert frames.shape == (8, 32, 32, 3) and frames.dtype == np.uint8
   assert waveform.shape == (16000,) and waveform.dtype == np.float32
   assert np.abs(waveform).max() <= 1.0
@@ -67,7 +67,7 @@ def test_clips_are_deterministic_and_nuisances_differ_between_clips():
 def _visual_statistics(spec, index):
   """Mean colour of the class object, its area, its median step per frame; the frames and coverage."""
   label = synthetic.class_of(index, spec)
-  frames, coverage = synthetic.render_video(
+  frames, coverage, _ = synthetic.render_video(
       spec, synthetic.visual_pattern(label, spec.num_classes),
       np.random.default_rng([spec.seed, 2, index]))
   np.testing.assert_array_equal(frames, synthetic.render_clip(spec, index)[0])
@@ -150,7 +150,7 @@ def test_balanced_zipf_and_stratified_test_split():
 
 
 def test_a_written_clip_decodes_to_its_frames_and_sound(tmp_path):
-  frames, waveform, _ = synthetic.render_clip(SMALL, 0)
+  frames, waveform, _, _ = synthetic.render_clip(SMALL, 0)
   path = str(tmp_path / 'clip.mp4')
   video_io.write_video(path, frames, SMALL.fps, waveform, SMALL.sample_rate)
   decoded = video_io.decode(path, fps=SMALL.fps, short_side=None, sample_rate=SMALL.sample_rate)

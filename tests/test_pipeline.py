@@ -439,3 +439,16 @@ def test_on_device_normalisation_runs_without_tensorflow():
                           check=False, env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
   assert result.returncode == 0, result.stderr
   assert result.stdout.split() == ['[[1.0,', '1.0]]', '[[-1.0,', '-1.0]]']
+
+
+def test_background_subtraction_and_band_normalisation_reach_every_view(six_records):
+  """Each of the six clips is one static grey level with a steady tone: after subtracting the clip's
+  median frame every view is uniform grey, (127.5 / 255 - mean) / std, whatever the clip's level; and
+  every band of every spectrogram has mean 0 over time."""
+  source = _source(six_records, subtract_background='median', audio_band_norm='mean')
+  grey = (0.5 - 0.45) / 0.225
+  for batch in (next(source.train_batches(0)), next(source.eval_batches())):
+    np.testing.assert_allclose(batch['video'], grey, atol=1e-5)
+    np.testing.assert_allclose(batch['audio'].mean(axis=-2), 0.0, atol=1e-4)
+  with pytest.raises(ValueError, match='audio_band_norm'):
+    next(_source(six_records, audio_band_norm='median').train_batches(0))

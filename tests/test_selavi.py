@@ -236,3 +236,57 @@ def _equations(jaxpr):
     yield eqn
     for sub in jax.extend.core.jaxprs_in_params(eqn.params):
       yield from _equations(sub)
+
+
+def test_cross_targets_train_each_modality_on_the_other_modalitys_labels(avsynth_records, tmp_path,
+                                                                          monkeypatch):
+  """`targets='cross'`: each group solves the shared Eq. 6 average and each modality alone; the
+  video heads learn the labels solved from the audio and the audio heads those from the video."""
+  config = _tiny(avsynth_records)
+  config.selavi.targets = 'cross'
+  run = setup_mode.setup(config, str(tmp_path))
+  solves = []
+  solve = selavi.sk.sinkhorn_heads
+
+  def recording(log_p, lam, **kwargs):
+    solves.append((np.asarray(log_p), solve(log_p, lam, **kwargs)))
+    return solves[-1][1]
+
+  monkeypatch.setattr(selavi.sk, 'sinkhorn_heads', recording)
+  state = run.method.label_update(run.state, run.data, run.mesh)
+  assert len(solves) == 3 * config.selavi.num_groups
+  for shared, video, audio in zip(solves[::3], solves[1::3], solves[2::3]):
+    np.testing.assert_allclose(shared[0], (video[0] + audio[0]) / 2, atol=1e-6)
+    assert not np.allclose(video[0], audio[0])
+  cross = np.asarray(state.method_state['cross_labels'])
+  table = np.asarray(state.method_state['self_labels'])
+  assert cross.shape == (2, 58, config.selavi.num_heads) and not np.array_equal(cross[0], cross[1])
+  for labels in (cross[0], cross[1], table):  # Every video got a label from every solve.
+    assert labels.max() < config.selavi.num_clusters and len(np.unique(labels)) > 1
+
+  batch = sharding.to_global(next(run.data.train_batches(0)), run.mesh)
+  rng = jax.random.PRNGKey(3)
+  loss, _ = run.method.loss(state.params, state, batch, rng)
+  outputs, _ = run.method._apply({'params': state.params, 'batch_stats': state.batch_stats}, batch,  # pylint: disable=protected-access
+                                 train=True, rngs={'dropout': rng}, mutable=['batch_stats'])
+  index = np.asarray(batch['index'])
+  expected = []
+  for m, source in (('video', 1), ('audio', 0)):
+    log_q = jax.nn.log_softmax(np.asarray(outputs[m]), axis=-1)
+    targets = cross[source][index].T  # [heads, B]
+    expected.append(-np.take_along_axis(np.asarray(log_q), targets[..., None], -1).mean())
+  np.testing.assert_allclose(float(loss), np.mean(expected), rtol=1e-5)
+  run.checkpointer.close()
+
+
+def test_modality_weights_weight_eq_6():
+  config = load_config('selavi_vggsound', 'tiny')
+  log_probs = {'video': jnp.log(jnp.array([[0.7, 0.3]])), 'audio': jnp.log(jnp.array([[0.2, 0.8]]))}
+  method = selavi.SeLaVi(config)
+  np.testing.assert_allclose(method._fuse(log_probs), (log_probs['video'] + log_probs['audio']) / 2)  # pylint: disable=protected-access
+  config.selavi.modality_weights = (3.0, 1.0)
+  np.testing.assert_allclose(selavi.SeLaVi(config)._fuse(log_probs),  # pylint: disable=protected-access
+                             0.75 * log_probs['video'] + 0.25 * log_probs['audio'], rtol=1e-6)
+  config.selavi.modality_weights = (0.0, 0.0)
+  with pytest.raises(ValueError, match='modality_weights'):
+    selavi.SeLaVi(config)

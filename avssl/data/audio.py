@@ -172,6 +172,35 @@ def spectrogram(waveform: tf.Tensor, sample_rate: int,
 _FRONT_ENDS: dict[str, Callable[..., tf.Tensor]] = {'logfbank': logfbank, 'logmel': logmel}
 
 
+#: `normalize_bands` modes: per band over time, the mean removed, or the mean and the spread.
+BAND_NORMS = ('', 'mean', 'mean_std')
+# Floor of a band's standard deviation, in log-power units, so that silent bands stay finite.
+_BAND_STD_FLOOR = 1e-2
+
+
+def normalize_bands(spectrogram: tf.Tensor, mode: str) -> tf.Tensor:
+  """Each frequency band of a log spectrogram `[..., bins, frames, channels]` normalised over time:
+  its mean removed ('mean'), or its mean removed and divided by its standard deviation ('mean_std');
+  '' returns it unchanged.
+
+  A stationary sound, such as noise of a fixed colour and level, or a loudness gain, adds a constant
+  to each band of a log spectrogram; removing each band's mean over the clip removes that, and what
+  stays is how each band changes over time: the short events that name a sound, not the room or the
+  microphone (cepstral mean normalisation, per band). Not in any of the papers: a switch for data
+  whose nuisances are stationary (`docs/nuisance.md`).
+  """
+  if mode not in BAND_NORMS:
+    raise ValueError(f'audio band normalisation {mode!r} is not one of {list(BAND_NORMS)}; set '
+                     "config.data.audio_band_norm to '' (off), 'mean' or 'mean_std'")
+  if not mode:
+    return spectrogram
+  centred = spectrogram - tf.reduce_mean(spectrogram, axis=-2, keepdims=True)
+  if mode == 'mean':
+    return centred
+  spread = tf.sqrt(tf.reduce_mean(tf.square(centred), axis=-2, keepdims=True))
+  return centred / tf.maximum(spread, _BAND_STD_FLOOR)
+
+
 def spectrogram_shape(num_samples: int, sample_rate: int,
                       config: ml_collections.ConfigDict) -> tuple[int, int, int]:
   """`spectrogram`'s `[bins, frames, 1]` for a waveform of `num_samples`, without TensorFlow: what an

@@ -366,6 +366,37 @@ def gaussian_blur(video: tf.Tensor, params: BlurParams) -> tf.Tensor:
   return tf.cond(params.apply, blur, lambda: video)
 
 
+#: `subtract_background` modes: the clip's temporal mean or median frame, or '' (off).
+BACKGROUNDS = ('', 'mean', 'median')
+
+
+def subtract_background(video: tf.Tensor, mode: str) -> tf.Tensor:
+  """Each clip `[..., T, H, W, C]` minus its own background, the per-pixel mean or median over its T
+  frames, halved and centred on grey: float32 `(video - background) / 2 + 127.5`, on the 0..255 scale
+  (so a uint8 round trip, `normalize_on_device`, keeps it; 0 to 255 exactly where inputs are pixels).
+
+  A static background, whatever its colour or texture, becomes uniform grey, and what moves stays:
+  the objects that make a class in videos filmed in many places. The median keeps an object that
+  covers a pixel in fewer than half the frames out of the background; the mean leaves its trail
+  there. Not in any of the papers: a switch for data whose backgrounds are static and vary from clip to
+  clip (`docs/nuisance.md`).
+  """
+  if mode not in BACKGROUNDS:
+    raise ValueError(f'background subtraction {mode!r} is not one of {list(BACKGROUNDS)}; set '
+                     "config.data.subtract_background to '' (off), 'mean' or 'median'")
+  if not mode:
+    return video
+  video = _to_float(video)
+  if mode == 'mean':
+    background = tf.reduce_mean(video, axis=-4, keepdims=True)
+  else:
+    ordered = tf.sort(video, axis=-4)
+    frames = video.shape[-4]
+    middle = ordered[..., (frames - 1) // 2:frames // 2 + 1, :, :, :]
+    background = tf.reduce_mean(middle, axis=-4, keepdims=True)
+  return (video - background) / 2 + _MAX_PIXEL / 2
+
+
 def normalize(video: tf.Tensor, mean: float | Sequence[float] = SELAVI_MEAN,
               std: float | Sequence[float] = SELAVI_STD) -> tf.Tensor:
   """float32 (video / 255 - mean) / std, per channel when `mean` and `std` are sequences."""

@@ -97,14 +97,20 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   uint8 and leaves their normalisation to the jitted functions that read them
   (`avssl/data/on_device.py`; the `:accel` configs set it): off, so that a run's inputs stay the
   float32 ones of every run before it.
+
+  Two switches for data whose nuisances are stationary, off in every paper's config
+  (`docs/nuisance.md`): `subtract_background` ('mean' or 'median') subtracts each clip's temporal mean
+  or median frame after the augmentations (`augment.subtract_background`), in training and evaluation
+  views alike; `audio_band_norm` ('mean' or 'mean_std') normalises each band of every spectrogram over
+  time (`audio.normalize_bands`).
   """
   config = ml_collections.ConfigDict(dict(
       name='records', dir='', train_split='train', eval_split='test',
       num_frames=30, frame_stride=1, min_resize=128, max_resize=160, crop_size=112,
       eval_resize=112, eval_clips=1, eval_crops=1, flip=True, antialias=False,
       color_jitter=(), color_jitter_prob=0.8, grayscale_prob=0.0, blur_prob=0.0,
-      mean=0.45, std=0.225, multi_crop=(),
-      audio_seconds=1.0, audio_align='start', volume_jitter=0.1,
+      subtract_background='', mean=0.45, std=0.225, multi_crop=(),
+      audio_seconds=1.0, audio_align='start', volume_jitter=0.1, audio_band_norm='',
       audio=audio.default_config('logfbank'),
       with_flow=False, shuffle_buffer=256, cycle_length=8, pass_readers=PASS_READERS, num_threads=0,
       with_video=True, with_audio=True, normalize_on_device=False))
@@ -421,6 +427,7 @@ class RecordSource(datasets.DataSource):
       frames, flow = _augment_train(frames, flow, config, seed)
     else:
       frames, flow = _eval_crops(frames, flow, config)
+    frames = augment.subtract_background(frames, config.get('subtract_background', ''))
     if config.get('normalize_on_device'):
       out['video'] = augment.to_uint8(frames)
       if flow is not None:
@@ -448,7 +455,8 @@ class RecordSource(datasets.DataSource):
     if seed is not None and config.volume_jitter:
       window = augment.volume_jitter(window, seed,
                                      (1 - config.volume_jitter, 1 + config.volume_jitter))
-    return audio.spectrogram(window, rate, config.audio)
+    return audio.normalize_bands(audio.spectrogram(window, rate, config.audio),
+                                 config.get('audio_band_norm', ''))
 
 
 def _mix(seed: int | tf.Tensor, value) -> tf.Tensor:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from typing import NamedTuple
 
 import ml_collections
 import numpy as np
@@ -111,6 +112,8 @@ TIMBRES = {  # amplitudes of harmonics 1, 2, ...; the fundamental is always the 
 BEAT_RATES = (1.5, 3.0, 5.0)  # beats per second
 DUTIES = (0.25, 0.45, 0.65, 0.85)  # fraction of each beat that sounds
 _GOLDEN = (math.sqrt(5) - 1) / 2
+# ITU-R 601-2 luma weights, for a background's grey level.
+_LUMA = (0.299, 0.587, 0.114)
 _LOWEST_PITCH, _PITCH_OCTAVES = 180.0, 4.0
 
 
@@ -258,7 +261,7 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[float, float, float]:
 
 
 @functools.lru_cache(maxsize=8)
-def labels(spec: AvsynthSpec) -> np.ndarray:
+def labels(spec: AvsynthSpec | NuisanceSpec) -> np.ndarray:
   """The class of every clip, `[N]` int64 (read-only).
 
   Balanced: every run of K consecutive clips holds each class once, in a random order, so every prefix
@@ -286,7 +289,7 @@ def zipf_counts(n: int, num_classes: int, exponent: float) -> np.ndarray:
   return np.sort(counts)[::-1]
 
 
-def class_of(index: int, spec: AvsynthSpec) -> int:
+def class_of(index: int, spec: AvsynthSpec | NuisanceSpec) -> int:
   """The class of clip `index`."""
   if not 0 <= index < spec.num_videos:
     raise IndexError(f'clip {index} is not in 0..{spec.num_videos - 1}')
@@ -294,7 +297,7 @@ def class_of(index: int, spec: AvsynthSpec) -> int:
 
 
 @functools.lru_cache(maxsize=8)
-def test_mask(spec: AvsynthSpec) -> np.ndarray:
+def test_mask(spec: AvsynthSpec | NuisanceSpec) -> np.ndarray:
   """Which clips are in the test split, `[N]` bool (read-only).
 
   Stratified: of each class's clips in index order, every (1 / test_fraction)-th one, rounded, so
@@ -311,7 +314,7 @@ def test_mask(spec: AvsynthSpec) -> np.ndarray:
   return mask
 
 
-def split_of(index: int, spec: AvsynthSpec) -> str:
+def split_of(index: int, spec: AvsynthSpec | NuisanceSpec) -> str:
   """'train' or 'test' for clip `index`."""
   class_of(index, spec)
   return 'test' if test_mask(spec)[index] else 'train'
@@ -320,23 +323,33 @@ def split_of(index: int, spec: AvsynthSpec) -> str:
 # avsynth: rendering.
 
 
-def render_clip(spec: AvsynthSpec, index: int) -> tuple[np.ndarray, np.ndarray, int]:
-  """Clip `index`: frames `[T, H, W, 3]` uint8, waveform `[S]` float32 in [-1, 1], and its class.
+class Clip(NamedTuple):
+  """A rendered clip: frames `[T, H, W, 3]` uint8, waveform `[S]` float32 in [-1, 1], its class, and
+  its factors (`factors.csv`'s columns after `video_id`: the class and every nuisance, binned)."""
+  frames: np.ndarray
+  waveform: np.ndarray
+  label: int
+  factors: dict[str, int | str]
+
+
+def render_clip(spec: AvsynthSpec, index: int) -> Clip:
+  """Clip `index` of avsynth.
 
   The picture and the sound draw their nuisances from separate streams of `(seed, index)`, so
   changing, say, the frame size leaves the sound of every clip as it was.
   """
   label = class_of(index, spec)
-  frames, _ = render_video(spec, visual_pattern(label, spec.num_classes),
-                           np.random.default_rng([spec.seed, 2, index]))
-  waveform = render_audio(spec, sound_pattern(label, spec.num_classes),
-                          np.random.default_rng([spec.seed, 3, index]))
-  return frames, waveform, label
+  frames, _, look = render_video(spec, visual_pattern(label, spec.num_classes),
+                                 np.random.default_rng([spec.seed, 2, index]))
+  waveform, sound = render_audio(spec, sound_pattern(label, spec.num_classes),
+                                 np.random.default_rng([spec.seed, 3, index]))
+  return Clip(frames, waveform, label, {'class': label, **look, **sound})
 
 
-def render_video(spec: AvsynthSpec, pattern: int,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-  """Frames `[T, H, W, 3]` uint8 of one clip of `pattern`, and the class object's coverage `[T, H, W]`.
+def render_video(spec: AvsynthSpec, pattern: int, rng: np.random.Generator
+                 ) -> tuple[np.ndarray, np.ndarray, dict[str, int | str]]:
+  """Frames `[T, H, W, 3]` uint8 of one clip of `pattern`, the class object's coverage `[T, H, W]`,
+  and the clip's visual nuisances, binned (`AVSYNTH_FACTORS`).
 
   The class object is drawn over a smooth random background and a smaller distracting object with a
   random shape, colour, path and speed; its own position, direction and orientation are random.
@@ -345,15 +358,31 @@ def render_video(spec: AvsynthSpec, pattern: int,
   """
   size = spec.size
   t = np.arange(spec.num_frames, dtype=np.float32) / np.float32(spec.fps)
-  frames = np.broadcast_to(_background(rng, size), (len(t), size, size, 3)).copy()
+  background = _background(rng, size)
+  frames = np.broadcast_to(background, (len(t), size, size, 3)).copy()
   look = visual_attributes(pattern)
-  _draw(frames, spec, rng, shape=SHAPES[rng.integers(len(SHAPES))], radius=0.1 * size,
-        colour=_hsv_to_rgb(rng.random(), rng.uniform(0.2, 0.6), rng.uniform(0.5, 0.9)),
-        path=PATHS[rng.integers(len(PATHS))], speed=rng.uniform(min(SPEEDS), max(SPEEDS)),
+  # Drawn in this order (the clips' bits depend on it): shape, colour, path, speed.
+  shape = SHAPES[rng.integers(len(SHAPES))]
+  hue = rng.random()
+  colour = _hsv_to_rgb(hue, rng.uniform(0.2, 0.6), rng.uniform(0.5, 0.9))
+  path = PATHS[rng.integers(len(PATHS))]
+  speed = rng.uniform(min(SPEEDS), max(SPEEDS))
+  _draw(frames, spec, rng, shape=shape, radius=0.1 * size, colour=colour, path=path, speed=speed,
         t=t)
   coverage = _draw(frames, spec, rng, shape=look.shape, radius=0.16 * size, colour=look.colour,
                    path=look.path, speed=look.speed, t=t)
-  return (frames * 255.0 + 0.5).astype(np.uint8), coverage
+  mean = background.reshape(-1, 3).mean(0)
+  factors: dict[str, int | str] = {
+      'background_level': _bin(float(mean @ np.asarray(_LUMA)), 0.1, 0.55, 3),
+      'background_tint': 'rgb'[int(np.argmax(mean))], 'distractor_shape': shape,
+      'distractor_path': path, 'distractor_hue': _bin(hue, 0.0, 1.0, 6),
+      'distractor_speed': _bin(speed, min(SPEEDS), max(SPEEDS), 3)}
+  return (frames * 255.0 + 0.5).astype(np.uint8), coverage, factors
+
+
+def _bin(value: float, low: float, high: float, bins: int) -> int:
+  """The index of `value` among `bins` equal bins of [low, high] (values outside go to the ends)."""
+  return int(np.clip(np.floor((value - low) / (high - low) * bins), 0, bins - 1))
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -376,7 +405,7 @@ def _smooth_noise(rng: np.random.Generator, size: int, cells: int, channels: int
   return np.einsum('ya,abc,xb->yxc', weights, grid, weights)
 
 
-def _draw(frames: np.ndarray, spec: AvsynthSpec, rng: np.random.Generator, *, shape: str,
+def _draw(frames: np.ndarray, spec: AvsynthSpec | NuisanceSpec, rng: np.random.Generator, *, shape: str,
           radius: float, colour: tuple[float, float, float], path: str, speed: float,
           t: np.ndarray) -> np.ndarray:
   """Composites a moving object over `frames` (float, in place) and returns its coverage."""
@@ -396,7 +425,7 @@ def _draw(frames: np.ndarray, spec: AvsynthSpec, rng: np.random.Generator, *, sh
   return coverage
 
 
-def _speed_scale(spec: AvsynthSpec) -> float:
+def _speed_scale(spec: AvsynthSpec | NuisanceSpec) -> float:
   """1, or in the flow-friendly variant the factor that slows every object alike (keeping the speed
   patterns apart) so that none moves more than 5% of the frame (at most 16 px) per frame.
 
@@ -449,8 +478,10 @@ _SIGNED_DISTANCE = {  # negative inside, in pixels; exact near the edge, which i
 }
 
 
-def render_audio(spec: AvsynthSpec, pattern: int, rng: np.random.Generator) -> np.ndarray:
-  """Waveform `[S]` float32 of one clip of `pattern`: the pattern's beating tone plus white noise.
+def render_audio(spec: AvsynthSpec, pattern: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, dict[str, int | str]]:
+  """Waveform `[S]` float32 of one clip of `pattern`, the pattern's beating tone plus white noise, and
+  its nuisances, binned (`AVSYNTH_FACTORS`).
 
   Random per clip: the tone's phase, the beat's phase, the SNR (uniform in `spec.snr_db`) and the
   loudness (peak 0.3 to 0.9). Harmonics at or above 0.45 * sample_rate are left out, so no sample
@@ -469,4 +500,211 @@ def render_audio(spec: AvsynthSpec, pattern: int, rng: np.random.Generator) -> n
   snr = rng.uniform(*spec.snr_db)
   noise = rng.standard_normal(len(t)) * math.sqrt(np.mean(tone ** 2) / 10 ** (snr / 10))
   mix = tone + noise
-  return (mix * (rng.uniform(0.3, 0.9) / np.max(np.abs(mix)))).astype(np.float32)
+  peak = rng.uniform(0.3, 0.9)
+  factors: dict[str, int | str] = {
+      'snr': _bin(snr, *spec.snr_db, 4) if spec.snr_db[1] > spec.snr_db[0] else 0,
+      'loudness': _bin(peak, 0.3, 0.9, 3)}
+  return (mix * (peak / np.max(np.abs(mix)))).astype(np.float32), factors
+
+
+# avnuisance: the class in a small object and a short sound, drowned in nuisances.
+
+TEXTURES = ('flat', 'stripes', 'checker', 'blobs')
+NOISE_COLOURS = {'brown': -2.0, 'pink': -1.0, 'white': 0.0, 'blue': 1.0}  # power ∝ frequency^x
+_NUISANCE_SPEED = 0.5  # frame sizes per second, every class alike
+_NUISANCE_RADIUS = 0.12  # of the frame size: the object covers about 4% of the frame
+_EVENT_LOWEST_PITCH, _EVENT_OCTAVES = 200.0, 3.5
+_RAMP_SECONDS = 0.02
+
+
+@dataclasses.dataclass(frozen=True)
+class NuisanceSpec:
+  """Everything that determines an avnuisance dataset (`make_synthetic --nuisance`).
+
+  Class c is a small object of shape `SHAPES[c % 5]` moving along `PATHS[c % 4]` and a short tone
+  burst of its own pitch and timbre (`nuisance_attributes`): each modality alone names the class,
+  unlike avsynth. Everything else is drawn per clip, independently of the class and, per modality, of
+  each other: the background's hue, brightness and texture, the object's colour and position; the
+  noise's colour and level, the event's onset and the clip's loudness. The nuisances fill the frame
+  and the spectrogram, so clustering the raw inputs groups them by nuisance.
+
+  Attributes:
+    num_videos, num_classes, size, fps, duration, sample_rate, balance, zipf_exponent, test_fraction,
+      seed: as in `AvsynthSpec`; num_classes is 2 to 20 (the distinct shape-and-path pairs).
+    event_seconds: the sound event's length; it starts uniformly at random within the clip.
+    snr_db: range of the event's SNR against the noise, over the event's span, in dB.
+    loudness_db: range of the clip's peak level, in dB of full scale.
+  """
+  num_videos: int = 2000
+  num_classes: int = 10
+  size: int = 64
+  fps: float = 10.0
+  duration: float = 2.0
+  sample_rate: int = 16000
+  balance: str = 'balanced'
+  zipf_exponent: float = 1.0
+  event_seconds: float = 0.4
+  snr_db: tuple[float, float] = (-5.0, 10.0)
+  loudness_db: tuple[float, float] = (-30.0, -1.0)
+  test_fraction: float = 0.1
+  seed: int = 0
+
+  def __post_init__(self):
+    problems = []
+    if self.num_videos < 1:
+      problems.append(f'num_videos={self.num_videos} must be positive')
+    if not 2 <= self.num_classes <= len(SHAPES) * len(PATHS):
+      problems.append(f'num_classes={self.num_classes} must be 2 to {len(SHAPES) * len(PATHS)} (the '
+                      'distinct shape-and-path pairs)')
+    if self.size < 16 or self.size % 2:
+      problems.append(f'size={self.size} must be even and at least 16')
+    if self.fps <= 0 or self.fps * self.duration < 0.5:
+      problems.append(f'fps={self.fps} and duration={self.duration} must give at least one frame')
+    if self.sample_rate < 8000:
+      problems.append(f'sample_rate={self.sample_rate} is below 8000 Hz, too low for the pitches')
+    if self.balance not in ('balanced', 'zipf') or self.zipf_exponent < 0:
+      problems.append(f"balance={self.balance!r} must be 'balanced' or 'zipf' and zipf_exponent="
+                      f'{self.zipf_exponent} non-negative')
+    if not 0 < self.event_seconds < self.duration:
+      problems.append(f'event_seconds={self.event_seconds} must lie in (0, duration={self.duration})')
+    for name in ('snr_db', 'loudness_db'):
+      low, high = getattr(self, name)
+      if low > high or (name == 'loudness_db' and high > 0):
+        problems.append(f'{name}={getattr(self, name)} must be a (low, high) pair'
+                        + (' at most 0 dB' if name == 'loudness_db' else ''))
+    if not 0 <= self.test_fraction < 1:
+      problems.append(f'test_fraction={self.test_fraction} must be in [0, 1)')
+    if problems:
+      raise ValueError('NuisanceSpec: ' + '; '.join(problems))
+
+  flow_friendly = False  # For `_draw`: plain objects.
+
+  @property
+  def num_frames(self) -> int:
+    return max(1, round(self.fps * self.duration))
+
+  @property
+  def num_samples(self) -> int:
+    """Samples of sound: exactly the video's length, as `video_io.decode` returns it."""
+    return round(self.num_frames / self.fps * self.sample_rate)
+
+
+@dataclasses.dataclass(frozen=True)
+class NuisanceAttributes:
+  """What names class c: the object's shape and path, the event's pitch (Hz) and timbre."""
+  shape: str
+  path: str
+  pitch: float
+  timbre: str
+
+
+def nuisance_attributes(c: int, num_classes: int) -> NuisanceAttributes:
+  """Class c's object and sound. Shape and path cycle with coprime periods (5, 4), so the first 20
+  classes are distinct pairs; pitches are evenly spaced on a log scale over 3.5 octaves from 200 Hz
+  and the timbre cycles with period 5, so neighbouring pitches also differ in timbre."""
+  pitch = _EVENT_LOWEST_PITCH * 2.0 ** (_EVENT_OCTAVES * c / num_classes)
+  return NuisanceAttributes(shape=SHAPES[c % len(SHAPES)], path=PATHS[c % len(PATHS)], pitch=pitch,
+                            timbre=list(TIMBRES)[c % len(TIMBRES)])
+
+
+def nuisance_class_name(c: int, num_classes: int) -> str:
+  """Folder name of class c, e.g. 'c03_ring_orbit'."""
+  look = nuisance_attributes(c, num_classes)
+  return f'c{c:0{max(2, len(str(num_classes - 1)))}d}_{look.shape}_{look.path}'
+
+
+def render_nuisance_clip(spec: NuisanceSpec, index: int) -> Clip:
+  """Clip `index` of avnuisance; picture and sound from separate streams of `(seed, index)`."""
+  label = class_of(index, spec)
+  frames, _, look = render_nuisance_video(spec, label, np.random.default_rng([spec.seed, 2, index]))
+  waveform, _, sound = render_nuisance_audio(spec, label,
+                                             np.random.default_rng([spec.seed, 3, index]))
+  return Clip(frames, waveform, label, {'class': label, **look, **sound})
+
+
+def render_nuisance_video(spec: NuisanceSpec, label: int, rng: np.random.Generator
+                          ) -> tuple[np.ndarray, np.ndarray, dict[str, int | str]]:
+  """Frames `[T, H, W, 3]` uint8, the object's coverage `[T, H, W]` and the binned visual nuisances.
+
+  A saturated background of random hue and brightness, flat or textured, fills the frame; the
+  class's object, of a random colour, brighter (in HSV value) than the background where that is dark
+  and darker where it is bright, so it stands out in brightness as well as in colour, moves along the
+  class's path from a random start in a random direction.
+  """
+  size = spec.size
+  t = np.arange(spec.num_frames, dtype=np.float32) / np.float32(spec.fps)
+  hue, level = rng.random(), rng.uniform(0.2, 0.8)
+  texture = TEXTURES[rng.integers(len(TEXTURES))]
+  value = np.clip(level + 0.15 * _texture(rng, texture, size), 0.0, 1.0)
+  background = np.asarray(_hsv_to_rgb(hue, rng.uniform(0.5, 0.9), 1.0), np.float32) * value[..., None]
+  frames = np.broadcast_to(background, (len(t), size, size, 3)).copy()
+  object_hue = rng.random()
+  contrast = rng.uniform(0.3, 0.45)
+  colour = _hsv_to_rgb(object_hue, rng.uniform(0.5, 1.0),
+                       level + contrast if level < 0.5 else level - contrast)
+  look = nuisance_attributes(label, spec.num_classes)
+  coverage = _draw(frames, spec, rng, shape=look.shape, radius=_NUISANCE_RADIUS * size,
+                   colour=colour, path=look.path, speed=_NUISANCE_SPEED, t=t)
+  factors: dict[str, int | str] = {
+      'background_hue': _bin(hue, 0.0, 1.0, 6), 'background_level': _bin(level, 0.2, 0.8, 3),
+      'texture': texture, 'object_hue': _bin(object_hue, 0.0, 1.0, 6)}
+  return (frames * 255.0 + 0.5).astype(np.uint8), coverage, factors
+
+
+def _texture(rng: np.random.Generator, texture: str, size: int) -> np.ndarray:
+  """A `[size, size]` pattern in [-1, 1]: flat, sinusoidal stripes or a checkerboard of random angle
+  and period (6 to 16 px), or smooth blobs."""
+  if texture == 'flat':
+    return np.zeros((size, size), np.float32)
+  if texture == 'blobs':
+    return 2.0 * _smooth_noise(rng, size, 5, 1)[..., 0] - 1.0
+  angle, period = rng.uniform(0, np.pi), rng.uniform(6.0, 16.0)
+  y, x = np.mgrid[:size, :size].astype(np.float32)
+  u = (np.cos(angle) * x + np.sin(angle) * y) * (2 * np.pi / period)
+  if texture == 'stripes':
+    return np.sin(u).astype(np.float32)
+  v = (np.cos(angle) * y - np.sin(angle) * x) * (2 * np.pi / period)
+  return np.sign(np.sin(u) * np.sin(v)).astype(np.float32)
+
+
+def render_nuisance_audio(spec: NuisanceSpec, label: int, rng: np.random.Generator
+                          ) -> tuple[np.ndarray, tuple[int, int], dict[str, int | str]]:
+  """Waveform `[S]` float32, the event's span in samples and the binned audio nuisances.
+
+  The class's tone burst (`event_seconds`, 20 ms raised-cosine ramps) starts at a uniform onset in
+  noise of a random colour (`NOISE_COLOURS`) at a uniform SNR over the event's span; the mix is
+  scaled to a peak level uniform in `loudness_db`. Harmonics at or above 0.45 * sample_rate are left
+  out.
+  """
+  sound = nuisance_attributes(label, spec.num_classes)
+  rate, n = spec.sample_rate, spec.num_samples
+  length = round(spec.event_seconds * rate)
+  onset = int(rng.integers(0, n - length + 1))
+  t = np.arange(length) / rate
+  amplitudes = np.asarray(TIMBRES[sound.timbre])
+  harmonics = np.arange(1, len(amplitudes) + 1)
+  keep = (amplitudes > 0) & (harmonics * sound.pitch < 0.45 * rate)
+  phase = 2 * np.pi * (sound.pitch * t + rng.random())
+  event = amplitudes[keep] @ np.sin(harmonics[keep, None] * phase[None, :])
+  ramp = np.clip(np.minimum(t, t[-1] - t) / _RAMP_SECONDS, 0.0, 1.0)
+  event *= 0.5 - 0.5 * np.cos(np.pi * ramp)
+  colour = list(NOISE_COLOURS)[rng.integers(len(NOISE_COLOURS))]
+  noise = _coloured_noise(rng, n, rate, NOISE_COLOURS[colour])
+  snr = rng.uniform(*spec.snr_db)
+  mix = noise * math.sqrt(np.mean(event ** 2) / 10 ** (snr / 10))
+  mix[onset:onset + length] += event
+  loudness = rng.uniform(*spec.loudness_db)
+  waveform = (mix * (10 ** (loudness / 20) / np.max(np.abs(mix)))).astype(np.float32)
+  factors: dict[str, int | str] = {
+      'noise_colour': colour, 'snr': _bin(snr, *spec.snr_db, 3),
+      'loudness': _bin(loudness, *spec.loudness_db, 3), 'onset': _bin(onset, 0, n - length + 1, 4)}
+  return waveform, (onset, onset + length), factors
+
+
+def _coloured_noise(rng: np.random.Generator, n: int, rate: int, exponent: float) -> np.ndarray:
+  """`n` samples of unit-power Gaussian noise whose power spectrum goes as frequency^exponent (flat
+  below 50 Hz, so brown noise has no unbounded drift)."""
+  spectrum = np.fft.rfft(rng.standard_normal(n))
+  frequency = np.maximum(np.fft.rfftfreq(n, 1 / rate), 50.0)
+  noise = np.fft.irfft(spectrum * frequency ** (exponent / 2), n)
+  return noise / np.sqrt(np.mean(noise ** 2))

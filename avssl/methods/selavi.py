@@ -60,6 +60,12 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   (`_log_marginals`); the release starts every solve from uniform scalings. On the SeLa demo it saves
   0.3 % of the iterations and does not keep late updates under the cap (`docs/papers_and_releases.md`,
   "Sinkhorn iterations"): the network and the sorted prior move too much between updates.
+
+  Two switches for data whose nuisances differ between the modalities (`docs/nuisance.md`), off by
+  default: `targets='cross'` trains each modality's heads on labels solved from the *other*
+  modality's probabilities alone (XDC's cross-modal targets) instead of the shared Eq. 6 label, so a
+  network can only fit them with what both modalities share; `modality_weights` (w_video, w_audio)
+  weights Eq. 6's average of the log-probabilities (empty: equal, the paper's).
   """
   config = ml_collections.ConfigDict(dict(
       num_clusters=309, num_heads=10, num_groups=2, lam=20.0,
@@ -69,7 +75,8 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
       modalities=MODALITIES, fusion='none',
       sinkhorn_mode='scaling', sinkhorn_tol=1e-3, sinkhorn_max_iters=2000,
       sinkhorn_warm_start=True,
-      head_hidden=512, head_dropout=0.3))
+      head_hidden=512, head_dropout=0.3,
+      targets='shared', modality_weights=()))
   config.update(overrides)
   return config
 
@@ -122,6 +129,14 @@ class SeLaVi(base.Method):
       raise ValueError(f'config.selavi.num_heads={self.settings.num_heads} does not split into '
                        f'num_groups={self.settings.num_groups} equal groups')
     self.inputs = tuple(m for m in MODALITIES if m in self.settings.modalities)
+    if self.settings.targets not in ('shared', 'cross'):
+      raise ValueError(f"config.selavi.targets={self.settings.targets!r}; use 'shared' or 'cross'")
+    if self.settings.targets == 'cross' and (len(self.inputs) != 2 or self.settings.fusion != 'none'):
+      raise ValueError('config.selavi.targets=cross needs both modalities, each with its own heads')
+    weights = tuple(self.settings.modality_weights)
+    if weights and (len(weights) != 2 or min(weights) < 0 or sum(weights) <= 0):
+      raise ValueError(f'config.selavi.modality_weights={weights}: give (w_video, w_audio), '
+                       'non-negative and not both 0, or () for the paper\'s equal weights')
 
   def build_model(self) -> nn.Module:
     norm = Norm.from_config(self.config.model)
@@ -155,17 +170,24 @@ class SeLaVi(base.Method):
       prior = jnp.full((s.num_heads, s.num_clusters), num_examples / s.num_clusters, jnp.float32)
     else:
       raise ValueError(f"config.selavi.prior={s.prior!r}; use 'gaussian' or 'uniform'")
-    return {'self_labels': jnp.zeros((num_examples, s.num_heads), jnp.int32), 'prior': prior,
-            'updates': jnp.zeros((), jnp.int32),
-            'marginal_error': jnp.zeros((s.num_heads,), jnp.float32),
-            'sinkhorn_potential': jnp.zeros((s.num_heads, s.num_clusters), jnp.float32)}
+    state = {'self_labels': jnp.zeros((num_examples, s.num_heads), jnp.int32), 'prior': prior,
+             'updates': jnp.zeros((), jnp.int32),
+             'marginal_error': jnp.zeros((s.num_heads,), jnp.float32),
+             'sinkhorn_potential': jnp.zeros((s.num_heads, s.num_clusters), jnp.float32)}
+    if s.targets == 'cross':  # [0]: solved from the video heads (the audio's targets); [1]: audio.
+      state['cross_labels'] = jnp.zeros((2, num_examples, s.num_heads), jnp.int32)
+    return state
 
   def loss(self, params, state: TrainState, batch, rng):
-    """Eq. 1 with SeLaVi's shared label: ½ Σ_modality mean_heads CE(logits, self-label)."""
+    """Eq. 1 with SeLaVi's shared label: ½ Σ_modality mean_heads CE(logits, self-label); with
+    `targets='cross'` each modality's label is the one solved from the other modality."""
     outputs, updates = self._apply({'params': params, 'batch_stats': state.batch_stats}, batch,
                                    train=True, rngs={'dropout': rng}, mutable=['batch_stats'])
-    labels = state.method_state['self_labels'][batch['index']].T  # [heads, B]
-    losses = {m: optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    labels = {m: state.method_state['self_labels'][batch['index']].T for m in outputs}  # [heads, B]
+    if self.settings.targets == 'cross':
+      cross = state.method_state['cross_labels'][:, batch['index']]
+      labels = {'video': cross[1].T, 'audio': cross[0].T}
+    losses = {m: optax.softmax_cross_entropy_with_integer_labels(logits, labels[m]).mean()
               for m, logits in outputs.items()}
     loss = sum(losses.values()) / len(losses)
     metrics = {f'loss_{m}': v for m, v in losses.items()}
@@ -204,6 +226,7 @@ class SeLaVi(base.Method):
       state = self._warm_up_batchnorm(state, data, mesh)
     order = np.random.default_rng([self.config.seed, update]).permutation(s.num_heads)
     table = state.method_state['self_labels']
+    cross = state.method_state.get('cross_labels')
     errors = state.method_state['marginal_error']
     potentials = state.method_state['sinkhorn_potential']
     warm = s.sinkhorn_warm_start and update > 0
@@ -213,33 +236,63 @@ class SeLaVi(base.Method):
       log_probs, index, mask = self.dataset_log_probs(state, batches, mesh, heads)
       if first and s.alignment and set(log_probs) == set(MODALITIES):
         state, log_probs = self._align(state, log_probs, mask, heads, mesh)
-      log_p = _average(list(log_probs.values()))  # Eq. 6.
-      marginals = None
-      if s.prior == 'gaussian':
-        masses = _masked_mass(log_p, mask)
-        marginals = jnp.stack([sk.sorted_marginal(state.method_state['prior'][h], masses[i],
-                                                  s.prior_order) for i, h in enumerate(heads)])
-      log_r = _log_marginals(marginals, len(heads), s.num_clusters)
       rows = jnp.asarray(heads)
-      result = sk.sinkhorn_heads(log_p, s.lam, col_marginals=marginals, mesh=mesh, row_mask=mask,
-                                 mode=s.sinkhorn_mode, tol=s.sinkhorn_tol,
-                                 num_iters=s.sinkhorn_max_iters,
-                                 init_log_alphas=log_r + potentials[rows] if warm else None)
+      log_p = self._fuse(log_probs)  # Eq. 6.
+      result, log_r = self._transport(state, log_p, mask, heads, mesh,
+                                      log_r_plus=potentials[rows] if warm else None)
       table = _scatter_labels(table, index, mask, rows, result.labels)
       errors = errors.at[rows].set(result.error)
       potentials = potentials.at[rows].set(result.log_alpha - log_r)
-      error = np.asarray(result.error)
-      logging.info('Label update %d, heads %s: Sinkhorn iterations %s (%s start), marginal error %s',
-                   update, heads, np.asarray(result.iterations).tolist(),
-                   'warm' if warm else 'cold', np.round(error, 5).tolist())
-      if error.max() > s.sinkhorn_tol:
-        logging.warning('Label update %d: Sinkhorn stopped at %d iterations with marginal error %.4f > '
-                        'tol %g; the labels are used, but cluster sizes follow the prior only that '
-                        'closely (raise config.selavi.sinkhorn_max_iters for more).', update,
-                        s.sinkhorn_max_iters, float(error.max()), s.sinkhorn_tol)
+      self._log_solve(update, heads, result, warm)
+      if cross is not None:
+        for i, m in enumerate(MODALITIES):
+          alone, _ = self._transport(state, log_probs[m], mask, heads, mesh, log_r_plus=None)
+          cross = cross.at[i].set(_scatter_labels(cross[i], index, mask, rows, alone.labels))
+          self._log_solve(update, heads, alone, False, m)
     method_state = {**state.method_state, 'self_labels': table, 'marginal_error': errors,
                     'sinkhorn_potential': potentials, 'updates': jnp.asarray(update + 1, jnp.int32)}
+    if cross is not None:
+      method_state['cross_labels'] = cross
     return state.replace(method_state=sharding.placed_like(method_state, state.method_state))
+
+  def _fuse(self, log_probs: dict[str, jax.Array]) -> jax.Array:
+    """Eq. 6: the modalities' log-probabilities averaged, weighted by `modality_weights` if set."""
+    weights = tuple(self.settings.modality_weights)
+    if not weights or len(log_probs) != 2:
+      return _average(list(log_probs.values()))
+    w_video, w_audio = (w / sum(weights) for w in weights)
+    return w_video * log_probs['video'] + w_audio * log_probs['audio']
+
+  def _transport(self, state: TrainState, log_p: jax.Array, mask: jax.Array,
+                 heads: tuple[int, ...], mesh: jax.sharding.Mesh, log_r_plus: jax.Array | None):
+    """Eq. 3-5 for `heads`: the Sinkhorn solve of `log_p` against the heads' sorted prior draws (or
+    uniform marginals), warm-started from `log_r_plus` (the stored potentials) when given. Returns
+    the solve and the log-marginals it used."""
+    s = self.settings
+    marginals = None
+    if s.prior == 'gaussian':
+      masses = _masked_mass(log_p, mask)
+      marginals = jnp.stack([sk.sorted_marginal(state.method_state['prior'][h], masses[i],
+                                                s.prior_order) for i, h in enumerate(heads)])
+    log_r = _log_marginals(marginals, len(heads), s.num_clusters)
+    result = sk.sinkhorn_heads(log_p, s.lam, col_marginals=marginals, mesh=mesh,
+                               row_mask=mask, mode=s.sinkhorn_mode, tol=s.sinkhorn_tol,
+                               num_iters=s.sinkhorn_max_iters,
+                               init_log_alphas=None if log_r_plus is None else log_r + log_r_plus)
+    return result, log_r
+
+  def _log_solve(self, update: int, heads: tuple[int, ...], result, warm: bool,
+                 source: str = 'both modalities') -> None:
+    s = self.settings
+    error = np.asarray(result.error)
+    logging.info('Label update %d, heads %s (%s): Sinkhorn iterations %s (%s start), marginal error '
+                 '%s', update, heads, source, np.asarray(result.iterations).tolist(),
+                 'warm' if warm else 'cold', np.round(error, 5).tolist())
+    if error.max() > s.sinkhorn_tol:
+      logging.warning('Label update %d: Sinkhorn stopped at %d iterations with marginal error %.4f > '
+                      'tol %g; the labels are used, but cluster sizes follow the prior only that '
+                      'closely (raise config.selavi.sinkhorn_max_iters for more).', update,
+                      s.sinkhorn_max_iters, float(error.max()), s.sinkhorn_tol)
 
   def label_update_summary(self, state: TrainState, data) -> dict[str, float]:
     """The self-labels just made, for the training log: the agreement between heads (mean pairwise
@@ -344,7 +397,7 @@ class SeLaVi(base.Method):
     if 'concat' in views:
       views = {'video + audio': views['concat']}
     elif len(views) == 2:  # Eq. 6's average, renormalised: the normalised geometric mean.
-      views['video + audio'] = jax.nn.log_softmax(_average(list(views.values())), axis=-1)
+      views['video + audio'] = jax.nn.log_softmax(self._fuse(views), axis=-1)
     return views
 
   @functools.lru_cache(maxsize=None)
