@@ -123,7 +123,7 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('action', choices=['record', 'replay'])
   parser.add_argument('--solves', required=True, help='folder of the saved transport problems')
-  parser.add_argument('--omegas', default='1,1.9', help='over-relaxations to replay, comma-separated')
+  parser.add_argument('--omegas', default='1,1.95', help='over-relaxations to replay, comma-separated')
   parser.add_argument('--cap', type=int, default=None,
                       help='iteration cap for the replays (default: the run\'s sinkhorn_max_iters)')
   args, rest = parser.parse_known_args()

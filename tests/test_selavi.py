@@ -236,3 +236,10 @@ def _equations(jaxpr):
     yield eqn
     for sub in jax.extend.core.jaxprs_in_params(eqn.params):
       yield from _equations(sub)
+
+
+def test_overrelaxation_outside_its_range_is_refused_naming_the_key():
+  config = load_config('selavi_vggsound', 'tiny')
+  config.selavi.sinkhorn_overrelaxation = 2.0
+  with pytest.raises(ValueError, match='config.selavi.sinkhorn_overrelaxation=2.0'):
+    selavi.SeLaVi(config)
