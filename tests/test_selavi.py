@@ -290,3 +290,10 @@ def test_modality_weights_weight_eq_6():
   config.selavi.modality_weights = (0.0, 0.0)
   with pytest.raises(ValueError, match='modality_weights'):
     selavi.SeLaVi(config)
+
+
+def test_overrelaxation_outside_its_range_is_refused_naming_the_key():
+  config = load_config('selavi_vggsound', 'tiny')
+  config.selavi.sinkhorn_overrelaxation = 2.0
+  with pytest.raises(ValueError, match='config.selavi.sinkhorn_overrelaxation=2.0'):
+    selavi.SeLaVi(config)

@@ -184,3 +184,133 @@ def test_guided_prior_pulls_labels_towards_the_other_modality():
   code_sign = agree(sk.guided_logits(scores, other, eps1=0.05, eps2=0.05, sign=-1.0))
   assert guided > unguided + 0.2
   assert code_sign < unguided
+
+
+def _ill_conditioned(n=600, k=8, seed=11):
+  """A confident network whose clusters' sizes (1 : 3) the uniform prior must even out, at SeLaVi's λ:
+  the mass moves through few borderline rows, so plain Sinkhorn is slow (as in the SeLa demo's late
+  label updates)."""
+  rng = np.random.default_rng(seed)
+  sizes = np.linspace(1.0, 3.0, k)
+  truth = rng.choice(k, n, p=sizes / sizes.sum())
+  logits = rng.standard_normal((n, k)) + 5.0 * np.eye(k)[truth]
+  log_p = np.asarray(jax.nn.log_softmax(jnp.asarray(logits, jnp.float32)))
+  return log_p, np.full(k, 1.0 / k, np.float32)
+
+
+@pytest.mark.parametrize('mode', MODES)
+def test_overrelaxed_plan_equals_plain_and_float64_reference(mode):
+  log_p = _log_p(400, 7, seed=12)
+  r = np.linspace(1.0, 2.0, 7).astype(np.float32)
+  r /= r.sum()
+  expected = reference_plan(log_p, 20.0, r=r)
+  # 3e-6 is near float32's floor for the rows' violation (a few 1e-7 of the unit mass), which the
+  # over-relaxed error counts and plain Sinkhorn's does not.
+  kwargs = dict(col_marginal=r, mode=mode, tol=3e-6, num_iters=5000, return_plan=True, chunk_size=16)
+  plain = sk.sinkhorn(log_p, 20.0, **kwargs)
+  relaxed = sk.sinkhorn(log_p, 20.0, overrelaxation=1.9, **kwargs)
+  plan = np.asarray(relaxed.plan, np.float64)
+  assert float(relaxed.error) <= 3e-6
+  # The error bounds both marginals of the returned plan (its rows are not refitted).
+  assert np.abs(plan.sum(0) - r).sum() + np.abs(plan.sum(1) - 1 / 400).sum() <= 4e-6
+  np.testing.assert_allclose(plan, expected, atol=1e-5)
+  np.testing.assert_allclose(plan, np.asarray(plain.plan), atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(relaxed.labels), expected.argmax(1))
+
+
+@pytest.mark.parametrize('mode', MODES)
+@pytest.mark.parametrize('tol,num_iters', [(1e-6, 500), (None, 3)])
+def test_plain_sinkhorn_is_unchanged_bit_for_bit(mode, tol, num_iters):
+  """ω = 1 (and SwAV's and GOCA's 3 fixed iterations) give exactly what the solver gave before
+  over-relaxation existed: these values are that version's output."""
+  logits = np.random.default_rng(7).standard_normal((96, 5)) * 2.0
+  log_p = np.asarray(jax.nn.log_softmax(jnp.asarray(logits, jnp.float32)))
+  r = np.array([0.1, 0.15, 0.2, 0.25, 0.3], np.float32)
+  result = sk.sinkhorn(log_p, 20.0, col_marginal=r, mode=mode, tol=tol, num_iters=num_iters,
+                       chunk_size=4, overrelaxation=1.0)
+  expected = {  # On the tests' 8 devices, compiled as conftest compiles.
+      ('scaling', 1e-6): (3.131479024887085e-05, [-15.309236526489258, -7.587202548980713,
+                                                  -5.410100936889648, 14.969141006469727,
+                                                  16.227617263793945], 240),
+      ('scaling', None): (0.3608357906341553, [0.9861228466033936, 4.219698905944824,
+                                               3.3816628456115723, 3.6848344802856445,
+                                               4.366583824157715], 191),
+      ('log', 1e-6): (3.1381845474243164e-05, [-15.309215545654297, -7.5871663093566895,
+                                               -5.4100775718688965, 14.969182014465332,
+                                               16.227664947509766], 240),
+      ('log', None): (0.3608357310295105, [0.9861228466033936, 4.219698905944824,
+                                           3.3816633224487305, 3.684835433959961,
+                                           4.366583824157715], 191),
+  }[mode, tol]
+  assert int(result.iterations) == num_iters
+  assert float(result.error) == expected[0]
+  np.testing.assert_array_equal(np.asarray(result.log_alpha), np.float32(expected[1]))
+  assert int(np.asarray(result.labels).sum()) == expected[2]
+
+
+@pytest.mark.parametrize('mode', MODES)
+def test_overrelaxation_needs_far_fewer_iterations_on_an_ill_conditioned_problem(mode):
+  log_p, r = _ill_conditioned()
+  count = lambda omega: int(sk.sinkhorn(log_p, 20.0, col_marginal=r, mode=mode, tol=1e-3,
+                                        num_iters=20000, overrelaxation=omega).iterations)
+  plain, relaxed = count(1.0), count(1.9)
+  assert plain > 500 and relaxed < plain / 4, (plain, relaxed)
+
+
+@pytest.mark.parametrize('mode', MODES)
+def test_overrelaxed_on_eight_devices_equals_one_device(mode):
+  log_p, r = _ill_conditioned(n=1000, k=13, seed=2)
+  kwargs = dict(col_marginal=r, mode=mode, tol=1e-6, num_iters=5000, chunk_size=32, overrelaxation=1.9)
+  on_one = sk.sinkhorn(log_p, 20.0, mesh=sharding.make_mesh(jax.devices()[:1]), **kwargs)
+  eight = sharding.make_mesh()
+  on_eight = sk.sinkhorn(sharding.to_global(log_p, eight), 20.0, mesh=eight, **kwargs)
+  assert len(on_eight.labels.sharding.device_set) == 8
+  np.testing.assert_array_equal(np.asarray(on_one.labels), np.asarray(on_eight.labels))
+  # Potentials are defined up to a constant (f + a, g - a), which over-relaxed steps move.
+  centred = lambda g: np.asarray(g) - np.mean(g)
+  np.testing.assert_allclose(centred(on_one.log_alpha), centred(on_eight.log_alpha), atol=1e-3)
+  # Near float32's floor the last few iterations depend on the order of the sums.
+  assert abs(int(on_one.iterations) - int(on_eight.iterations)) <= 0.05 * int(on_one.iterations)
+
+
+@pytest.mark.parametrize('mode', MODES)
+def test_overrelaxation_with_a_warm_start(mode):
+  log_p, r = _ill_conditioned(n=1000, k=11, seed=4)
+  kwargs = dict(col_marginal=r, mode=mode, tol=1e-4, num_iters=20000, overrelaxation=1.9)
+  first = sk.sinkhorn(log_p, 20.0, **kwargs)
+  nudged = log_p + 0.01 * np.random.default_rng(5).standard_normal(log_p.shape).astype(np.float32)
+  cold = sk.sinkhorn(nudged, 20.0, **kwargs)
+  warm = sk.sinkhorn(nudged, 20.0, init_log_alpha=first.log_alpha, **kwargs)
+  plain = sk.sinkhorn(nudged, 20.0, **{**kwargs, 'overrelaxation': 1.0})
+  assert float(warm.error) <= 1e-4 and int(warm.iterations) < 0.7 * int(cold.iterations)
+  assert (np.asarray(warm.labels) == np.asarray(plain.labels)).mean() > 0.999
+
+
+def test_masked_rows_take_no_mass_when_overrelaxed():
+  log_p, r = _ill_conditioned(n=300, k=7, seed=4)
+  padded = np.concatenate([log_p, np.repeat(log_p[:1], 20, axis=0)])
+  mask = np.r_[np.ones(300), np.zeros(20)]
+  for mode in MODES:
+    kwargs = dict(col_marginal=r, mode=mode, tol=1e-6, num_iters=5000, chunk_size=16,
+                  return_plan=True, overrelaxation=1.9)
+    alone = sk.sinkhorn(log_p, 20.0, **kwargs)
+    masked = sk.sinkhorn(padded, 20.0, row_mask=mask, **kwargs)
+    np.testing.assert_array_equal(np.asarray(masked.labels)[:300], np.asarray(alone.labels))
+    np.testing.assert_allclose(np.asarray(masked.plan)[:300], np.asarray(alone.plan), atol=1e-7)
+    assert np.asarray(masked.plan)[300:].sum() == 0
+
+
+def test_relaxation_bound_is_where_the_lyapunov_decrease_stays_a_share_of_sinkhorns():
+  """h(ω, t) >= η h(1, t), η = ω (2 - ω) / 2, for every log ratio t up to the bound and not above."""
+  h = lambda w, t: w * t - np.expm1((w - 1) * t) + np.expm1(-t)
+  for omega in (1.5, 1.9):
+    bound, eta = sk._relaxation_bound(omega), omega * (2 - omega) / 2
+    t = np.r_[np.linspace(-30, bound, 2001), bound + np.geomspace(1e-6, 30, 200)]
+    keeps = h(omega, t) >= eta * h(1.0, t) - 1e-12
+    np.testing.assert_array_equal(keeps, t <= bound)
+  assert 0.17 < sk._relaxation_bound(1.9) < 0.18
+
+
+def test_overrelaxation_out_of_range_is_refused():
+  with pytest.raises(ValueError, match='overrelaxation=2.0'):
+    sk.sinkhorn(_log_p(16, 3), 20.0, overrelaxation=2.0)
