@@ -331,3 +331,11 @@ def test_compilation_cache_dir_is_off_by_default_and_reaches_jax(tmp_path):
     assert jax.config.jax_compilation_cache_dir == str(tmp_path / 'cache')
   finally:
     jax.config.update('jax_compilation_cache_dir', before)
+
+
+def test_custom_nuisance_turns_on_the_switches_measured_on_avnuisance():
+  plain, nuisance = load_config('selavi_custom'), load_config('selavi_custom', 'nuisance')
+  assert (plain.data.subtract_background, plain.data.audio_band_norm, plain.selavi.targets) == (
+      '', '', 'shared')
+  assert (nuisance.data.subtract_background, nuisance.data.audio_band_norm,
+          nuisance.selavi.targets) == ('median', 'mean_std', 'cross')
