@@ -83,14 +83,7 @@ def test_rows_sharded_over_eight_devices_equal_one_device(mode):
 def test_masked_rows_take_no_mass(mode):
   """A dataset pass padded with masked duplicate rows solves the problem of the real rows alone."""
   log_p = _log_p(300, 7, seed=4)
-  padded = np.concatenate([log_p, np.repeat(log_p[:1], 20, axis=0)])
-  mask = np.r_[np.ones(300), np.zeros(20)]
-  kwargs = dict(mode=mode, tol=1e-6, num_iters=5000, chunk_size=16, return_plan=True)
-  alone = sk.sinkhorn(log_p, 20.0, **kwargs)
-  masked = sk.sinkhorn(padded, 20.0, row_mask=mask, **kwargs)
-  np.testing.assert_array_equal(np.asarray(masked.labels)[:300], np.asarray(alone.labels))
-  np.testing.assert_allclose(np.asarray(masked.plan)[:300], np.asarray(alone.plan), atol=1e-7)
-  assert np.asarray(masked.plan)[300:].sum() == 0
+  _assert_padding_rows_take_no_mass(log_p, mode=mode)
 
 
 def test_both_modes_give_the_same_labels_at_selavi_lambda():
@@ -288,16 +281,8 @@ def test_overrelaxation_with_a_warm_start(mode):
 
 def test_masked_rows_take_no_mass_when_overrelaxed():
   log_p, r = _ill_conditioned(n=300, k=7, seed=4)
-  padded = np.concatenate([log_p, np.repeat(log_p[:1], 20, axis=0)])
-  mask = np.r_[np.ones(300), np.zeros(20)]
   for mode in MODES:
-    kwargs = dict(col_marginal=r, mode=mode, tol=1e-6, num_iters=5000, chunk_size=16,
-                  return_plan=True, overrelaxation=1.9)
-    alone = sk.sinkhorn(log_p, 20.0, **kwargs)
-    masked = sk.sinkhorn(padded, 20.0, row_mask=mask, **kwargs)
-    np.testing.assert_array_equal(np.asarray(masked.labels)[:300], np.asarray(alone.labels))
-    np.testing.assert_allclose(np.asarray(masked.plan)[:300], np.asarray(alone.plan), atol=1e-7)
-    assert np.asarray(masked.plan)[300:].sum() == 0
+    _assert_padding_rows_take_no_mass(log_p, col_marginal=r, mode=mode, overrelaxation=1.9)
 
 
 def test_relaxation_bound_is_where_the_lyapunov_decrease_stays_a_share_of_sinkhorns():
@@ -314,3 +299,17 @@ def test_relaxation_bound_is_where_the_lyapunov_decrease_stays_a_share_of_sinkho
 def test_overrelaxation_out_of_range_is_refused():
   with pytest.raises(ValueError, match='overrelaxation=2.0'):
     sk.sinkhorn(_log_p(16, 3), 20.0, overrelaxation=2.0)
+
+
+def _assert_padding_rows_take_no_mass(log_p, **kwargs):
+  """20 masked copies of row 0 appended to `log_p`: the real rows get the plan and labels they get
+  alone (the padding of a sharded pass), the masked rows nothing."""
+  n = log_p.shape[0]
+  padded = np.concatenate([log_p, np.repeat(log_p[:1], 20, axis=0)])
+  mask = np.r_[np.ones(n), np.zeros(20)]
+  kwargs = dict(tol=1e-6, num_iters=5000, chunk_size=16, return_plan=True, **kwargs)
+  alone = sk.sinkhorn(log_p, 20.0, **kwargs)
+  masked = sk.sinkhorn(padded, 20.0, row_mask=mask, **kwargs)
+  np.testing.assert_array_equal(np.asarray(masked.labels)[:n], np.asarray(alone.labels))
+  np.testing.assert_allclose(np.asarray(masked.plan)[:n], np.asarray(alone.plan), atol=1e-7)
+  assert np.asarray(masked.plan)[n:].sum() == 0

@@ -117,8 +117,25 @@ _LUMA = (0.299, 0.587, 0.114)
 _LOWEST_PITCH, _PITCH_OCTAVES = 180.0, 4.0
 
 
+class _ClipLength:
+  """The frame and sample counts of a clip spec with `fps`, `duration` and `sample_rate`: shared by
+  avsynth and avnuisance, whose clips both decode to exactly these lengths."""
+  fps: float
+  duration: float
+  sample_rate: int
+
+  @property
+  def num_frames(self) -> int:
+    return max(1, round(self.fps * self.duration))
+
+  @property
+  def num_samples(self) -> int:
+    """Samples of sound: exactly the video's length, as `video_io.decode` returns it."""
+    return round(self.num_frames / self.fps * self.sample_rate)
+
+
 @dataclasses.dataclass(frozen=True)
-class AvsynthSpec:
+class AvsynthSpec(_ClipLength):
   """Everything that determines an avsynth dataset.
 
   Attributes:
@@ -174,15 +191,6 @@ class AvsynthSpec:
       problems.append(f'test_fraction={self.test_fraction} must be in [0, 1)')
     if problems:
       raise ValueError('AvsynthSpec: ' + '; '.join(problems))
-
-  @property
-  def num_frames(self) -> int:
-    return max(1, round(self.fps * self.duration))
-
-  @property
-  def num_samples(self) -> int:
-    """Samples of sound: exactly the video's length, as `video_io.decode` returns it."""
-    return round(self.num_frames / self.fps * self.sample_rate)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -518,7 +526,7 @@ _RAMP_SECONDS = 0.02
 
 
 @dataclasses.dataclass(frozen=True)
-class NuisanceSpec:
+class NuisanceSpec(_ClipLength):
   """Everything that determines an avnuisance dataset (`make_synthetic --nuisance`).
 
   Class c is a small object of shape `SHAPES[c % 5]` moving along `PATHS[c % 4]` and a short tone
@@ -578,15 +586,6 @@ class NuisanceSpec:
       raise ValueError('NuisanceSpec: ' + '; '.join(problems))
 
   flow_friendly = False  # For `_draw`: plain objects.
-
-  @property
-  def num_frames(self) -> int:
-    return max(1, round(self.fps * self.duration))
-
-  @property
-  def num_samples(self) -> int:
-    """Samples of sound: exactly the video's length, as `video_io.decode` returns it."""
-    return round(self.num_frames / self.fps * self.sample_rate)
 
 
 @dataclasses.dataclass(frozen=True)
