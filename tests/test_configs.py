@@ -289,6 +289,21 @@ def test_demo_rows_are_table3s_methods_at_the_demos_sizes(arg, expected):
   assert (config.data.color_jitter, config.data.grayscale_prob) == ((), 0.0)
 
 
+def test_demo_nuisance_is_avnuisances_recipe_on_any_row():
+  """`:nuisance` = the custom config's switches, whole-clip audio and 30 epochs of 40 label updates;
+  cross targets only where each modality has its own heads; SeLa keeps its colour augmentation."""
+  selavi, sela, concat = (load_config('selavi_demo', arg)
+                          for arg in ('nuisance', 'sela,nuisance', 'concat,nuisance'))
+  for config in (selavi, sela, concat):
+    assert (config.data.dir, config.data.subtract_background, config.data.audio_band_norm,
+            config.data.audio_seconds, config.total_epochs, config.selavi.num_label_updates) == (
+                'runs/nuisance/records', 'median', 'mean_std', 2.0, 30.0, 40)
+  assert [c.selavi.targets for c in (selavi, sela, concat)] == ['cross', 'shared', 'shared']
+  assert (sela.data.color_jitter, sela.data.grayscale_prob) == ((0.4, 0.4, 0.4, 0.4), 0.2)
+  assert load_config('selavi_demo', 'nuisance,records=/data/r').data.dir == '/data/r'
+  assert load_config('selavi_demo').data.dir == 'runs/demo/records'
+
+
 def test_demo_refuses_two_rows_at_once():
   with pytest.raises(ValueError, match='separate rows of Table 3'):
     load_config('selavi_demo', 'sela,no_dh')
