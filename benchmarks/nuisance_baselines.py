@@ -7,9 +7,12 @@
 Baselines (clips rendered in memory by `avssl.data.synthetic`, the same ones `make_synthetic
 --nuisance` writes, before video coding): k-means (k = classes, best inertia of 5 runs) on raw
 pixels (every 5th frame, 4 x 4 average-pooled to 16², 3,840 values) and on the whole clip's log-mel
-(the product's front end, 40 mel x 40 frames), NMI against the class and every factor; then a linear
-probe (multinomial logistic regression on standardised features, half the clips to train, half to
-test) on crops centred on the object and on the sound event, against chance:
+(the product's front end, 40 mel x 40 frames), and on both after the input normalisations of
+`configs/selavi_custom.py:nuisance` (each clip minus its median frame, `data.subtract_background`;
+each log-mel band standardised over time, `data.audio_band_norm=mean_std`), NMI against the class
+and every factor; then a linear probe (multinomial logistic regression on standardised features,
+half the clips to train, half to test) on crops centred on the object and on the sound event, against
+chance:
 - object, raw: the pixels of 24² windows centred on the object in every 4th frame;
 - object, background-subtracted: the same windows of |frame - the clip's median frame| (grey);
 - event, raw: the log-mel frames the event spans (100-frame log-mel of the clip, 20 frames);
@@ -33,7 +36,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 import machine
-from avssl.data import audio, synthetic
+from avssl.data import audio, augment, synthetic
 from avssl.evaluation import metrics
 
 _ARGS = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
@@ -59,8 +62,9 @@ def render(spec: synthetic.NuisanceSpec) -> dict[str, np.ndarray | list]:
         spec, label, np.random.default_rng([spec.seed, 3, index]))
     out['factors'].append({'class': label, **look, **sound})
     x = frames[::5].astype(np.float32) / 255
-    t, h, w, c = x.shape
-    out['pixels'].append(x.reshape(t, h // 4, 4, w // 4, 4, c).mean((2, 4)).ravel())
+    out['pixels'].append(_pooled(x))
+    subtracted = augment.subtract_background(tf.constant(frames), 'median').numpy() / 255
+    out['pixels_subtracted'].append(_pooled(subtracted[::5]))
     out['object_raw'].append(_object_crops(x, coverage[::5]).ravel())
     grey = frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) / 255
     foreground = np.abs(grey - np.median(grey, axis=0))[..., None]
@@ -71,6 +75,8 @@ def render(spec: synthetic.NuisanceSpec) -> dict[str, np.ndarray | list]:
   coarse = audio.logmel(waves, spec.sample_rate, num_mel_bins=40, num_frames=40).numpy()
   fine = audio.logmel(waves, spec.sample_rate, num_mel_bins=40, num_frames=100).numpy()
   out['logmel'] = list(coarse.reshape(len(coarse), -1))
+  banded = audio.normalize_bands(tf.constant(coarse)[..., None], 'mean_std').numpy()
+  out['logmel_band_normalised'] = list(banded.reshape(len(banded), -1))
   span = round(spec.event_seconds * 100 / spec.duration)
   starts = [round(o / spec.num_samples * 100) for o in out.pop('onset')]
   events = np.stack([f[:, s:s + span] for f, s in zip(fine, starts)])
@@ -78,6 +84,12 @@ def render(spec: synthetic.NuisanceSpec) -> dict[str, np.ndarray | list]:
   normalised = events - np.median(fine, axis=2, keepdims=True)
   out['event_norm'] = list(normalised.reshape(len(events), -1))
   return {k: (v if k == 'factors' else np.stack(v)) for k, v in out.items()}
+
+
+def _pooled(frames: np.ndarray) -> np.ndarray:
+  """`[T, H, W, C]` frames 4 x 4 average-pooled and flattened."""
+  t, h, w, c = frames.shape
+  return frames.reshape(t, h // 4, 4, w // 4, 4, c).mean((2, 4)).ravel()
 
 
 def _object_crops(frames: np.ndarray, coverage: np.ndarray) -> np.ndarray:
@@ -132,7 +144,7 @@ def baselines(args: argparse.Namespace) -> None:
   factors = factor_codes(data['factors'])
   print(f'{spec.num_videos} avnuisance clips rendered in {time.perf_counter() - start:.0f} s')
   rows = {}
-  for name in ('pixels', 'logmel'):
+  for name in ('pixels', 'pixels_subtracted', 'logmel', 'logmel_band_normalised'):
     x = StandardScaler().fit_transform(data[name])
     pred = KMeans(args.num_classes, n_init=5, random_state=0).fit_predict(x)
     rows[f'k-means, {name}'] = nmi_row(pred, factors)
