@@ -144,16 +144,16 @@ def train(run: Run, writer: metric_writers.MetricWriter,
     except preemption.Preempted:
       stop(state, step)
 
-  def stream(state: TrainState, step: int) -> tuple[np.ndarray | None, Iterator[Any]]:
-    """The training batches from `step` on, resampled by the method's weights of `state`."""
-    weights = run.method.sampling_weights(state)
+  def stream(weights: np.ndarray | None, step: int) -> Iterator[Any]:
+    """The training batches from `step` on, resampled by the method's `weights`."""
     batches = run.data.train_batches(step, weights)
-    return weights, sharding.prefetch_to_mesh(batches, run.mesh, config.get('prefetch_batches', 2))
+    return sharding.prefetch_to_mesh(batches, run.mesh, config.get('prefetch_batches', 2))
 
   state, passed = update(state, start, done=int(state.updated_at) == start)
   if passed and after_update:
     save(state, start)
-  weights, batches = stream(state, start)
+  weights = run.method.sampling_weights(state)
+  batches = stream(weights, start)
   try:
     for step in range(start, run.total_steps):
       if preemption.at_step(step):
@@ -182,8 +182,9 @@ def train(run: Run, writer: metric_writers.MetricWriter,
       passed = False
       if done != run.total_steps:
         state, passed = update(state, done)
-        if passed and (weights is not None or run.method.sampling_weights(state) is not None):
-          weights, batches = stream(state, done)  # New pseudo-labels, new draws from here on.
+        new_weights = run.method.sampling_weights(state) if passed else weights
+        if new_weights is not weights:  # New pseudo-labels, new draws from here on.
+          weights, batches = new_weights, stream(new_weights, done)
       if done % run.checkpointer.every_steps == 0 or (passed and after_update):
         save(state, done)
   finally:

@@ -120,16 +120,17 @@ def read(path: str, *, bins: int = 10, max_categories: int = 20) -> Table:
   if not names or repeated or '' in names:
     raise UserError(f'{path}: the header {header} needs one or more factor columns after '
                     f'{ID_COLUMN}, each with a distinct, non-empty name')
+  at = {name: i for i, name in enumerate(header)}
   seen: dict[str, int] = {}
   for line, row in enumerate(rows[1:], start=2):
     if len(row) != len(header):
       raise UserError(f'{path}, line {line}: {len(row)} cells, the header has {len(header)}')
-    video_id = row[header.index(ID_COLUMN)].strip()
+    video_id = row[at[ID_COLUMN]].strip()
     if not video_id or video_id in seen:
       what = f'repeats {video_id!r} of line {seen[video_id]}' if video_id else f'has no {ID_COLUMN}'
       raise UserError(f'{path}, line {line} {what}; give each video one row')
     seen[video_id] = line
-  columns = {name: [row[header.index(name)].strip() for row in rows[1:]] for name in names}
+  columns = {name: [row[at[name]].strip() for row in rows[1:]] for name in names}
   return Table(path, tuple(seen), tuple(discretise(name, cells, bins=bins,
                                                    max_categories=max_categories)
                                         for name, cells in columns.items()))
