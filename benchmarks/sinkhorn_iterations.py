@@ -13,6 +13,8 @@ itself is unchanged and uses its config's solver. Its trajectory depends on that
 are the targets the network trains on), so every variant is replayed on this one trajectory. A warm
 variant chains its own potentials from update to update, per head, as `SeLaVi.label_update` does
 (log α − log r kept, log r' added), with the head groups drawn as in training (`selavi.head_groups`).
+Replays need one solve per head group and update: a run with `selavi.targets=cross` (two more solves
+per group, one per modality) is refused.
 """
 
 from __future__ import annotations
@@ -34,18 +36,17 @@ def record(solves: str, argv: list[str]) -> None:
   from avssl.clustering import sinkhorn as sk  # pylint: disable=g-import-not-at-top
   os.makedirs(solves, exist_ok=True)
   solve = sk.sinkhorn_heads
-  calls = []
+  calls = 0
 
   def recorded(log_p, lam, *, col_marginals=None, init_log_alphas=None, **kwargs):
+    nonlocal calls
     result = solve(log_p, lam, col_marginals=col_marginals, init_log_alphas=init_log_alphas, **kwargs)
     host = lambda x: np.zeros((0,), np.float32) if x is None else np.asarray(x)
     settings = {k: kwargs[k] for k in ('mode', 'tol', 'num_iters', 'overrelaxation') if k in kwargs}
-    np.savez(os.path.join(solves, f'call_{len(calls):03d}.npz'), log_p=host(log_p),
+    np.savez(os.path.join(solves, f'call_{calls:03d}.npz'), log_p=host(log_p),
              row_mask=host(kwargs.get('row_mask')), col_marginals=host(col_marginals),
-             init_log_alphas=host(init_log_alphas), iterations=host(result.iterations),
-             error=host(result.error), log_alpha=host(result.log_alpha),
-             settings=json.dumps(dict(lam=lam, **settings)))
-    calls.append(len(calls))
+             init_log_alphas=host(init_log_alphas), settings=json.dumps(dict(lam=lam, **settings)))
+    calls += 1
     return result
 
   sk.sinkhorn_heads = recorded
@@ -60,8 +61,9 @@ def record(solves: str, argv: list[str]) -> None:
     config = json.load(f)['config']
   with open(os.path.join(solves, 'run.json'), 'w') as f:
     json.dump(dict(seed=config['seed'], num_heads=config['selavi']['num_heads'],
-                   num_groups=config['selavi']['num_groups'], argv=argv), f)
-  print(f'{len(calls)} Sinkhorn calls saved to {solves}')
+                   num_groups=config['selavi']['num_groups'],
+                   targets=config['selavi'].get('targets', 'shared'), argv=argv), f)
+  print(f'{calls} Sinkhorn calls saved to {solves}')
 
 
 def load(solves: str) -> tuple[dict, list[dict]]:
@@ -78,6 +80,10 @@ def replay(run: dict, calls: list[dict], start: str, omega: float, cap: int | No
   """Solves every call again; per call and head: update, head, iterations, error."""
   from avssl.clustering import sinkhorn as sk  # pylint: disable=g-import-not-at-top
   from avssl.methods import selavi  # pylint: disable=g-import-not-at-top
+  if run.get('targets', 'shared') != 'shared':
+    raise SystemExit(f"replay: the recorded run has selavi.targets={run['targets']!r}, whose per-"
+                     'modality solves are not one per head group and update; record a run with '
+                     "targets='shared'")
   groups = run['num_groups']
   potentials = {}
   rows = []
@@ -87,7 +93,7 @@ def replay(run: dict, calls: list[dict], start: str, omega: float, cap: int | No
     settings = json.loads(str(call['settings']))
     k = call['log_p'].shape[-1]
     marginals = call['col_marginals'] if call['col_marginals'].size else None
-    log_r = np.log(marginals) if marginals is not None else np.full((len(heads), k), -np.log(k))
+    log_r = np.asarray(selavi._log_marginals(marginals, len(heads), k))  # pylint: disable=protected-access
     warm = start == 'warm' and all(h in potentials for h in heads)
     init = log_r + np.stack([potentials[h] for h in heads]) if warm else None
     result = sk.sinkhorn_heads(

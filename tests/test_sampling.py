@@ -159,6 +159,7 @@ def test_indexed_data_spread_an_examples_copies_over_the_epoch():
     index = np.concatenate([b['index'] for b in batches[8 * epoch:8 * (epoch + 1)]])
     np.testing.assert_array_equal(np.bincount(index, minlength=64),
                                   sampling.draws(weights, np.arange(64), 0, epoch))
+    assert np.any(np.diff(index) < 0)  # Shuffled as a whole, not each example's copies in a row.
   resumed = list(itertools.islice(source.train_batches(6, weights), 4))
   for a, b in zip(batches[6:], resumed):
     np.testing.assert_array_equal(a['index'], b['index'])

@@ -216,8 +216,7 @@ def test_overrelaxed_plan_equals_plain_and_float64_reference(mode):
 def test_plain_sinkhorn_is_unchanged_bit_for_bit(mode, tol, num_iters):
   """ω = 1 (and SwAV's and GOCA's 3 fixed iterations) give exactly what the solver gave before
   over-relaxation existed: these values are that version's output."""
-  logits = np.random.default_rng(7).standard_normal((96, 5)) * 2.0
-  log_p = np.asarray(jax.nn.log_softmax(jnp.asarray(logits, jnp.float32)))
+  log_p = _log_p(96, 5, seed=7)
   r = np.array([0.1, 0.15, 0.2, 0.25, 0.3], np.float32)
   result = sk.sinkhorn(log_p, 20.0, col_marginal=r, mode=mode, tol=tol, num_iters=num_iters,
                        chunk_size=4, overrelaxation=1.0)
@@ -279,10 +278,10 @@ def test_overrelaxation_with_a_warm_start(mode):
   assert (np.asarray(warm.labels) == np.asarray(plain.labels)).mean() > 0.999
 
 
-def test_masked_rows_take_no_mass_when_overrelaxed():
+@pytest.mark.parametrize('mode', MODES)
+def test_masked_rows_take_no_mass_when_overrelaxed(mode):
   log_p, r = _ill_conditioned(n=300, k=7, seed=4)
-  for mode in MODES:
-    _assert_padding_rows_take_no_mass(log_p, col_marginal=r, mode=mode, overrelaxation=1.9)
+  _assert_padding_rows_take_no_mass(log_p, col_marginal=r, mode=mode, overrelaxation=1.9)
 
 
 def test_relaxation_bound_is_where_the_lyapunov_decrease_stays_a_share_of_sinkhorns():
