@@ -37,6 +37,7 @@ from sklearn.preprocessing import StandardScaler
 
 import machine
 from avssl.data import audio, augment, synthetic
+from avssl.evaluation import factors as factors_lib
 from avssl.evaluation import metrics
 
 _ARGS = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
@@ -107,14 +108,9 @@ def _object_crops(frames: np.ndarray, coverage: np.ndarray) -> np.ndarray:
 
 
 def factor_codes(rows: list[dict]) -> dict[str, np.ndarray]:
-  """Each factor's values as integer codes, the class first."""
-  names = list(rows[0])
-  codes = {}
-  for name in names:
-    values = [str(r[name]) for r in rows]
-    levels = {v: i for i, v in enumerate(sorted(set(values)))}
-    codes[name] = np.array([levels[v] for v in values])
-  return codes
+  """Each factor's values as integer codes (`factors.discretise`, as the nuisance report reads a
+  table), the class first."""
+  return {name: factors_lib.discretise(name, [str(r[name]) for r in rows]).codes for name in rows[0]}
 
 
 def nmi_row(pred: np.ndarray, factors: dict[str, np.ndarray]) -> dict[str, float]:
@@ -162,25 +158,26 @@ def baselines(args: argparse.Namespace) -> None:
 
 
 def score_labels(labels_path: str, factors_path: str) -> None:
-  """NMI of every head of every view of a labels.csv against each factor (mean over heads, best)."""
-  with open(factors_path) as f:
-    table = {row.pop('video_id'): row for row in csv.DictReader(f)}
+  """NMI of every head of every view of a labels.csv against each factor (mean over heads), read and
+  matched by the nuisance report's own code (`avssl/evaluation/factors.py`)."""
+  table = factors_lib.read(factors_path)
   with open(labels_path) as f:
     labels = list(csv.DictReader(f))
   ids = [row['video_id'] for row in labels]
-  factors = factor_codes([table[i] for i in ids])
+  aligned = factors_lib.align(table, ids, set(ids))
   columns = collections.defaultdict(list)
   for name in labels[0]:
     head = re.fullmatch(r'(.*)/head\d+', name)
     if head:
       columns[head.group(1)].append(name)
-  rows = {}
-  for view, names in columns.items():
-    per_head = [nmi_row(np.array([int(r[n]) for r in labels]), factors) for n in names]
-    rows[f'{view} (mean of {len(names)})'] = {k: float(np.mean([h[k] for h in per_head]))
-                                              for k in factors}
-  print(f'chance (random {len(ids)} x 10): {chance_nmi(factors, 10):.3f}')
-  _print_table(f'NMI of {labels_path} against {factors_path}', rows)
+  clusterings = {f'{view} (mean of {len(names)})': np.array([[int(r[n]) for n in names]
+                                                              for r in labels])
+                 for view, names in columns.items()}
+  rows = factors_lib.nmi_rows(clusterings, None, aligned)
+  codes = {f.name: f.codes for f in aligned.factors}
+  print(f'chance (random {len(ids)} x 10): {chance_nmi(codes, 10):.3f}')
+  _print_table(f'NMI of {labels_path} against {factors_path}',
+               {name: {c: row[c]['mean'] for c in codes} for name, row in rows.items()})
 
 
 def main() -> None:
